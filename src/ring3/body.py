@@ -1,0 +1,85 @@
+"""A request body as handlers read it: pieces in order, with backpressure and 100-continue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+# Buffered body bytes above which the connection stops reading until the handler catches up.
+BODY_HIGH_WATER = 256 * 1024
+
+
+class RequestBody:
+    """Fed by the connection, read by an async handler. `read()` returns b"" at the end."""
+
+    __slots__ = ("_chunks", "_ended", "_loop", "_on_first_read", "_on_resume", "_waiter", "buffered")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_first_read: Callable[[], None] | None,
+                 on_resume: Callable[[], None]) -> None:
+        self._loop = loop
+        self._chunks: deque[bytes] = deque()
+        self._ended = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._on_first_read = on_first_read
+        self._on_resume = on_resume
+        self.buffered = 0
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self.buffered += len(data)
+        self._wake()
+
+    def end(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """The next piece of the body, or b"" once it is complete."""
+        if self._on_first_read is not None:
+            first, self._on_first_read = self._on_first_read, None
+            first()
+        while not self._chunks:
+            if self._ended:
+                return b""
+            self._waiter = self._loop.create_future()
+            await self._waiter
+            self._waiter = None
+        data = self._chunks.popleft()
+        before = self.buffered
+        self.buffered -= len(data)
+        if before >= BODY_HIGH_WATER > self.buffered:
+            self._on_resume()
+        return data
+
+    async def read_all(self) -> bytes:
+        parts = []
+        while data := await self.read():
+            parts.append(data)
+        return b"".join(parts)
+
+
+class EmptyBody:
+    """The body of a request that has none: shared, never allocated per request."""
+
+    __slots__ = ()
+    ended = True
+    buffered = 0
+
+    async def read(self) -> bytes:
+        return b""
+
+    async def read_all(self) -> bytes:
+        return b""
+
+
+EMPTY_BODY = EmptyBody()

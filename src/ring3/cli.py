@@ -1,0 +1,130 @@
+"""The command line, generated from the config schema: every key has a flag."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+import typing
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from ring3._version import __version__
+from ring3.config import Config, ConfigError, build_config, load_toml, render_toml
+from ring3.config.schema import SECTIONS
+
+EXIT_CONFIG = 2
+
+
+def flag_name(key: str, meta: dict[str, Any]) -> str:
+    """The flag of a config key: its own if the schema names one, else --key-with-dashes."""
+    return str(meta.get("flag") or "--" + key.replace("_", "-"))
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    for section_name, section_cls in SECTIONS.items():
+        group = parser.add_argument_group(f"[{section_name}] settings")
+        types = typing.get_type_hints(section_cls)
+        for f in dataclasses.fields(section_cls):
+            meta = dict(f.metadata)
+            dest = f"cfg__{section_name}__{f.name}"
+            help_text = f"{meta['doc']} (default: {_default_text(f.default)})"
+            type_ = types[f.name]
+            flag = flag_name(f.name, meta)
+            if type_ is bool:
+                group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
+                                   default=None, help=help_text)
+            elif typing.get_origin(type_) is tuple:
+                group.add_argument(flag, dest=dest, action="append", default=None,
+                                   metavar="VALUE", help=help_text + "; repeatable")
+            else:
+                group.add_argument(flag, dest=dest, default=None, metavar="VALUE", help=help_text)
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(value) or "none"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ring3", description="A web server that pays the least toll at the kernel boundary.")
+    parser.add_argument("--version", action="version", version=f"ring3 {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="serve a directory (or the built-in demo site)")
+    serve.add_argument("root_dir", nargs="?", metavar="ROOT", help="directory to serve")
+    serve.add_argument("--config", metavar="FILE", help="TOML config file")
+    _add_config_flags(serve)
+    check = commands.add_parser("check-config", help="validate a config file and print it")
+    check.add_argument("config", metavar="FILE", help="TOML config file")
+    _add_config_flags(check)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[tuple[str, str], Any]:
+    found: dict[tuple[str, str], Any] = {}
+    for dest, value in vars(args).items():
+        if dest.startswith("cfg__") and value is not None:
+            _, section_name, key = dest.split("__", 2)
+            found[(section_name, key)] = value
+    root = getattr(args, "root_dir", None)
+    if root is not None:
+        found[("static", "root")] = root
+    return found
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    path = getattr(args, "config", None)
+    data = load_toml(path) if path else None
+    return build_config(data, path or "<defaults>", _overrides(args))
+
+
+def demo_root() -> str:
+    """The built-in demo site's directory (shipped inside the package)."""
+    return str(resources.files("ring3") / "demo")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        config = load_config(args)
+    except ConfigError as exc:
+        print(f"ring3: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check-config":
+        sys.stdout.write(render_toml(config))
+        return 0
+    return _serve(config)
+
+
+def _serve(config: Config) -> int:
+    from ring3.handlers.static import StaticHandler
+    from ring3.server import serve
+
+    logging.basicConfig(level=config.server.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
+    root = config.static.root or demo_root()
+    if not os.path.isdir(root):
+        source = "static.root" if config.static.root else "demo site"
+        print(f"ring3: config error: {source}: {root!r} is not a directory", file=sys.stderr)
+        return EXIT_CONFIG
+    handler = StaticHandler(config.static, root)
+    if not config.static.root:
+        print(f"ring3: no ROOT given, serving the built-in demo site from {handler.root}", flush=True)
+    try:
+        asyncio.run(serve(config, handler))
+    except OSError as exc:
+        print(f"ring3: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0

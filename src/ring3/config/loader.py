@@ -1,0 +1,212 @@
+"""Turn TOML files and command-line values into a validated, frozen Config."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from ring3.config.schema import SECTIONS, Config
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)i?[bB]?\s*$")
+_SIZE_FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_FACTORS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used: where it came from, which key, and why."""
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        super().__init__(f"{source}: {key}: {reason}")
+        self.source = source
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """One parsed listen address."""
+
+    host: str
+    port: int
+    unix_path: str = ""
+
+    @property
+    def is_unix(self) -> bool:
+        return bool(self.unix_path)
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """Parse HOST:PORT, [IPv6]:PORT or unix:/path; raise ValueError with the reason."""
+    if text.startswith("unix:"):
+        path = text[5:]
+        if not path:
+            raise ValueError("unix: needs a path")
+        return ListenAddress(host="", port=0, unix_path=path)
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"{text!r} is not [IPv6]:PORT")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"{text!r} is not HOST:PORT")
+        if ":" in host:
+            raise ValueError(f"{text!r}: put an IPv6 address in brackets, [::1]:PORT")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: port must be a number from 0 to 65535")
+    return ListenAddress(host=host, port=int(port_text))
+
+
+def field_types(section_cls: type[Any]) -> dict[str, Any]:
+    """The resolved type of each field of a section class."""
+    return typing.get_type_hints(section_cls)
+
+
+def coerce(source: str, key: str, value: Any, type_: Any, meta: dict[str, Any]) -> Any:
+    """Check one raw value (from TOML or a flag's text) against its field and return it typed."""
+    from_text = isinstance(value, str)
+    unit = meta.get("unit", "")
+    result: Any
+    if type_ is bool:
+        if from_text and value.lower() in ("true", "yes", "on", "1"):
+            result = True
+        elif from_text and value.lower() in ("false", "no", "off", "0"):
+            result = False
+        elif isinstance(value, bool):
+            result = value
+        else:
+            raise ConfigError(source, key, f"expected true or false, got {value!r}")
+    elif type_ is int:
+        result = _to_int(source, key, value, unit)
+    elif type_ is float:
+        result = _to_float(source, key, value)
+    elif type_ is str:
+        if not isinstance(value, str):
+            raise ConfigError(source, key, f"expected a string, got {value!r}")
+        result = value
+    elif typing.get_origin(type_) is tuple:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(source, key, f"expected a list of strings, got {value!r}")
+        result = tuple(items)
+    else:  # pragma: no cover - the schema only uses the types above
+        raise ConfigError(source, key, f"unsupported type {type_!r}")
+    minimum = meta.get("minimum")
+    if minimum is not None and isinstance(result, int | float) and not isinstance(result, bool):
+        if result < minimum:
+            raise ConfigError(source, key, f"must be at least {minimum}, got {result}")
+    choices = meta.get("choices") or ()
+    if choices and result not in choices:
+        raise ConfigError(source, key, f"must be one of {', '.join(choices)}, got {result!r}")
+    return result
+
+
+def _to_int(source: str, key: str, value: Any, unit: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        match = _SIZE.match(value) if unit == "bytes" else re.match(r"^\s*(\d+)\s*()$", value)
+        if match:
+            return int(match.group(1)) * _SIZE_FACTORS[match.group(2).lower()]
+    hint = " (a size like 16384, '16k' or '1m')" if unit == "bytes" else ""
+    raise ConfigError(source, key, f"expected a whole number{hint}, got {value!r}")
+
+
+def _to_float(source: str, key: str, value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        result = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        result = float(match.group(1)) * _DURATION_FACTORS[match.group(2)]
+    else:
+        raise ConfigError(source, key, f"expected seconds (a number, or '500ms', '10s'), got {value!r}")
+    if not math.isfinite(result):
+        raise ConfigError(source, key, f"must be finite, got {value!r}")
+    return result
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    """Read a TOML file; a missing or malformed file is a ConfigError."""
+    try:
+        with open(path, "rb") as stream:
+            return tomllib.load(stream)
+    except OSError as exc:
+        raise ConfigError(path, "-", f"cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "-", f"not valid TOML: {exc}") from None
+
+
+Overrides = dict[tuple[str, str], Any]
+
+
+def build_config(file_data: dict[str, Any] | None = None, source: str = "<config>",
+                 overrides: Overrides | None = None,
+                 override_source: str = "command line") -> Config:
+    """Validate file data and command-line overrides (which win) into a Config."""
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for section_name, body in (file_data or {}).items():
+        if section_name not in SECTIONS:
+            raise ConfigError(source, section_name, f"unknown section; known: {', '.join(SECTIONS)}")
+        if not isinstance(body, dict):
+            raise ConfigError(source, section_name, "expected a table, like [server]")
+        for key, raw in body.items():
+            sections[section_name][key] = _check(source, section_name, key, raw)
+    for (section_name, key), raw in (overrides or {}).items():
+        sections[section_name][key] = _check(override_source, section_name, key, raw)
+    built = {name: SECTIONS[name](**values) for name, values in sections.items()}
+    config = Config(**built)
+    _check_cross_field(source, config)
+    return config
+
+
+def _check(source: str, section_name: str, key: str, raw: Any) -> Any:
+    section_cls = SECTIONS[section_name]
+    fields = {f.name: f for f in dataclasses.fields(section_cls)}
+    if key not in fields:
+        raise ConfigError(source, f"{section_name}.{key}",
+                          f"unknown key; known: {', '.join(fields)}")
+    type_ = field_types(section_cls)[key]
+    return coerce(source, f"{section_name}.{key}", raw, type_, dict(fields[key].metadata))
+
+
+def _check_cross_field(source: str, config: Config) -> None:
+    if not config.server.listen:
+        raise ConfigError(source, "server.listen", "at least one address is needed")
+    for address in config.server.listen:
+        try:
+            parse_listen(address)
+        except ValueError as exc:
+            raise ConfigError(source, "server.listen", str(exc)) from None
+    if any(c in config.server.server_header for c in "\r\n\0"):
+        raise ConfigError(source, "server.server_header", "control characters are not allowed")
+    for name in config.static.index:
+        if not name or "/" in name or name in (".", ".."):
+            raise ConfigError(source, "static.index", f"{name!r} is not a plain file name")
+
+
+def render_toml(config: Config) -> str:
+    """The effective config as TOML that load_toml() reads back to the same Config."""
+    lines: list[str] = []
+    for section_name in SECTIONS:
+        section = getattr(config, section_name)
+        lines.append(f"[{section_name}]")
+        for f in dataclasses.fields(section):
+            lines.append(f"{f.name} = {_toml_value(getattr(section, f.name))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

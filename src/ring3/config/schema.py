@@ -1,0 +1,132 @@
+"""The one declarative config schema.
+
+Every setting is a field of a frozen dataclass with a typed default and a doc string. The TOML loader, the
+command-line flags and the reference page in docs/ are all generated from these classes, so no option is
+spelled out twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+KiB = 1024
+MiB = 1024 * KiB
+
+Unit = Literal["", "bytes", "seconds"]
+
+
+def setting(default: Any, doc: str, *, unit: Unit = "", minimum: float | None = None,
+            choices: tuple[str, ...] = (), flag: str = "") -> Any:
+    """A config field: its default, its doc string, and what the loader checks."""
+    metadata = {"doc": doc, "unit": unit, "minimum": minimum, "choices": choices, "flag": flag}
+    if isinstance(default, list | dict):
+        raise TypeError("mutable defaults are not allowed; use a tuple")
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServerSection:
+    """Listeners, identity and logging."""
+
+    listen: tuple[str, ...] = setting(
+        ("127.0.0.1:8000",),
+        "Addresses to listen on: HOST:PORT, [IPv6]:PORT or unix:/path. Port 0 picks a free port.",
+        flag="--listen")
+    server_header: str = setting(
+        "ring3", "Value of the Server response header; empty to send none.")
+    access_log: str = setting(
+        "-", "Where the access log goes, in Combined Log Format: '-' for stdout, a file path, or 'off'.",
+        flag="--access-log")
+    log_level: str = setting(
+        "info", "Level of the error log on stderr.",
+        choices=("debug", "info", "warning", "error", "critical"), flag="--log-level")
+    shutdown_grace: float = setting(
+        10.0, "On SIGTERM/SIGINT, how long in-flight responses may take to finish before the "
+        "connections are closed.", unit="seconds", minimum=0)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LimitsSection:
+    """Limits on what a client may send and how long it may take. Each maps to a status code."""
+
+    # nginx large_client_header_buffers 8k; gunicorn limit_request_line 4094.
+    max_request_line: int = setting(
+        8 * KiB, "Longest request target (URI) accepted; longer gets 414.", unit="bytes", minimum=64)
+    # nginx 4 x 8k; h11 16 KiB; gunicorn 100 fields x 8190.
+    max_header_bytes: int = setting(
+        16 * KiB, "Largest request head (request line and header fields); larger gets 431.",
+        unit="bytes", minimum=256)
+    # gunicorn limit_request_fields 100.
+    max_header_count: int = setting(
+        100, "Most header fields in one request; more gets 431.", minimum=1)
+    # nginx client_max_body_size 1m.
+    max_body_size: int = setting(
+        1 * MiB, "Largest request body; larger gets 413 and the connection is closed.",
+        unit="bytes", minimum=0)
+    # nginx client_header_timeout 60s; ring3 is stricter against slowloris.
+    header_timeout: float = setting(
+        10.0, "Time allowed to receive a whole request head, from its first byte (or from the "
+        "connection's opening); past it the client gets 408 and the connection is closed.",
+        unit="seconds", minimum=0.01)
+    # nginx client_body_timeout 60s.
+    body_timeout: float = setting(
+        30.0, "Longest wait between two reads of a request body; past it 408 and close.",
+        unit="seconds", minimum=0.01)
+    # nginx keepalive_timeout 75s; uvicorn 5s.
+    keepalive_timeout: float = setting(
+        15.0, "How long an idle keep-alive connection is kept open.", unit="seconds", minimum=0)
+    # nginx keepalive_requests 1000.
+    max_requests_per_connection: int = setting(
+        1000, "Requests served on one connection before it is closed (Connection: close).",
+        minimum=1)
+    # nginx worker_connections 512 (768 in Debian's config).
+    max_connections: int = setting(
+        10000, "Open client connections at most; at the limit ring3 stops accepting until one "
+        "closes.", minimum=1)
+    # nginx send_timeout 60s.
+    send_timeout: float = setting(
+        30.0, "Longest wait for a client to take more response bytes; past it the connection is "
+        "dropped.", unit="seconds", minimum=0.01)
+    # nginx lingering_timeout 5s.
+    lingering_timeout: float = setting(
+        2.0, "After an error response, how long unread request bytes are drained before closing, "
+        "so the client sees the response instead of a reset.", unit="seconds", minimum=0)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StaticSection:
+    """The static file handler."""
+
+    root: str = setting(
+        "", "Directory to serve. Empty serves the built-in demo site.")
+    index: tuple[str, ...] = setting(
+        ("index.html",), "File names tried, in order, when a directory is requested.")
+    dotfiles: bool = setting(
+        False, "Serve files and directories whose name starts with a dot.")
+    follow_symlinks_outside_root: bool = setting(
+        False, "Serve files reached through symlinks that resolve outside the root.")
+    sendfile_min_size: int = setting(
+        16 * KiB, "Bodies at least this large go out with sendfile; smaller ones are read and "
+        "joined to the headers in one send.", unit="bytes", minimum=0)
+    max_ranges: int = setting(
+        16, "Most ranges honoured in one Range header; more (or overlapping ranges larger than "
+        "the file) get the whole file with 200.", minimum=1)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Config:
+    """ring3's whole configuration."""
+
+    server: ServerSection = field(default_factory=ServerSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    static: StaticSection = field(default_factory=StaticSection)
+
+
+# Section name -> section class, in the order of Config's fields.
+SECTIONS: dict[str, type[Any]] = {
+    "server": ServerSection,
+    "limits": LimitsSection,
+    "static": StaticSection,
+}

@@ -1,0 +1,497 @@
+"""One client connection: feeds the sans-IO parser, runs handlers in order, and hands responses to the
+output path. Owns the connection's timeouts (header, body, keep-alive, send, lingering close).
+
+The exchange rule: the next request is not started before the previous response has been sent and its
+request body fully received; events for it wait in `_events`, and reading pauses meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ring3.body import BODY_HIGH_WATER, EMPTY_BODY, RequestBody
+from ring3.errors import LocalProtocolError
+from ring3.events import (
+    Event,
+    FileRange,
+    Request,
+    RequestData,
+    RequestEnded,
+    Response,
+    body_length,
+)
+from ring3.handlers import BodyReader
+from ring3.handlers.status import status_response
+from ring3.http1.parser import H1Parser
+from ring3.http1.serialize import CONTINUE, NO_BODY_STATUSES, serialize_head
+from ring3.output import OutputPath, SendFailed
+
+if TYPE_CHECKING:
+    from ring3.server import Server
+
+logger = logging.getLogger("ring3.error")
+
+RECV_SIZE = 64 * 1024
+_CLOSE = b"connection: close\r\n"
+_KEEP_ALIVE_10 = b"connection: keep-alive\r\n"
+_OPTIONS_ALLOW = [(b"allow", b"GET, HEAD, OPTIONS")]
+
+
+class Connection:
+    """An HTTP/1.1 connection driven by readiness callbacks of the event loop."""
+
+    __slots__ = (
+        "_body",
+        "_body_complete",
+        "_cleanup",
+        "_closed",
+        "_continue_sent",
+        "_eof",
+        "_events",
+        "_fd",
+        "_keep_alive",
+        "_last_read",
+        "_lingering",
+        "_log_line",
+        "_log_sent",
+        "_log_status",
+        "_loop",
+        "_output",
+        "_parser",
+        "_peer",
+        "_phase_since",
+        "_pumping",
+        "_reading",
+        "_request",
+        "_response_sent",
+        "_response_started",
+        "_served",
+        "_server",
+        "_sock",
+        "_task",
+        "_timer",
+        "_timer_at",
+    )
+
+    def __init__(self, server: Server, sock: socket.socket, peer: str) -> None:
+        loop = server.loop
+        self._server = server
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._peer = peer
+        self._parser = H1Parser(server.h1_limits)
+        self._output = OutputPath(sock, loop, server.ledger, server.config.static.sendfile_min_size,
+                                  self._on_send_failed)
+        self._events: deque[Event] = deque()
+        self._request: Request | None = None
+        self._body: RequestBody | None = None
+        self._body_complete = True
+        self._response_started = False
+        self._response_sent = True
+        self._continue_sent = False
+        self._keep_alive = True
+        self._cleanup: Callable[[], None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._served = 0
+        self._pumping = False
+        self._closed = False
+        self._eof = False
+        self._lingering = False
+        self._log_line = b"-"
+        self._log_status = 0
+        self._log_sent = 0
+        now = loop.time()
+        self._phase_since = now
+        self._last_read = now
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._reading = True
+        loop.add_reader(self._fd, self._on_readable)
+        self._arm(now + server.config.limits.header_timeout)
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        try:
+            data = self._sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        self._server.ledger.recv += 1
+        if not data:
+            self._on_eof()
+            return
+        if self._lingering:
+            return
+        parser = self._parser
+        was_in_head = parser.in_head
+        events = parser.receive_data(data)
+        if parser.in_head and not was_in_head:
+            self._phase_since = now = self._loop.time()
+            self._arm(now + self._server.config.limits.header_timeout)
+        elif not self._body_complete or parser.in_body:
+            self._last_read = self._loop.time()
+        if events:
+            self._events.extend(events)
+            self._pump()
+
+    def _pause_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def _resume_reading(self) -> None:
+        if not self._reading and not self._closed and not self._eof and not self._events:
+            self._reading = True
+            self._loop.add_reader(self._fd, self._on_readable)
+
+    def _on_eof(self) -> None:
+        self._eof = True
+        self._pause_reading()
+        if self._lingering or (self._request is None and not self._events):
+            self.close()
+        elif not self._body_complete:
+            self.close()  # the body can never complete
+        # else: answer what was received, then close (see _end_exchange)
+
+    # -- the exchange loop -----------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            events = self._events
+            while events and not self._closed:
+                event = events[0]
+                if isinstance(event, Request):
+                    if self._request is not None:
+                        self._pause_reading()  # pipelined: waits for the current exchange
+                        return
+                    events.popleft()
+                    self._start(event)
+                elif isinstance(event, RequestData):
+                    events.popleft()
+                    body = self._body
+                    if body is not None:
+                        body.feed(event.data)
+                        if body.buffered >= BODY_HIGH_WATER:
+                            self._pause_reading()
+                elif isinstance(event, RequestEnded):
+                    events.popleft()
+                    self._body_complete = True
+                    if self._body is not None:
+                        self._body.end()
+                    if self._response_sent and self._request is not None:
+                        self._end_exchange()
+                else:  # RequestRejected
+                    if self._request is not None and self._body_complete:
+                        self._pause_reading()  # it concerns the next request: answer this one first
+                        return
+                    events.popleft()
+                    if self._request is not None:
+                        self._fail_current(event.status)
+                    else:
+                        logger.info("%s: rejected request: %s", self._peer, event.reason)
+                        self._start_rejected(event.status)
+                    return
+        finally:
+            self._pumping = False
+
+    def _start(self, request: Request) -> None:
+        self._request = request
+        self._served += 1
+        self._body_complete = False
+        self._response_started = self._response_sent = self._continue_sent = False
+        body: BodyReader = EMPTY_BODY
+        if request.has_body:
+            on_first = self._send_continue if request.expect_continue else None
+            body = self._body = RequestBody(self._loop, on_first, self._resume_reading)
+        if request.path == b"*":  # OPTIONS * (the parser allows '*' for nothing else)
+            self._respond(status_response(200, list(_OPTIONS_ALLOW)))
+            return
+        try:
+            result = self._server.handler(request, body)
+        except Exception:
+            logger.exception("handler failed for %r", request.target)
+            result = status_response(500)
+        if isinstance(result, Response):
+            self._respond(result)
+        else:
+            self._task = self._loop.create_task(self._await_response(result))
+
+    async def _await_response(self, awaitable: Awaitable[Response]) -> None:
+        try:
+            response = await awaitable
+        except Exception:
+            logger.exception("handler failed for %r", self._request and self._request.target)
+            response = status_response(500)
+        self._task = None
+        if not self._closed:
+            self._respond(response)
+
+    def _start_rejected(self, status: int) -> None:
+        """Answer a request the parser refused; the connection closes after it."""
+        self._request = Request(method=b"-", target=b"-", path=b"-", query=b"", http_version="1.1",
+                                headers=(), host=b"", keep_alive=False)
+        self._body_complete = True
+        self._response_started = self._response_sent = False
+        self._respond(status_response(status, close=True), log_line=b"-")
+
+    def _fail_current(self, status: int) -> None:
+        """The current request's body broke the framing: answer `status` if we still can, then close."""
+        self._body_complete = True
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self._response_started:
+            self._keep_alive = False
+            if self._response_sent:
+                self._close_after_response()
+        else:
+            self._respond(status_response(status, close=True))
+
+    def _send_continue(self) -> None:
+        if not self._response_started and not self._body_complete and not self._closed:
+            self._continue_sent = True
+            self._output.write(CONTINUE)
+
+    # -- responding ------------------------------------------------------------------------------------
+
+    def _respond(self, response: Response, log_line: bytes | None = None) -> None:
+        request = self._request
+        assert request is not None
+        server = self._server
+        self._response_started = True
+        self._cleanup = response.cleanup
+        status = response.status
+        body = response.body
+        keep = (request.keep_alive and not response.close and not server.draining
+                and self._served < server.config.limits.max_requests_per_connection
+                and not self._parser.upgraded and not self._parser.dead)
+        if request.expect_continue and not self._continue_sent and not self._body_complete:
+            keep = False  # the client may or may not send the body it announced: framing in doubt
+        head_only = request.method == b"HEAD" or status in NO_BODY_STATUSES
+        headers = response.headers
+        stream: AsyncIterator[bytes] | None = None
+        if isinstance(body, bytes | FileRange | list | tuple):
+            length = body_length(body)
+        else:
+            stream, length = body, None  # type: ignore[assignment]
+            if request.http_version == "1.1":
+                headers = [*headers, (b"transfer-encoding", b"chunked")]
+            else:
+                keep = False  # HTTP/1.0: the end of the body is the end of the connection
+        if status in NO_BODY_STATUSES:
+            length = None
+        self._keep_alive = keep
+        if keep:
+            connection = b"" if request.http_version == "1.1" else _KEEP_ALIVE_10
+        else:
+            connection = _CLOSE
+        try:
+            head = serialize_head(status, server.dates.common_headers(), headers, length, connection)
+        except LocalProtocolError as exc:
+            logger.error("refused an invalid response for %r: %s", request.target, exc)
+            self._run_cleanup()
+            fallback = status_response(500, close=True)
+            self._respond(fallback, log_line)
+            return
+        if server.access_log is not None:
+            self._log_line = log_line or b"%s %s HTTP/%s" % (
+                request.method, request.target, request.http_version.encode())
+        self._log_status = status
+        self._log_sent = 0 if head_only else (length or 0)
+        try:
+            if head_only:
+                self._run_cleanup()
+                self._output.send(head, None, self._on_response_sent)
+            elif stream is not None:
+                self._task = self._loop.create_task(
+                    self._send_stream(head, stream, request.http_version == "1.1"))
+            else:
+                self._output.send(head, body, self._on_response_sent)  # type: ignore[arg-type]
+        except (SendFailed, OSError) as exc:
+            logger.warning("%s: response aborted: %s", self._peer, exc)
+            self.close()
+
+    async def _send_stream(self, head: bytes, stream: AsyncIterator[bytes], chunked: bool) -> None:
+        output = self._output
+        output.write(head)
+        sent = 0
+        try:
+            async for chunk in stream:
+                if not chunk:
+                    continue
+                sent += len(chunk)
+                output.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                if output.blocked:
+                    await output.drain()
+        except SendFailed:
+            return
+        except Exception:
+            logger.exception("response stream failed for %r", self._request and self._request.target)
+            self.close()  # the head is out: the only honest signal left is to abort
+            return
+        self._task = None
+        self._log_sent = sent
+        output.send(b"0\r\n\r\n" if chunked else b"", None, self._on_response_sent)
+
+    def _on_response_sent(self) -> None:
+        self._run_cleanup()
+        self._response_sent = True
+        access_log = self._server.access_log
+        if access_log is not None:
+            request = self._request
+            assert request is not None
+            access_log.log(self._peer, self._server.dates.log_time(), self._log_line,
+                           self._log_status, self._log_sent, request.header(b"referer"),
+                           request.header(b"user-agent"))
+        if not self._keep_alive:
+            self._close_after_response()
+        elif self._body_complete:
+            self._end_exchange()
+            self._pump()
+        # else: the body is still arriving; RequestEnded ends the exchange.
+
+    def _end_exchange(self) -> None:
+        self._request = None
+        self._body = None
+        if (self._eof or self._server.draining) and not self._events:
+            self.close()
+            return
+        now = self._loop.time()
+        self._phase_since = now
+        self._arm(now + self._server.config.limits.keepalive_timeout)
+        if not self._reading and not self._events:
+            self._resume_reading()
+
+    def _run_cleanup(self) -> None:
+        cleanup = self._cleanup
+        if cleanup is not None:
+            self._cleanup = None
+            try:
+                cleanup()
+            except OSError as exc:
+                logger.warning("response cleanup failed: %s", exc)
+
+    # -- closing ---------------------------------------------------------------------------------------
+
+    def _close_after_response(self) -> None:
+        parser = self._parser
+        unread = (self._events or parser.in_head or parser.in_body or parser.dead
+                  or not self._body_complete)
+        if unread and not self._eof:
+            self._linger()
+        else:
+            self.close()
+
+    def _linger(self) -> None:
+        """Stop sending, then read and drop what the client still sends for a while (nginx's
+        lingering close), so our last response is not destroyed by a reset."""
+        self._lingering = True
+        self._events.clear()
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+            self._server.ledger.shutdown += 1
+        except OSError:
+            self.close()
+            return
+        now = self._loop.time()
+        self._phase_since = now
+        self._arm(now + self._server.config.limits.lingering_timeout)
+        if not self._reading:
+            self._reading = True
+            self._loop.add_reader(self._fd, self._on_readable)
+
+    def close(self) -> None:
+        """Close now, dropping anything unsent."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = self._loop
+        if self._reading:
+            self._reading = False
+            loop.remove_reader(self._fd)
+        self._output.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._run_cleanup()
+        self._sock.close()
+        self._server.ledger.close += 1
+        self._server.connection_closed(self)
+
+    def drain(self) -> None:
+        """Server shutdown: close now if idle; otherwise the current response ends with close."""
+        if self._request is None and not self._events and not self._parser.in_head:
+            self.close()
+
+    def _on_send_failed(self, exc: BaseException) -> None:
+        logger.debug("%s: send failed: %s", self._peer, exc)
+        self.close()
+
+    # -- timeouts --------------------------------------------------------------------------------------
+
+    def _arm(self, when: float) -> None:
+        """Make sure the timer fires no later than `when` (one timer, re-armed lazily)."""
+        if self._timer is None or when < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = when
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        deadline, action = self._deadline()
+        if deadline is None:
+            return
+        if self._loop.time() >= deadline:
+            action()
+        else:
+            self._arm(deadline)
+
+    def _deadline(self) -> tuple[float | None, Callable[[], None]]:
+        limits = self._server.config.limits
+        if self._lingering:
+            return self._phase_since + limits.lingering_timeout, self.close
+        if self._output.blocked:
+            return self._output.progress_at + limits.send_timeout, self._send_timed_out
+        if self._request is not None:
+            if not self._body_complete:
+                return self._last_read + limits.body_timeout, self._body_timed_out
+            return None, self.close  # the handler is working; it has no deadline of ours
+        if self._parser.in_head:
+            return self._phase_since + limits.header_timeout, self._head_timed_out
+        if self._served == 0:
+            return self._phase_since + limits.header_timeout, self.close
+        return self._phase_since + limits.keepalive_timeout, self.close
+
+    def _send_timed_out(self) -> None:
+        logger.info("%s: send timeout, dropping the connection", self._peer)
+        self.close()
+
+    def _head_timed_out(self) -> None:
+        logger.info("%s: request head not received in time", self._peer)
+        self._parser.dead = True
+        self._events.clear()
+        self._start_rejected(408)
+
+    def _body_timed_out(self) -> None:
+        logger.info("%s: request body not received in time", self._peer)
+        self._parser.dead = True
+        self._events.clear()
+        self._fail_current(408)

@@ -1,0 +1,1 @@
+"""Files: traversal-safe resolution, content types, validators and ranges."""

@@ -1,0 +1,155 @@
+"""Traversal-safe mapping of a request path to a file under a root.
+
+The path is percent-decoded exactly once. NUL, encoded slashes and backslashes are refused, `..` is
+resolved lexically and can never climb above the root, and after opening, the kernel's own idea of the
+file's location (/proc/self/fd) is checked against the root, so symlinks cannot lead outside unless allowed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+from urllib.parse import quote, unquote_to_bytes
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO must not hang us
+_ENCODED_SEPARATORS = (b"%2f", b"%5c", b"%00")
+
+
+class PathRefused(Exception):
+    """The path cannot be served; `status` says how to answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedPath:
+    """A request path decoded and normalised into segments under the root."""
+
+    segments: tuple[str, ...]
+    trailing_slash: bool
+
+    def url_path(self) -> str:
+        """The canonical URL path, re-encoded; never starts with '//'."""
+        joined = "/".join(quote(segment, safe="!$&'()*+,;=:@~-._") for segment in self.segments)
+        return "/" + joined + ("/" if self.trailing_slash and joined else "")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedFile:
+    """An open regular file (the caller owns `fd`) and its metadata."""
+
+    fd: int
+    stat: os.stat_result
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class IsDirectory:
+    """The path names a directory requested without its trailing slash."""
+
+    location: str
+
+
+def decode_path(raw_path: bytes, *, dotfiles: bool) -> DecodedPath:
+    """Percent-decode once and normalise; raise PathRefused for anything suspicious."""
+    if b"\\" in raw_path or b"\0" in raw_path:
+        raise PathRefused(400, "backslash or NUL in path")
+    lowered = raw_path.lower()
+    if any(sep in lowered for sep in _ENCODED_SEPARATORS):
+        raise PathRefused(400, "encoded separator or NUL in path")
+    decoded = unquote_to_bytes(raw_path)
+    if b"\0" in decoded or b"\\" in decoded:
+        raise PathRefused(400, "NUL or backslash in decoded path")
+    try:
+        text = decoded.decode("utf-8")  # strict: overlong encodings and bad bytes are refused
+    except UnicodeDecodeError:
+        raise PathRefused(400, "path is not valid UTF-8") from None
+    segments: list[str] = []
+    for segment in text.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if not segments:
+                raise PathRefused(400, "path climbs above the root")
+            segments.pop()
+            continue
+        if segment[0] == "." and not dotfiles:
+            raise PathRefused(403, "dotfiles are not served")
+        segments.append(segment)
+    return DecodedPath(tuple(segments), text.endswith("/"))
+
+
+class FileResolver:
+    """Opens files under one root, refusing what lies outside it."""
+
+    __slots__ = ("_follow_outside", "_index", "_root", "_root_prefix")
+
+    def __init__(self, root: str, *, index: tuple[str, ...], follow_symlinks_outside: bool) -> None:
+        self._root = os.path.realpath(root)
+        self._root_prefix = self._root.rstrip("/") + "/"
+        self._index = index
+        self._follow_outside = follow_symlinks_outside
+
+    @property
+    def root(self) -> str:
+        return self._root
+
+    def open(self, path: DecodedPath) -> OpenedFile | IsDirectory:
+        """Open the file a decoded path names; raise PathRefused (404, 403) when it cannot be served."""
+        fs_path = os.path.join(self._root, *path.segments)
+        fd = self._open_inside(fs_path, None)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                if path.trailing_slash:
+                    raise PathRefused(404, "file requested as a directory")
+                name = path.segments[-1] if path.segments else ""
+                opened = OpenedFile(fd, st, name)
+                fd = -1
+                return opened
+            if not stat.S_ISDIR(st.st_mode):
+                raise PathRefused(403, "not a regular file")
+            if not path.trailing_slash and path.segments:
+                return IsDirectory(path.url_path() + "/")
+            return self._open_index(fd)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _open_index(self, dir_fd: int) -> OpenedFile:
+        for name in self._index:
+            try:
+                fd = self._open_inside(name, dir_fd)
+            except PathRefused as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                return OpenedFile(fd, st, name)
+            os.close(fd)
+        raise PathRefused(403, "directory has no index file")
+
+    def _open_inside(self, path: str, dir_fd: int | None) -> int:
+        try:
+            fd = os.open(path, _OPEN_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.EACCES:
+                raise PathRefused(403, "permission denied") from None
+            raise PathRefused(404, os.strerror(exc.errno or 0)) from None
+        if not self._follow_outside and not self._is_inside(fd):
+            os.close(fd)
+            raise PathRefused(403, "symlink leads outside the root")
+        return fd
+
+    def _is_inside(self, fd: int) -> bool:
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # no /proc: fall back to the slower path walk
+            return True
+        return real == self._root or real.startswith(self._root_prefix)

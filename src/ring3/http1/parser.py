@@ -1,0 +1,256 @@
+"""Sans-IO HTTP/1.1 request parsing on httptools (llhttp): bytes in, events out.
+
+No sockets, clocks or tasks here. The I/O layer feeds `receive_data()` and gets protocol-neutral events.
+Every limit is enforced here and turned into a `RequestRejected` event that carries the status to answer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import httptools
+
+from ring3.errors import RemoteProtocolError
+from ring3.events import Event, Request, RequestData, RequestEnded, RequestRejected
+
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
+# Host: reg-name / IPv4 / [IPv6] with an optional port. No userinfo, no path, no spaces.
+_HOST = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?$")
+_ABSOLUTE = re.compile(rb"^[hH][tT][tT][pP][sS]?://")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class H1Limits:
+    """The parser's limits; see ring3.config.schema.LimitsSection for the docs and defaults."""
+
+    max_request_line: int = 8192
+    max_header_bytes: int = 16384
+    max_header_count: int = 100
+    max_body_size: int = 1024 * 1024
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to stop parsing with a status."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class H1Parser:
+    """One connection's request stream.
+
+    `receive_data()` returns the events the bytes complete, in order. After a `RequestRejected`, the
+    parser is dead: later bytes are ignored, since the message framing is in doubt.
+    """
+
+    __slots__ = (
+        "_body_bytes",
+        "_events",
+        "_head_bytes",
+        "_headers",
+        "_limits",
+        "_parser",
+        "_url",
+        "dead",
+        "in_head",
+        "in_body",
+        "upgraded",
+    )
+
+    def __init__(self, limits: H1Limits | None = None) -> None:
+        self._limits = limits or H1Limits()
+        self._parser = httptools.HttpRequestParser(self)
+        self._events: list[Event] = []
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._body_bytes = 0
+        self.in_head = False  # some bytes of a request head arrived; the head is not complete
+        self.in_body = False  # the head is complete; the body is not
+        self.dead = False  # a request was rejected; nothing more is parsed
+        self.upgraded = False  # the peer asked to switch protocols; later bytes are not HTTP/1.1
+
+    # -- the sans-IO interface ------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes; return the events they complete."""
+        if self.dead or self.upgraded or not data:
+            return []
+        events = self._events = []
+        began_before = self.in_head
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.upgraded = True
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._reject(cause.status, cause.reason)
+            else:  # pragma: no cover - a bug of ours inside a callback
+                raise
+        except httptools.HttpParserError as exc:
+            self._reject(*_status_for_parser_error(exc, data))
+        else:
+            if self.in_head:
+                self._count_partial_head(data, began_before)
+        return events
+
+    # -- httptools callbacks --------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._body_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._limits.max_request_line:
+            raise _Reject(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self._headers
+        headers.append((name.lower(), value))
+        self._head_bytes += len(name) + len(value) + 4
+        if len(headers) > self._limits.max_header_count:
+            raise _Reject(431, "too many header fields")
+        if self._head_bytes + len(self._url) > self._limits.max_header_bytes:
+            raise _Reject(431, "request header block too large")
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.in_body = True
+        request = self._build_request()
+        self._events.append(request)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > self._limits.max_body_size:
+            raise _Reject(413, "request body too large")
+        self._events.append(RequestData(data=body))
+
+    def on_message_complete(self) -> None:
+        self.in_body = False
+        self._events.append(RequestEnded())
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _build_request(self) -> Request:
+        parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise _Reject(505, f"HTTP/{version} is not supported")
+        method: bytes = parser.get_method()
+        headers = self._headers
+        hosts = [value for name, value in headers if name == b"host"]
+        content_length = None
+        expect = None
+        has_te = False
+        for name, value in headers:
+            if name == b"content-length":
+                content_length = int(value)
+            elif name == b"expect":
+                expect = value
+            elif name == b"transfer-encoding":
+                has_te = True
+        if len(hosts) > 1:
+            raise _Reject(400, "more than one Host header")
+        if not hosts and version == "1.1":
+            raise _Reject(400, "HTTP/1.1 request without Host")
+        if has_te and version == "1.0":
+            raise _Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
+        host = hosts[0] if hosts else b""
+        if not _HOST.match(host):
+            raise _Reject(400, "invalid Host header")
+        if method == b"CONNECT":
+            raise _Reject(501, "CONNECT is not supported")
+        target = self._url
+        path, query, host = _split_target(target, method, host)
+        if content_length is not None and content_length > self._limits.max_body_size:
+            raise _Reject(413, "request body too large")
+        expect_continue = False
+        if expect is not None:
+            if expect.lower() != b"100-continue":
+                raise _Reject(417, "unsupported Expect")
+            expect_continue = version == "1.1" and (has_te or bool(content_length))
+        return Request(
+            method=method,
+            target=target,
+            path=path,
+            query=query,
+            http_version=version,
+            headers=tuple(headers),
+            host=host,
+            keep_alive=parser.should_keep_alive(),
+            expect_continue=expect_continue,
+            has_body=has_te or bool(content_length),
+        )
+
+    def _count_partial_head(self, data: bytes, began_before: bool) -> None:
+        """Bound the bytes of a head still incomplete after a feed (httptools buffers them)."""
+        if began_before:
+            self._head_bytes += len(data)
+        else:
+            # The partial head cannot hold CRLFCRLF, so it lies after the last one in this chunk.
+            end = data.rfind(b"\r\n\r\n")
+            self._head_bytes += len(data) - (end + 4 if end >= 0 else 0)
+        if self._head_bytes > self._limits.max_header_bytes:
+            if not self._headers and len(self._url) + 16 >= self._head_bytes:
+                self._reject(414, "request target too long")
+            else:
+                self._reject(431, "request header block too large")
+
+    def _reject(self, status: int, reason: str) -> None:
+        self.dead = True
+        self.in_head = self.in_body = False
+        self._events.append(RequestRejected(status=status, reason=reason))
+
+
+def _split_target(target: bytes, method: bytes, host: bytes) -> tuple[bytes, bytes, bytes]:
+    """Path, query and effective host from a request target (origin, absolute or asterisk form)."""
+    if target[:1] == b"/":
+        path, _, query = target.partition(b"?")
+    elif target == b"*":
+        if method != b"OPTIONS":
+            raise _Reject(400, "asterisk-form target is only for OPTIONS")
+        return b"*", b"", host
+    elif _ABSOLUTE.match(target):
+        rest = target.split(b"://", 1)[1]
+        authority_end = len(rest)
+        for sep in (b"/", b"?", b"#"):
+            index = rest.find(sep)
+            if index != -1:
+                authority_end = min(authority_end, index)
+        authority, remainder = rest[:authority_end], rest[authority_end:]
+        if not authority or b"@" in authority or not _HOST.match(authority):
+            raise _Reject(400, "invalid authority in absolute-form target")
+        host = authority  # RFC 9112 3.2.2: the target's authority replaces Host.
+        path, _, query = remainder.partition(b"?")
+        if not path.startswith(b"/"):
+            path = b"/" + path
+    else:
+        raise _Reject(400, "invalid request target")
+    path = path.partition(b"#")[0]
+    query = query.partition(b"#")[0]
+    return path, query, host
+
+
+def _status_for_parser_error(exc: Exception, data: bytes) -> tuple[int, str]:
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, httptools.HttpParserInvalidMethodError):
+        # A well-formed method token that llhttp does not know is not implemented; garbage is 400.
+        if _TOKEN.match(data[:32]):
+            return 501, "method not implemented"
+        return 400, "invalid method"
+    if "PRI" in reason:
+        return 505, "HTTP/2 preface on an HTTP/1.1 connection"
+    if "HTTP version" in reason:
+        return 505, "HTTP version not supported"
+    return 400, reason
+
+
+__all__ = ["H1Limits", "H1Parser", "RemoteProtocolError"]

@@ -1,0 +1,53 @@
+"""Listening sockets: bind from parsed addresses, describe them for the readiness line."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+
+from ring3.config import ListenAddress
+
+BACKLOG = 1024
+
+
+def bind(address: ListenAddress) -> socket.socket:
+    """A non-blocking listening socket for one address."""
+    if address.is_unix:
+        path = address.unix_path
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                os.unlink(path)  # a stale socket from an earlier run
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+        except OSError:
+            sock.close()
+            raise
+    else:
+        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, kind, proto, _, sockaddr = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(sockaddr)
+        except OSError:
+            sock.close()
+            raise
+    sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+def describe(sock: socket.socket) -> str:
+    """The URL a listener answers on: http://127.0.0.1:8000, http://[::1]:8000 or unix:/path."""
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{sock.getsockname()}"
+    host, port = sock.getsockname()[:2]
+    if sock.family == socket.AF_INET6:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"

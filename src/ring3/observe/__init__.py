@@ -1,0 +1,1 @@
+"""Observation: the access log and the cost ledger."""

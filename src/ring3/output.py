@@ -1,0 +1,245 @@
+"""The output path: the one place that decides how response bytes leave.
+
+Handlers describe a body (bytes, FileRange, a sequence of them, or a stream); this module alone picks
+send, sendmsg (writev) or sendfile, joins the head with a small body so both leave in one call, marks the
+head MSG_MORE when sendfile follows, and counts every call in the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from ring3.events import FileRange, Segment
+from ring3.observe.ledger import Ledger
+
+# Joining the head and a body by copying is cheaper than a second iovec below this size.
+JOIN_LIMIT = 64 * 1024
+_IOV_MAX = 64
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
+_SENDFILE_CHUNK = 1 << 30
+
+
+class _FileItem:
+    __slots__ = ("count", "fd", "offset")
+
+    def __init__(self, fd: int, offset: int, count: int) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+
+
+Item = memoryview | _FileItem
+
+
+class SendFailed(Exception):
+    """The peer is gone (reset, broken pipe): the connection must be aborted."""
+
+
+class OutputPath:
+    """One connection's outgoing bytes: a queue of memory and file items, flushed without blocking."""
+
+    __slots__ = (
+        "_drain_waiter",
+        "_fd",
+        "_ledger",
+        "_loop",
+        "_on_done",
+        "_on_error",
+        "_queue",
+        "_sendfile_min",
+        "_sock",
+        "_writing",
+        "progress_at",
+    )
+
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop, ledger: Ledger,
+                 sendfile_min: int, on_error: Callable[[BaseException], None]) -> None:
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._loop = loop
+        self._ledger = ledger
+        self._sendfile_min = sendfile_min
+        self._on_error = on_error
+        self._queue: deque[Item] = deque()
+        self._on_done: Callable[[], None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._writing = False
+        self.progress_at = 0.0
+
+    @property
+    def blocked(self) -> bool:
+        """Bytes are waiting for the socket to become writable."""
+        return bool(self._queue)
+
+    def send(self, head: bytes, body: bytes | FileRange | Sequence[Segment] | None,
+             on_done: Callable[[], None]) -> None:
+        """Queue a response head and its (non-stream) body; `on_done` runs once all has left."""
+        self._on_done = on_done
+        if body is None or body == b"":
+            self._queue_bytes(head)
+        elif isinstance(body, bytes):
+            if len(body) <= JOIN_LIMIT:
+                self._queue_bytes(head + body)
+            else:
+                self._queue_bytes(head)
+                self._queue_bytes(body)
+        elif isinstance(body, FileRange):
+            self._queue_file(head, body)
+        else:
+            pending = head
+            for segment in body:
+                if isinstance(segment, bytes):
+                    pending += segment
+                else:
+                    self._queue_file(pending, segment)
+                    pending = b""
+            if pending:
+                self._queue_bytes(pending)
+        self._flush()
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes outside a whole response (100 Continue, stream chunks) and flush."""
+        self._queue_bytes(data)
+        self._flush()
+
+    async def drain(self) -> None:
+        """Wait until the queue is empty (backpressure for stream bodies)."""
+        if not self._queue:
+            return
+        waiter = self._drain_waiter = self._loop.create_future()
+        await waiter
+
+    def close(self) -> None:
+        """Drop whatever is queued and stop watching the socket for writability."""
+        self._queue.clear()
+        self._on_done = None
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(SendFailed("connection closed"))
+        self._drain_waiter = None
+
+    # -- queueing ------------------------------------------------------------------------------------
+
+    def _queue_bytes(self, data: bytes) -> None:
+        if data:
+            self._queue.append(memoryview(data))
+
+    def _queue_file(self, before: bytes, part: FileRange) -> None:
+        if part.count < self._sendfile_min:
+            # Small: one pread, joined to what precedes it so both leave in one send.
+            data = os.pread(part.fd, part.count, part.offset)
+            self._ledger.pread += 1
+            if len(data) != part.count:
+                raise SendFailed("file shrank while being sent")
+            self._queue_bytes(before + data)
+            return
+        self._queue_bytes(before)
+        if part.count:
+            self._queue.append(_FileItem(part.fd, part.offset, part.count))
+
+    # -- flushing ------------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        try:
+            done = self._send_queued()
+        except SendFailed as exc:
+            self._on_error(exc)
+            return
+        if done:
+            if self._writing:
+                self._writing = False
+                self._loop.remove_writer(self._fd)
+            self._finish()
+        elif not self._writing:
+            self._writing = True
+            self.progress_at = self._loop.time()
+            self._loop.add_writer(self._fd, self._on_writable)
+
+    def _on_writable(self) -> None:
+        self.progress_at = self._loop.time()
+        self._flush()
+
+    def _finish(self) -> None:
+        on_done = self._on_done
+        if on_done is not None:
+            self._on_done = None
+            on_done()
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _send_queued(self) -> bool:
+        """Send as much as the socket takes; True when the queue is empty.
+
+        A short write means the socket buffer is full: wait for writability rather than pay for a
+        call that would only return EAGAIN.
+        """
+        queue = self._queue
+        ledger = self._ledger
+        try:
+            while queue:
+                item = queue[0]
+                if isinstance(item, _FileItem):
+                    wanted = min(item.count, _SENDFILE_CHUNK)
+                    sent = os.sendfile(self._fd, item.fd, item.offset, wanted)
+                    ledger.sendfile += 1
+                    ledger.bytes_zero_copy += sent
+                    if sent == 0:
+                        raise SendFailed("file shrank while being sent")
+                    item.offset += sent
+                    item.count -= sent
+                    if item.count == 0:
+                        queue.popleft()
+                    elif sent < wanted:
+                        return False
+                    continue
+                wanted, sent = self._send_memory(queue)
+                ledger.bytes_copied += sent
+                _consume(queue, sent)
+                if sent < wanted:
+                    return False
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            raise SendFailed(os.strerror(exc.errno or 0)) from None
+        return True
+
+    def _send_memory(self, queue: deque[Item]) -> tuple[int, int]:
+        """One send or sendmsg of the memory items at the head of the queue: (wanted, sent)."""
+        first = queue[0]
+        assert isinstance(first, memoryview)
+        if len(queue) == 1:
+            self._ledger.send += 1
+            return len(first), self._sock.send(first)
+        if isinstance(queue[1], _FileItem):
+            self._ledger.send += 1  # the head, corked: sendfile follows
+            return len(first), self._sock.send(first, _MSG_MORE)
+        buffers: list[memoryview] = []
+        for entry in queue:
+            if isinstance(entry, _FileItem) or len(buffers) == _IOV_MAX:
+                break
+            buffers.append(entry)
+        self._ledger.sendmsg += 1
+        return sum(len(b) for b in buffers), self._sock.sendmsg(buffers)
+
+
+def _consume(queue: deque[Item], sent: int) -> None:
+    """Drop `sent` bytes from the memory items at the head of the queue."""
+    while sent:
+        head = queue[0]
+        assert isinstance(head, memoryview)
+        if sent >= len(head):
+            sent -= len(head)
+            queue.popleft()
+        else:
+            queue[0] = head[sent:]
+            return

@@ -1,0 +1,180 @@
+"""The server: listeners, the accept loop, the connection limit, and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import socket
+
+from ring3.config import Config, parse_listen
+from ring3.connection import Connection
+from ring3.dates import DateCache
+from ring3.handlers import Handler
+from ring3.http1.parser import H1Limits
+from ring3.listeners import bind, describe
+from ring3.observe.access_log import AccessLog
+from ring3.observe.ledger import Ledger
+
+logger = logging.getLogger("ring3.error")
+
+ACCEPT_BATCH = 64  # connections accepted per readiness callback
+ACCEPT_BACKOFF = 0.5  # seconds without accepting after EMFILE/ENFILE
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+class Server:
+    """Serves one handler on the configured listeners, in this process's event loop."""
+
+    def __init__(self, config: Config, handler: Handler,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.config = config
+        self.handler = handler
+        self.loop = loop or asyncio.get_running_loop()
+        limits = config.limits
+        self.h1_limits = H1Limits(
+            max_request_line=limits.max_request_line,
+            max_header_bytes=limits.max_header_bytes,
+            max_header_count=limits.max_header_count,
+            max_body_size=limits.max_body_size,
+        )
+        self.dates = DateCache(config.server.server_header)
+        self.ledger = Ledger()
+        self.access_log: AccessLog | None = None
+        self.draining = False
+        self.connections: set[Connection] = set()
+        self.listeners: list[socket.socket] = []
+        self._accepting = False
+        self._backoff: asyncio.TimerHandle | None = None
+        self._idle: asyncio.Event = asyncio.Event()
+
+    # -- starting --------------------------------------------------------------------------------------
+
+    def start(self) -> list[str]:
+        """Bind every listener and start accepting; return the URLs they answer on."""
+        try:
+            for text in self.config.server.listen:
+                self.listeners.append(bind(parse_listen(text)))
+        except OSError:
+            for sock in self.listeners:
+                sock.close()
+            self.listeners.clear()
+            raise
+        self.access_log = AccessLog.open(self.config.server.access_log, self.loop)
+        self._resume_accepting()
+        return [describe(sock) for sock in self.listeners]
+
+    # -- accepting -------------------------------------------------------------------------------------
+
+    def _resume_accepting(self) -> None:
+        if self._accepting or self.draining:
+            return
+        self._accepting = True
+        for sock in self.listeners:
+            self.loop.add_reader(sock.fileno(), self._on_acceptable, sock)
+
+    def _pause_accepting(self) -> None:
+        if not self._accepting:
+            return
+        self._accepting = False
+        for sock in self.listeners:
+            self.loop.remove_reader(sock.fileno())
+
+    def _on_acceptable(self, listener: socket.socket) -> None:
+        limit = self.config.limits.max_connections
+        for _ in range(ACCEPT_BATCH):
+            if len(self.connections) >= limit:
+                logger.warning("connection limit (%d) reached; accepting paused", limit)
+                self._pause_accepting()
+                return
+            try:
+                sock, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    logger.error("accept failed: %s; pausing %.1fs", exc.strerror, ACCEPT_BACKOFF)
+                    self._pause_accepting()
+                    self._backoff = self.loop.call_later(ACCEPT_BACKOFF, self._end_backoff)
+                    return
+                continue  # ECONNABORTED and the like: that client is gone
+            self.ledger.accept += 1
+            sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                peer = address[0]
+            else:
+                peer = "unix"
+            self._idle.clear()
+            self.connections.add(Connection(self, sock, peer))
+
+    def _end_backoff(self) -> None:
+        self._backoff = None
+        if len(self.connections) < self.config.limits.max_connections:
+            self._resume_accepting()
+
+    def connection_closed(self, connection: Connection) -> None:
+        self.connections.discard(connection)
+        if not self.connections:
+            self._idle.set()
+        if (not self._accepting and not self.draining and self._backoff is None
+                and len(self.connections) < self.config.limits.max_connections):
+            self._resume_accepting()
+
+    # -- stopping --------------------------------------------------------------------------------------
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop accepting, let in-flight responses finish for up to `grace` seconds, then close all."""
+        if grace is None:
+            grace = self.config.server.shutdown_grace
+        self.draining = True
+        self._pause_accepting()
+        if self._backoff is not None:
+            self._backoff.cancel()
+        for sock in self.listeners:
+            if sock.family == socket.AF_UNIX:
+                _unlink_quietly(sock.getsockname())
+            sock.close()
+        self.listeners.clear()
+        for connection in list(self.connections):
+            connection.drain()
+        if self.connections:
+            self._idle.clear()
+            try:
+                await asyncio.wait_for(self._idle.wait(), grace)
+            except TimeoutError:
+                logger.warning("grace period over; closing %d connections", len(self.connections))
+        for connection in list(self.connections):
+            connection.close()
+        if self.access_log is not None:
+            self.access_log.close()
+
+
+def _unlink_quietly(path: str) -> None:
+    import os
+
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+async def serve(config: Config, handler: Handler, *, announce: bool = True) -> None:
+    """Run a Server until SIGTERM or SIGINT, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    server = Server(config, handler, loop)
+    urls = server.start()
+    if announce:
+        for url in urls:
+            print(f"ring3 listening on {url}", flush=True)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        logger.info("stopping: finishing in-flight responses")
+        await server.shutdown()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
