@@ -11,14 +11,15 @@ import asyncio
 import logging
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 from ring3.body import BODY_HIGH_WATER, EMPTY_BODY, RequestBody
 from ring3.errors import LocalProtocolError
 from ring3.events import (
     Event,
     FileRange,
+    FixedBody,
     Request,
     RequestData,
     RequestEnded,
@@ -97,7 +98,7 @@ class Connection:
         self._continue_sent = False
         self._keep_alive = True
         self._cleanup: Callable[[], None] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Future[Any] | None = None
         self._served = 0
         self._pumping = False
         self._closed = False
@@ -115,7 +116,7 @@ class Connection:
         loop.add_reader(self._fd, self._on_readable)
         self._arm(now + server.config.limits.header_timeout)
 
-    # -- reading ---------------------------------------------------------------------------------------
+    # -- reading ----------------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
         try:
@@ -162,7 +163,7 @@ class Connection:
             self.close()  # the body can never complete
         # else: answer what was received, then close (see _end_exchange)
 
-    # -- the exchange loop -----------------------------------------------------------------------------
+    # -- the exchange loop ------------------------------------------------------------------------
 
     def _pump(self) -> None:
         if self._pumping:
@@ -215,6 +216,8 @@ class Connection:
         if request.has_body:
             on_first = self._send_continue if request.expect_continue else None
             body = self._body = RequestBody(self._loop, on_first, self._resume_reading)
+            self._last_read = now = self._loop.time()
+            self._arm(now + self._server.config.limits.body_timeout)
         if request.path == b"*":  # OPTIONS * (the parser allows '*' for nothing else)
             self._respond(status_response(200, list(_OPTIONS_ALLOW)))
             return
@@ -226,17 +229,22 @@ class Connection:
         if isinstance(result, Response):
             self._respond(result)
         else:
-            self._task = self._loop.create_task(self._await_response(result))
+            task = self._task = asyncio.ensure_future(result, loop=self._loop)
+            task.add_done_callback(self._on_handler_done)
 
-    async def _await_response(self, awaitable: Awaitable[Response]) -> None:
-        try:
-            response = await awaitable
-        except Exception:
-            logger.exception("handler failed for %r", self._request and self._request.target)
-            response = status_response(500)
+    def _on_handler_done(self, task: asyncio.Future[Response]) -> None:
+        if task is not self._task:
+            return  # cancelled and replaced: nothing to answer
         self._task = None
-        if not self._closed:
-            self._respond(response)
+        if task.cancelled() or self._closed:
+            return
+        error = task.exception()
+        if error is not None:
+            request = self._request
+            logger.error("handler failed for %r", request and request.target, exc_info=error)
+            self._respond(status_response(500))
+        else:
+            self._respond(task.result())
 
     def _start_rejected(self, status: int) -> None:
         """Answer a request the parser refused; the connection closes after it."""
@@ -264,7 +272,7 @@ class Connection:
             self._continue_sent = True
             self._output.write(CONTINUE)
 
-    # -- responding ------------------------------------------------------------------------------------
+    # -- responding -------------------------------------------------------------------------------
 
     def _respond(self, response: Response, log_line: bytes | None = None) -> None:
         request = self._request
@@ -282,10 +290,13 @@ class Connection:
         head_only = request.method == b"HEAD" or status in NO_BODY_STATUSES
         headers = response.headers
         stream: AsyncIterator[bytes] | None = None
-        if isinstance(body, bytes | FileRange | list | tuple):
+        fixed: FixedBody | None = None
+        length: int | None = None
+        if isinstance(body, bytes | FileRange | list):
+            fixed = body
             length = body_length(body)
         else:
-            stream, length = body, None  # type: ignore[assignment]
+            stream = body
             if request.http_version == "1.1":
                 headers = [*headers, (b"transfer-encoding", b"chunked")]
             else:
@@ -293,10 +304,7 @@ class Connection:
         if status in NO_BODY_STATUSES:
             length = None
         self._keep_alive = keep
-        if keep:
-            connection = b"" if request.http_version == "1.1" else _KEEP_ALIVE_10
-        else:
-            connection = _CLOSE
+        connection = _CLOSE if not keep else b"" if request.http_version == "1.1" else _KEEP_ALIVE_10
         try:
             head = serialize_head(status, server.dates.common_headers(), headers, length, connection)
         except LocalProtocolError as exc:
@@ -318,10 +326,18 @@ class Connection:
                 self._task = self._loop.create_task(
                     self._send_stream(head, stream, request.http_version == "1.1"))
             else:
-                self._output.send(head, body, self._on_response_sent)  # type: ignore[arg-type]
+                self._output.send(head, fixed, self._on_response_sent)
         except (SendFailed, OSError) as exc:
             logger.warning("%s: response aborted: %s", self._peer, exc)
             self.close()
+            return
+        self._watch_output()
+
+    def _watch_output(self) -> None:
+        """If the socket is full, make sure the send timeout is armed."""
+        output = self._output
+        if output.blocked and not self._closed:
+            self._arm(output.progress_at + self._server.config.limits.send_timeout)
 
     async def _send_stream(self, head: bytes, stream: AsyncIterator[bytes], chunked: bool) -> None:
         output = self._output
@@ -334,6 +350,7 @@ class Connection:
                 sent += len(chunk)
                 output.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
                 if output.blocked:
+                    self._watch_output()
                     await output.drain()
         except SendFailed:
             return
@@ -383,7 +400,7 @@ class Connection:
             except OSError as exc:
                 logger.warning("response cleanup failed: %s", exc)
 
-    # -- closing ---------------------------------------------------------------------------------------
+    # -- closing ----------------------------------------------------------------------------------
 
     def _close_after_response(self) -> None:
         parser = self._parser
@@ -442,7 +459,7 @@ class Connection:
         logger.debug("%s: send failed: %s", self._peer, exc)
         self.close()
 
-    # -- timeouts --------------------------------------------------------------------------------------
+    # -- timeouts ---------------------------------------------------------------------------------
 
     def _arm(self, when: float) -> None:
         """Make sure the timer fires no later than `when` (one timer, re-armed lazily)."""

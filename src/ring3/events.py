@@ -6,7 +6,7 @@ response body is one of: bytes, a FileRange, a sequence of those (multipart), or
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 Headers = list[tuple[bytes, bytes]]
@@ -73,7 +73,8 @@ class FileRange:
 
 
 Segment = bytes | FileRange
-Body = bytes | FileRange | Sequence[Segment] | AsyncIterator[bytes]
+FixedBody = bytes | FileRange | list[Segment]  # its length is known before sending
+Body = FixedBody | AsyncIterator[bytes]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -91,12 +92,13 @@ class Response:
     close: bool = False
 
 
-def body_length(body: Body) -> int | None:
-    """Length in bytes of a body, or None for a stream."""
+def body_length(body: FixedBody) -> int:
+    """Length in bytes of a body whose length is known."""
     if isinstance(body, bytes):
         return len(body)
     if isinstance(body, FileRange):
         return body.count
-    if isinstance(body, Sequence):
-        return sum(len(s) if isinstance(s, bytes) else s.count for s in body)
-    return None
+    total = 0
+    for segment in body:
+        total += len(segment) if isinstance(segment, bytes) else segment.count
+    return total

@@ -11,9 +11,9 @@ import asyncio
 import os
 import socket
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from ring3.events import FileRange, Segment
+from ring3.events import FileRange, FixedBody
 from ring3.observe.ledger import Ledger
 
 # Joining the head and a body by copying is cheaper than a second iovec below this size.
@@ -75,7 +75,7 @@ class OutputPath:
         """Bytes are waiting for the socket to become writable."""
         return bool(self._queue)
 
-    def send(self, head: bytes, body: bytes | FileRange | Sequence[Segment] | None,
+    def send(self, head: bytes, body: FixedBody | None,
              on_done: Callable[[], None]) -> None:
         """Queue a response head and its (non-stream) body; `on_done` runs once all has left."""
         self._on_done = on_done
@@ -125,7 +125,7 @@ class OutputPath:
             waiter.set_exception(SendFailed("connection closed"))
         self._drain_waiter = None
 
-    # -- queueing ------------------------------------------------------------------------------------
+    # -- queueing ---------------------------------------------------------------------------------
 
     def _queue_bytes(self, data: bytes) -> None:
         if data:
@@ -144,7 +144,7 @@ class OutputPath:
         if part.count:
             self._queue.append(_FileItem(part.fd, part.offset, part.count))
 
-    # -- flushing ------------------------------------------------------------------------------------
+    # -- flushing ---------------------------------------------------------------------------------
 
     def _flush(self) -> None:
         try:

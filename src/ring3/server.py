@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
+import os
 import signal
 import socket
 
@@ -49,7 +51,7 @@ class Server:
         self._backoff: asyncio.TimerHandle | None = None
         self._idle: asyncio.Event = asyncio.Event()
 
-    # -- starting --------------------------------------------------------------------------------------
+    # -- starting ---------------------------------------------------------------------------------
 
     def start(self) -> list[str]:
         """Bind every listener and start accepting; return the URLs they answer on."""
@@ -65,7 +67,7 @@ class Server:
         self._resume_accepting()
         return [describe(sock) for sock in self.listeners]
 
-    # -- accepting -------------------------------------------------------------------------------------
+    # -- accepting --------------------------------------------------------------------------------
 
     def _resume_accepting(self) -> None:
         if self._accepting or self.draining:
@@ -122,7 +124,7 @@ class Server:
                 and len(self.connections) < self.config.limits.max_connections):
             self._resume_accepting()
 
-    # -- stopping --------------------------------------------------------------------------------------
+    # -- stopping ---------------------------------------------------------------------------------
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight responses finish for up to `grace` seconds, then close all."""
@@ -152,12 +154,8 @@ class Server:
 
 
 def _unlink_quietly(path: str) -> None:
-    import os
-
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
 
 
 async def serve(config: Config, handler: Handler, *, announce: bool = True) -> None:

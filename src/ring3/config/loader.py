@@ -98,9 +98,9 @@ def coerce(source: str, key: str, value: Any, type_: Any, meta: dict[str, Any]) 
     else:  # pragma: no cover - the schema only uses the types above
         raise ConfigError(source, key, f"unsupported type {type_!r}")
     minimum = meta.get("minimum")
-    if minimum is not None and isinstance(result, int | float) and not isinstance(result, bool):
-        if result < minimum:
-            raise ConfigError(source, key, f"must be at least {minimum}, got {result}")
+    is_number = isinstance(result, int | float) and not isinstance(result, bool)
+    if minimum is not None and is_number and result < minimum:
+        raise ConfigError(source, key, f"must be at least {minimum}, got {result}")
     choices = meta.get("choices") or ()
     if choices and result not in choices:
         raise ConfigError(source, key, f"must be one of {', '.join(choices)}, got {result!r}")

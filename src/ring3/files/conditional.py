@@ -93,7 +93,7 @@ def parse_ranges(value: bytes, size: int, max_ranges: int) -> list[tuple[int, in
         if not dash:
             return None
         first_text, last_text = first_text.strip(), last_text.strip()
-        if not _digits(first_text) and first_text or not _digits(last_text) and last_text:
+        if (not _digits(first_text) and first_text) or (not _digits(last_text) and last_text):
             return None
         if not first_text:
             if not last_text:

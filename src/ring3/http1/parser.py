@@ -55,8 +55,8 @@ class H1Parser:
         "_parser",
         "_url",
         "dead",
-        "in_head",
         "in_body",
+        "in_head",
         "upgraded",
     )
 
@@ -98,7 +98,7 @@ class H1Parser:
                 self._count_partial_head(data, began_before)
         return events
 
-    # -- httptools callbacks --------------------------------------------------------------------------
+    # -- httptools callbacks ----------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self.in_head = True
@@ -137,7 +137,7 @@ class H1Parser:
         self.in_body = False
         self._events.append(RequestEnded())
 
-    # -- helpers --------------------------------------------------------------------------------------
+    # -- helpers ----------------------------------------------------------------------------------
 
     def _build_request(self) -> Request:
         parser = self._parser

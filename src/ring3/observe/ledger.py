@@ -5,29 +5,25 @@ Plain integer attributes incremented where each syscall is made: no lock, no all
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 
+
+@dataclass(slots=True)
 class Ledger:
     """Per-worker counters of syscalls by kind and of bytes sent zero-copy or from Python memory."""
 
-    __slots__ = (
-        "accept",
-        "bytes_copied",
-        "bytes_zero_copy",
-        "close",
-        "fstat",
-        "open",
-        "pread",
-        "recv",
-        "send",
-        "sendfile",
-        "sendmsg",
-        "shutdown",
-    )
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+    accept: int = 0
+    recv: int = 0
+    send: int = 0
+    sendmsg: int = 0
+    sendfile: int = 0
+    pread: int = 0
+    shutdown: int = 0
+    close: int = 0
+    bytes_zero_copy: int = 0
+    bytes_copied: int = 0
 
     def snapshot(self) -> dict[str, int]:
         """All counters as a dict (for metrics and tests)."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        return dataclasses.asdict(self)
