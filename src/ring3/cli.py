@@ -15,14 +15,9 @@ from typing import Any
 
 from ring3._version import __version__
 from ring3.config import Config, ConfigError, build_config, load_toml, render_toml
-from ring3.config.schema import SECTIONS
+from ring3.config.schema import SECTIONS, flag_name
 
 EXIT_CONFIG = 2
-
-
-def flag_name(key: str, meta: dict[str, Any]) -> str:
-    """The flag of a config key: its own if the schema names one, else --key-with-dashes."""
-    return str(meta.get("flag") or "--" + key.replace("_", "-"))
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:

@@ -25,6 +25,11 @@ def setting(default: Any, doc: str, *, unit: Unit = "", minimum: float | None = 
     return field(default=default, metadata=metadata)
 
 
+def flag_name(key: str, metadata: Any) -> str:
+    """The command-line flag of a config key: its own if the schema names one, else --key-with-dashes."""
+    return str(metadata.get("flag") or "--" + key.replace("_", "-"))
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ServerSection:
     """Listeners, identity and logging."""
