@@ -14,11 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from conftest import ResponseReader, RunningServer, exchange, recv_until_closed
 
 Start = Callable[..., RunningServer]
 GET = b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n"
-CLF = re.compile(r'^(\S+) - - \[(\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000)\] "(.*)" (\d{3}) (\d+) "(.*)" "(.*)"$')
+CLF = re.compile(r'^(\S+) - - \[(\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000)\] '
+                 r'"(.*)" (\d{3}) (\d+) "(.*)" "(.*)"$')
 
 
 def test_sigterm_exits_zero_and_closes_idle_connections(ring3_process: Start, site: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import time
+from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_tz
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -30,9 +31,10 @@ def parse_http_date(value: bytes) -> int | None:
     if year < 100:  # RFC 850 two-digit years (RFC 9110 5.6.7)
         year += 2000 if year < 70 else 1900
     try:
-        return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except (OverflowError, ValueError):
-        return None
+        return None  # 32 November, 25 o'clock: invalid dates are ignored (RFC 9110 13.1.3)
+    return calendar.timegm(moment.utctimetuple())
 
 
 def clf_time(timestamp: float) -> str:

@@ -7,6 +7,7 @@ import math
 import re
 import tomllib
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,9 +160,7 @@ def build_config(file_data: dict[str, Any] | None = None, source: str = "<config
     for (section_name, key), raw in (overrides or {}).items():
         sections[section_name][key] = _check(override_source, section_name, key, raw)
     built = {name: SECTIONS[name](**values) for name, values in sections.items()}
-    config = Config(**built)
-    _check_cross_field(source, config)
-    return config
+    return Config(**built)
 
 
 def _check(source: str, section_name: str, key: str, raw: Any) -> Any:
@@ -171,22 +170,47 @@ def _check(source: str, section_name: str, key: str, raw: Any) -> Any:
         raise ConfigError(source, f"{section_name}.{key}",
                           f"unknown key; known: {', '.join(fields)}")
     type_ = field_types(section_cls)[key]
-    return coerce(source, f"{section_name}.{key}", raw, type_, dict(fields[key].metadata))
+    dotted = f"{section_name}.{key}"
+    value = coerce(source, dotted, raw, type_, dict(fields[key].metadata))
+    check = _VALUE_CHECKS.get(dotted)
+    if check is not None:
+        reason = check(value)
+        if reason:
+            raise ConfigError(source, dotted, reason)
+    return value
 
 
-def _check_cross_field(source: str, config: Config) -> None:
-    if not config.server.listen:
-        raise ConfigError(source, "server.listen", "at least one address is needed")
-    for address in config.server.listen:
+def _check_listen(addresses: tuple[str, ...]) -> str | None:
+    if not addresses:
+        return "at least one address is needed"
+    for address in addresses:
         try:
             parse_listen(address)
         except ValueError as exc:
-            raise ConfigError(source, "server.listen", str(exc)) from None
-    if any(c in config.server.server_header for c in "\r\n\0"):
-        raise ConfigError(source, "server.server_header", "control characters are not allowed")
-    for name in config.static.index:
+            return str(exc)
+    return None
+
+
+def _check_header_value(value: str) -> str | None:
+    if any(not (" " <= c <= "~" or c == "\t") for c in value):
+        return "only printable ASCII is allowed in a header value"
+    return None
+
+
+def _check_index(names: tuple[str, ...]) -> str | None:
+    for name in names:
         if not name or "/" in name or name in (".", ".."):
-            raise ConfigError(source, "static.index", f"{name!r} is not a plain file name")
+            return f"{name!r} is not a plain file name"
+    return None
+
+
+# Checks of single values beyond their type, run wherever the value comes from, so errors name the
+# right source (the file or the command line).
+_VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "server.listen": _check_listen,
+    "server.server_header": _check_header_value,
+    "static.index": _check_index,
+}
 
 
 def render_toml(config: Config) -> str:
@@ -201,6 +225,14 @@ def render_toml(config: Config) -> str:
     return "\n".join(lines)
 
 
+def _toml_char(char: str) -> str:
+    if char in ('"', "\\"):
+        return "\\" + char
+    if (char < " " and char != "\t") or char == "\x7f":
+        return f"\\u{ord(char):04x}"
+    return char
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -208,5 +240,5 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    escaped = "".join(_toml_char(c) for c in str(value))
     return f'"{escaped}"'

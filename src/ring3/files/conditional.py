@@ -82,34 +82,29 @@ def parse_ranges(value: bytes, size: int, max_ranges: int) -> list[tuple[int, in
     if not sep or unit.strip().lower() != b"bytes":
         return None
     ranges: list[tuple[int, int]] = []
-    parts = spec.split(b",")
-    if len(parts) > max_ranges:
+    parts = [part.strip() for part in spec.split(b",")]
+    parts = [part for part in parts if part]
+    if not parts or len(parts) > max_ranges:
         return None
     for part in parts:
-        part = part.strip()
-        if not part:
-            continue
         first_text, dash, last_text = part.partition(b"-")
-        if not dash:
-            return None
         first_text, last_text = first_text.strip(), last_text.strip()
-        if (not _digits(first_text) and first_text) or (not _digits(last_text) and last_text):
+        if not dash or (first_text and not _digits(first_text)) or (last_text and not _digits(last_text)):
             return None
-        if not first_text:
+        if not first_text:  # suffix: the last N bytes
             if not last_text:
                 return None
             suffix = int(last_text)
-            if suffix == 0:
-                continue
-            ranges.append((max(0, size - suffix), size - 1))
+            if suffix and size:
+                ranges.append((max(0, size - suffix), size - 1))
             continue
         first = int(first_text)
-        last = int(last_text) if last_text else size - 1
-        if last < first:
+        if last_text and int(last_text) < first:
             return None
         if first >= size:
-            continue
-        ranges.append((first, min(last, size - 1)))
+            continue  # this range is unsatisfiable; others may not be
+        last = min(int(last_text), size - 1) if last_text else size - 1
+        ranges.append((first, last))
     if not ranges:
         raise Unsatisfiable
     if sum(last - first + 1 for first, last in ranges) > size:

@@ -1,4 +1,8 @@
-"""Content types by file extension: a fixed table, so answers do not depend on /etc/mime.types."""
+"""Content types by file extension.
+
+A fixed table covers what web sites serve, so those answers do not depend on the machine; other
+extensions fall back to the standard library's `mimetypes` (which reads the system's tables).
+"""
 
 from __future__ import annotations
 

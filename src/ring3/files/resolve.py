@@ -102,7 +102,7 @@ class FileResolver:
     def open(self, path: DecodedPath) -> OpenedFile | IsDirectory:
         """Open the file a decoded path names; raise PathRefused (404, 403) when it cannot be served."""
         fs_path = os.path.join(self._root, *path.segments)
-        fd = self._open_inside(fs_path, None)
+        fd = self._open_inside(fs_path)
         try:
             st = os.fstat(fd)
             if stat.S_ISREG(st.st_mode):
@@ -116,15 +116,15 @@ class FileResolver:
                 raise PathRefused(403, "not a regular file")
             if not path.trailing_slash and path.segments:
                 return IsDirectory(path.url_path() + "/")
-            return self._open_index(fd)
+            return self._open_index(fs_path)
         finally:
             if fd >= 0:
                 os.close(fd)
 
-    def _open_index(self, dir_fd: int) -> OpenedFile:
+    def _open_index(self, directory: str) -> OpenedFile:
         for name in self._index:
             try:
-                fd = self._open_inside(name, dir_fd)
+                fd = self._open_inside(os.path.join(directory, name))
             except PathRefused as exc:
                 if exc.status == 404:
                     continue
@@ -135,21 +135,22 @@ class FileResolver:
             os.close(fd)
         raise PathRefused(403, "directory has no index file")
 
-    def _open_inside(self, path: str, dir_fd: int | None) -> int:
+    def _open_inside(self, path: str) -> int:
         try:
-            fd = os.open(path, _OPEN_FLAGS, dir_fd=dir_fd)
+            fd = os.open(path, _OPEN_FLAGS)
         except OSError as exc:
             if exc.errno == errno.EACCES:
                 raise PathRefused(403, "permission denied") from None
             raise PathRefused(404, os.strerror(exc.errno or 0)) from None
-        if not self._follow_outside and not self._is_inside(fd):
+        if not self._follow_outside and not self._is_inside(fd, path):
             os.close(fd)
             raise PathRefused(403, "symlink leads outside the root")
         return fd
 
-    def _is_inside(self, fd: int) -> bool:
+    def _is_inside(self, fd: int, path: str) -> bool:
+        """Whether the open file lies under the root, by the kernel's own account of its path."""
         try:
             real = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # no /proc: fall back to the slower path walk
-            return True
+        except OSError:  # no /proc: walk the path instead (slower, one lstat per component)
+            real = os.path.realpath(path)
         return real == self._root or real.startswith(self._root_prefix)

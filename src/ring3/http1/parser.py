@@ -18,6 +18,9 @@ _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
 # Host: reg-name / IPv4 / [IPv6] with an optional port. No userinfo, no path, no spaces.
 _HOST = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?$")
 _ABSOLUTE = re.compile(rb"^[hH][tT][tT][pP][sS]?://")
+# Raw head bytes beyond the measured fields: request-line framing ("OPTIONS ", " HTTP/1.1\r\n"), the
+# final CRLF and optional whitespace.
+_HEAD_FRAMING_SLACK = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,10 +52,12 @@ class H1Parser:
     __slots__ = (
         "_body_bytes",
         "_events",
-        "_head_bytes",
+        "_field_bytes",
+        "_first_line",
         "_headers",
         "_limits",
         "_parser",
+        "_raw_head",
         "_url",
         "dead",
         "in_body",
@@ -66,7 +71,9 @@ class H1Parser:
         self._events: list[Event] = []
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_bytes = 0
+        self._field_bytes = 0
+        self._raw_head = 0
+        self._first_line: bytes | None = None
         self._body_bytes = 0
         self.in_head = False  # some bytes of a request head arrived; the head is not complete
         self.in_body = False  # the head is complete; the body is not
@@ -95,7 +102,7 @@ class H1Parser:
             self._reject(*_status_for_parser_error(exc, data))
         else:
             if self.in_head:
-                self._count_partial_head(data, began_before)
+                self._check_partial_head(data, began_before, not events)
         return events
 
     # -- httptools callbacks ----------------------------------------------------------------------
@@ -103,8 +110,10 @@ class H1Parser:
     def on_message_begin(self) -> None:
         self.in_head = True
         self._url = b""
+        self._first_line = None
         self._headers = []
-        self._head_bytes = 0
+        self._field_bytes = 0
+        self._raw_head = 0
         self._body_bytes = 0
 
     def on_url(self, url: bytes) -> None:
@@ -115,10 +124,10 @@ class H1Parser:
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self._headers
         headers.append((name.lower(), value))
-        self._head_bytes += len(name) + len(value) + 4
+        self._field_bytes += len(name) + len(value) + 4  # "name: value\r\n"
         if len(headers) > self._limits.max_header_count:
             raise _Reject(431, "too many header fields")
-        if self._head_bytes + len(self._url) > self._limits.max_header_bytes:
+        if self._field_bytes + len(self._url) > self._limits.max_header_bytes:
             raise _Reject(431, "request header block too large")
 
     def on_headers_complete(self) -> None:
@@ -190,19 +199,38 @@ class H1Parser:
             has_body=has_te or bool(content_length),
         )
 
-    def _count_partial_head(self, data: bytes, began_before: bool) -> None:
-        """Bound the bytes of a head still incomplete after a feed (httptools buffers them)."""
-        if began_before:
-            self._head_bytes += len(data)
-        else:
-            # The partial head cannot hold CRLFCRLF, so it lies after the last one in this chunk.
-            end = data.rfind(b"\r\n\r\n")
-            self._head_bytes += len(data) - (end + 4 if end >= 0 else 0)
-        if self._head_bytes > self._limits.max_header_bytes:
-            if not self._headers and len(self._url) + 16 >= self._head_bytes:
+    def _check_partial_head(self, data: bytes, began_before: bool, no_events: bool) -> None:
+        """Bound a head that is still incomplete after a feed (httptools buffers its pieces).
+
+        The complete fields are measured exactly in on_header; this bounds the raw bytes of a head that
+        never ends. Feeds are counted whole once the head began before them; the feed a head begins in
+        is counted only when it held nothing else, so the bound is exact up to one read.
+        """
+        whole_feed_is_head = began_before or no_events
+        if whole_feed_is_head:
+            self._raw_head += len(data)
+            self._track_first_line(data, began_before)
+        # The slack covers what the field measure leaves out: method, version, CRLFs, whitespace.
+        if self._raw_head > self._limits.max_header_bytes + _HEAD_FRAMING_SLACK:
+            if not self._headers and len(self._url) + _HEAD_FRAMING_SLACK >= self._raw_head:
                 self._reject(414, "request target too long")
             else:
                 self._reject(431, "request header block too large")
+
+    def _track_first_line(self, data: bytes, began_before: bool) -> None:
+        """Spot an HTTP/0.9 simple request (a request line without a version), which llhttp would
+        hold until a blank line that such a client never sends."""
+        line = self._first_line
+        if line is None:
+            if began_before:
+                return  # the head began mid-feed: its start was not seen (the header timeout applies)
+            line = b""
+        elif b"\n" in line:
+            return
+        line = self._first_line = (line + data)[: self._limits.max_request_line + 32]
+        end = line.find(b"\n")
+        if end != -1 and line[:end].rstrip(b"\r").count(b" ") < 2:
+            self._reject(505, "HTTP/0.9 is not supported")
 
     def _reject(self, status: int, reason: str) -> None:
         self.dead = True

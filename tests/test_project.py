@@ -1,0 +1,44 @@
+"""The project's promises about itself: exports, generated docs, the two-command quick start."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import ring3
+from ring3.config.reference import markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(ring3.__all__) == [
+        "Config", "ConfigError", "FileRange", "Request", "RequestData", "RequestEnded",
+        "RequestRejected", "Response", "Server", "__version__", "build_config", "serve",
+    ]
+    for name in ring3.__all__:
+        assert hasattr(ring3, name)
+
+
+def test_config_reference_is_generated_from_the_schema() -> None:
+    checked_in = (ROOT / "docs" / "reference" / "config.md").read_text()
+    assert checked_in == markdown(), "run: python -m ring3.config.reference > docs/reference/config.md"
+
+
+def test_quick_start_is_two_commands_and_ci_runs_the_second() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1]
+    block = re.search(r"```(?:sh|bash|shell)?\n(.*?)```", section, re.S)
+    assert block is not None
+    commands = [line for line in block.group(1).splitlines() if line.strip()]
+    assert len(commands) == 2
+    assert "ring3 serve" in commands[0]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert commands[1].strip() in ci.replace("exec ", "")
+
+
+def test_package_ships_py_typed_and_the_demo_site() -> None:
+    package = Path(ring3.__file__).parent
+    assert (package / "py.typed").exists()
+    for name in ("index.html", "style.css", "ring3.svg", "docs/index.html"):
+        assert (package / "demo" / name).is_file()
