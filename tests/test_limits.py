@@ -200,3 +200,22 @@ def test_body_timeout_closes_a_stalled_upload(ring3_process: Start, site: Path) 
         started = time.monotonic()
         assert_closed(sock, timeout=5)
         assert time.monotonic() - started < 4
+
+
+def test_lingering_close_is_bounded_by_lingering_timeout(ring3_process: Start, site: Path) -> None:
+    server = start(ring3_process, site, "--max-body-size", "1000", "--lingering-timeout", "0.5")
+    with server.connect() as sock:
+        sock.sendall(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
+        status, _, _ = ResponseReader(sock).read()
+        assert status == 413
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 4:  # keep sending: ring3 drains, then gives up
+            try:
+                sock.sendall(b"a" * 100)
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            time.sleep(0.05)
+        assert closed
+        assert time.monotonic() - started < 3

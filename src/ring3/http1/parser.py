@@ -33,15 +33,6 @@ class H1Limits:
     max_body_size: int = 1024 * 1024
 
 
-class _Reject(Exception):
-    """Raised inside a parser callback to stop parsing with a status."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
 class H1Parser:
     """One connection's request stream.
 
@@ -94,7 +85,7 @@ class H1Parser:
             self.upgraded = True
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, _Reject):
+            if isinstance(cause, RemoteProtocolError):
                 self._reject(cause.status, cause.reason)
             else:  # pragma: no cover - a bug of ours inside a callback
                 raise
@@ -119,16 +110,16 @@ class H1Parser:
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self._limits.max_request_line:
-            raise _Reject(414, "request target too long")
+            raise RemoteProtocolError("request target too long", status=414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self._headers
         headers.append((name.lower(), value))
         self._field_bytes += len(name) + len(value) + 4  # "name: value\r\n"
         if len(headers) > self._limits.max_header_count:
-            raise _Reject(431, "too many header fields")
+            raise RemoteProtocolError("too many header fields", status=431)
         if self._field_bytes + len(self._url) > self._limits.max_header_bytes:
-            raise _Reject(431, "request header block too large")
+            raise RemoteProtocolError("request header block too large", status=431)
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -139,7 +130,7 @@ class H1Parser:
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
         if self._body_bytes > self._limits.max_body_size:
-            raise _Reject(413, "request body too large")
+            raise RemoteProtocolError("request body too large", status=413)
         self._events.append(RequestData(data=body))
 
     def on_message_complete(self) -> None:
@@ -152,7 +143,7 @@ class H1Parser:
         parser = self._parser
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
-            raise _Reject(505, f"HTTP/{version} is not supported")
+            raise RemoteProtocolError(f"HTTP/{version} is not supported", status=505)
         method: bytes = parser.get_method()
         headers = self._headers
         hosts = [value for name, value in headers if name == b"host"]
@@ -167,24 +158,24 @@ class H1Parser:
             elif name == b"transfer-encoding":
                 has_te = True
         if len(hosts) > 1:
-            raise _Reject(400, "more than one Host header")
+            raise RemoteProtocolError("more than one Host header", status=400)
         if not hosts and version == "1.1":
-            raise _Reject(400, "HTTP/1.1 request without Host")
+            raise RemoteProtocolError("HTTP/1.1 request without Host", status=400)
         if has_te and version == "1.0":
-            raise _Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
+            raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request", status=400)
         host = hosts[0] if hosts else b""
         if not _HOST.match(host):
-            raise _Reject(400, "invalid Host header")
+            raise RemoteProtocolError("invalid Host header", status=400)
         if method == b"CONNECT":
-            raise _Reject(501, "CONNECT is not supported")
+            raise RemoteProtocolError("CONNECT is not supported", status=501)
         target = self._url
         path, query, host = _split_target(target, method, host)
         if content_length is not None and content_length > self._limits.max_body_size:
-            raise _Reject(413, "request body too large")
+            raise RemoteProtocolError("request body too large", status=413)
         expect_continue = False
         if expect is not None:
             if expect.lower() != b"100-continue":
-                raise _Reject(417, "unsupported Expect")
+                raise RemoteProtocolError("unsupported Expect", status=417)
             expect_continue = version == "1.1" and (has_te or bool(content_length))
         return Request(
             method=method,
@@ -244,7 +235,7 @@ def _split_target(target: bytes, method: bytes, host: bytes) -> tuple[bytes, byt
         path, _, query = target.partition(b"?")
     elif target == b"*":
         if method != b"OPTIONS":
-            raise _Reject(400, "asterisk-form target is only for OPTIONS")
+            raise RemoteProtocolError("asterisk-form target is only for OPTIONS", status=400)
         return b"*", b"", host
     elif _ABSOLUTE.match(target):
         rest = target.split(b"://", 1)[1]
@@ -255,13 +246,13 @@ def _split_target(target: bytes, method: bytes, host: bytes) -> tuple[bytes, byt
                 authority_end = min(authority_end, index)
         authority, remainder = rest[:authority_end], rest[authority_end:]
         if not authority or b"@" in authority or not _HOST.match(authority):
-            raise _Reject(400, "invalid authority in absolute-form target")
+            raise RemoteProtocolError("invalid authority in absolute-form target", status=400)
         host = authority  # RFC 9112 3.2.2: the target's authority replaces Host.
         path, _, query = remainder.partition(b"?")
         if not path.startswith(b"/"):
             path = b"/" + path
     else:
-        raise _Reject(400, "invalid request target")
+        raise RemoteProtocolError("invalid request target", status=400)
     path = path.partition(b"#")[0]
     query = query.partition(b"#")[0]
     return path, query, host
@@ -281,4 +272,4 @@ def _status_for_parser_error(exc: Exception, data: bytes) -> tuple[int, str]:
     return 400, reason
 
 
-__all__ = ["H1Limits", "H1Parser", "RemoteProtocolError"]
+__all__ = ["H1Limits", "H1Parser"]
