@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import logging
 import os
@@ -103,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(config: Config) -> int:
     from ring3.handlers.static import StaticHandler
-    from ring3.server import serve
+    from ring3.server import run
 
     logging.basicConfig(level=config.server.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
@@ -116,7 +115,7 @@ def _serve(config: Config) -> int:
     if not config.static.root:
         print(f"ring3: no ROOT given, serving the built-in demo site from {handler.root}", flush=True)
     try:
-        asyncio.run(serve(config, handler))
+        run(config, handler)
     except OSError as exc:
         print(f"ring3: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1

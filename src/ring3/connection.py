@@ -119,6 +119,8 @@ class Connection:
     # -- reading ----------------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
+        ledger = self._server.ledger
+        ledger.recv += 1
         try:
             data = self._sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -126,7 +128,7 @@ class Connection:
         except OSError:
             self.close()
             return
-        self._server.ledger.recv += 1
+        ledger.bytes_received += len(data)
         if not data:
             self._on_eof()
             return
@@ -365,6 +367,7 @@ class Connection:
     def _on_response_sent(self) -> None:
         self._run_cleanup()
         self._response_sent = True
+        self._server.ledger.count_status(self._log_status)
         access_log = self._server.access_log
         if access_log is not None:
             request = self._request
@@ -416,9 +419,9 @@ class Connection:
         lingering close), so our last response is not destroyed by a reset."""
         self._lingering = True
         self._events.clear()
+        self._server.ledger.shutdown += 1
         try:
             self._sock.shutdown(socket.SHUT_WR)
-            self._server.ledger.shutdown += 1
         except OSError:
             self.close()
             return
@@ -446,8 +449,8 @@ class Connection:
             self._task.cancel()
             self._task = None
         self._run_cleanup()
-        self._sock.close()
         self._server.ledger.close += 1
+        self._sock.close()
         self._server.connection_closed(self)
 
     def drain(self) -> None:

@@ -134,8 +134,8 @@ class OutputPath:
     def _queue_file(self, before: bytes, part: FileRange) -> None:
         if part.count < self._sendfile_min:
             # Small: one pread, joined to what precedes it so both leave in one send.
-            data = os.pread(part.fd, part.count, part.offset)
             self._ledger.pread += 1
+            data = os.pread(part.fd, part.count, part.offset)
             if len(data) != part.count:
                 raise SendFailed("file shrank while being sent")
             self._queue_bytes(before + data)
@@ -190,8 +190,8 @@ class OutputPath:
                 item = queue[0]
                 if isinstance(item, _FileItem):
                     wanted = min(item.count, _SENDFILE_CHUNK)
-                    sent = os.sendfile(self._fd, item.fd, item.offset, wanted)
                     ledger.sendfile += 1
+                    sent = os.sendfile(self._fd, item.fd, item.offset, wanted)
                     ledger.bytes_zero_copy += sent
                     if sent == 0:
                         raise SendFailed("file shrank while being sent")

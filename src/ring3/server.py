@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -17,7 +18,8 @@ from ring3.handlers import Handler
 from ring3.http1.parser import H1Limits
 from ring3.listeners import bind, describe
 from ring3.observe.access_log import AccessLog
-from ring3.observe.ledger import Ledger
+from ring3.observe.ledger import LEDGER, CountingSelector
+from ring3.observe.metrics import MetricsHandler
 
 logger = logging.getLogger("ring3.error")
 
@@ -42,7 +44,7 @@ class Server:
             max_body_size=limits.max_body_size,
         )
         self.dates = DateCache(config.server.server_header)
-        self.ledger = Ledger()
+        self.ledger = LEDGER  # one per worker process
         self.access_log: AccessLog | None = None
         self.draining = False
         self.connections: set[Connection] = set()
@@ -90,6 +92,8 @@ class Server:
                 logger.warning("connection limit (%d) reached; accepting paused", limit)
                 self._pause_accepting()
                 return
+            ledger = self.ledger
+            ledger.accept += 1
             try:
                 sock, address = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -101,9 +105,11 @@ class Server:
                     self._backoff = self.loop.call_later(ACCEPT_BACKOFF, self._end_backoff)
                     return
                 continue  # ECONNABORTED and the like: that client is gone
-            self.ledger.accept += 1
+            ledger.connections_accepted += 1
+            ledger.ioctl += 1
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:
+                ledger.setsockopt += 1
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 peer = address[0]
             else:
@@ -159,13 +165,22 @@ def _unlink_quietly(path: str) -> None:
 
 
 async def serve(config: Config, handler: Handler, *, announce: bool = True) -> None:
-    """Run a Server until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run a Server (and the admin listener, if configured) until SIGTERM or SIGINT, then shut down
+    gracefully."""
     loop = asyncio.get_running_loop()
     server = Server(config, handler, loop)
     urls = server.start()
+    admin: Server | None = None
+    if config.server.admin:
+        admin_config = dataclasses.replace(config, server=dataclasses.replace(
+            config.server, listen=(config.server.admin,), access_log="off"))
+        admin = Server(admin_config, MetricsHandler(lambda: len(server.connections)), loop)
+        admin_urls = admin.start()
     if announce:
         for url in urls:
             print(f"ring3 listening on {url}", flush=True)
+        if admin is not None:
+            print(f"ring3 admin on {admin_urls[0]}/metrics", flush=True)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -173,6 +188,14 @@ async def serve(config: Config, handler: Handler, *, announce: bool = True) -> N
         await stop.wait()
         logger.info("stopping: finishing in-flight responses")
         await server.shutdown()
+        if admin is not None:
+            await admin.shutdown(0)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+def run(config: Config, handler: Handler) -> None:
+    """Run `serve` on an event loop whose selector counts its calls in the ledger."""
+    with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(CountingSelector())) as runner:
+        runner.run(serve(config, handler))

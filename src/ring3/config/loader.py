@@ -191,6 +191,16 @@ def _check_listen(addresses: tuple[str, ...]) -> str | None:
     return None
 
 
+def _check_admin(address: str) -> str | None:
+    if not address:
+        return None
+    try:
+        parsed = parse_listen(address)
+    except ValueError as exc:
+        return str(exc)
+    return "the admin listener takes HOST:PORT, not a unix socket" if parsed.is_unix else None
+
+
 def _check_header_value(value: str) -> str | None:
     if any(not (" " <= c <= "~" or c == "\t") for c in value):
         return "only printable ASCII is allowed in a header value"
@@ -208,6 +218,7 @@ def _check_index(names: tuple[str, ...]) -> str | None:
 # right source (the file or the command line).
 _VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "server.listen": _check_listen,
+    "server.admin": _check_admin,
     "server.server_header": _check_header_value,
     "static.index": _check_index,
 }

@@ -38,6 +38,9 @@ class ServerSection:
         ("127.0.0.1:8000",),
         "Addresses to listen on: HOST:PORT, [IPv6]:PORT or unix:/path. Port 0 picks a free port.",
         flag="--listen")
+    admin: str = setting(
+        "", "Admin listener (HOST:PORT) serving /metrics in Prometheus text format; empty for none. "
+        "Keep it on loopback or a private network.", flag="--admin")
     server_header: str = setting(
         "ring3", "Value of the Server response header; empty to send none.")
     access_log: str = setting(

@@ -13,6 +13,8 @@ import stat
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
+from ring3.observe.ledger import LEDGER
+
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO must not hang us
 _ENCODED_SEPARATORS = (b"%2f", b"%5c", b"%00")
 
@@ -53,6 +55,12 @@ class IsDirectory:
     """The path names a directory requested without its trailing slash."""
 
     location: str
+
+
+def close_file(fd: int) -> None:
+    """Close a file descriptor this module opened, counting the call."""
+    LEDGER.close += 1
+    os.close(fd)
 
 
 def decode_path(raw_path: bytes, *, dotfiles: bool) -> DecodedPath:
@@ -104,6 +112,7 @@ class FileResolver:
         fs_path = os.path.join(self._root, *path.segments)
         fd = self._open_inside(fs_path)
         try:
+            LEDGER.fstat += 1
             st = os.fstat(fd)
             if stat.S_ISREG(st.st_mode):
                 if path.trailing_slash:
@@ -119,7 +128,7 @@ class FileResolver:
             return self._open_index(fs_path)
         finally:
             if fd >= 0:
-                os.close(fd)
+                close_file(fd)
 
     def _open_index(self, directory: str) -> OpenedFile:
         for name in self._index:
@@ -129,13 +138,15 @@ class FileResolver:
                 if exc.status == 404:
                     continue
                 raise
+            LEDGER.fstat += 1
             st = os.fstat(fd)
             if stat.S_ISREG(st.st_mode):
                 return OpenedFile(fd, st, name)
-            os.close(fd)
+            close_file(fd)
         raise PathRefused(403, "directory has no index file")
 
     def _open_inside(self, path: str) -> int:
+        LEDGER.open += 1
         try:
             fd = os.open(path, _OPEN_FLAGS)
         except OSError as exc:
@@ -143,12 +154,13 @@ class FileResolver:
                 raise PathRefused(403, "permission denied") from None
             raise PathRefused(404, os.strerror(exc.errno or 0)) from None
         if not self._follow_outside and not self._is_inside(fd, path):
-            os.close(fd)
+            close_file(fd)
             raise PathRefused(403, "symlink leads outside the root")
         return fd
 
     def _is_inside(self, fd: int, path: str) -> bool:
         """Whether the open file lies under the root, by the kernel's own account of its path."""
+        LEDGER.readlink += 1
         try:
             real = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:  # no /proc: walk the path instead (slower, one lstat per component)

@@ -21,7 +21,7 @@ from ring3.files.conditional import (
     precondition_status,
 )
 from ring3.files.mime import content_type
-from ring3.files.resolve import FileResolver, IsDirectory, PathRefused, decode_path
+from ring3.files.resolve import FileResolver, IsDirectory, PathRefused, close_file, decode_path
 from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
 
@@ -59,7 +59,7 @@ class StaticHandler:
         return self._file_response(request, found.fd, found.stat, found.name)
 
     def _file_response(self, request: Request, fd: int, st: os.stat_result, name: str) -> Response:
-        cleanup = partial(os.close, fd)
+        cleanup = partial(close_file, fd)
         validators = Validators.of(st)
         headers: Headers = [
             (b"last-modified", validators.last_modified),
@@ -67,7 +67,7 @@ class StaticHandler:
         ]
         decided = precondition_status(request, validators)
         if decided is not None:
-            os.close(fd)
+            close_file(fd)
             return status_response(decided, headers if decided == 304 else None)
         headers.append((b"accept-ranges", b"bytes"))
         size = st.st_size
@@ -77,7 +77,7 @@ class StaticHandler:
             try:
                 ranges = parse_ranges(range_header, size, self._max_ranges)
             except Unsatisfiable:
-                os.close(fd)
+                close_file(fd)
                 return status_response(416, [(b"content-range", b"bytes */%d" % size)])
             if ranges is not None and len(ranges) == 1:
                 first, last = ranges[0]

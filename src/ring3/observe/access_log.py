@@ -13,6 +13,8 @@ import os
 import re
 import sys
 
+from ring3.observe.ledger import LEDGER
+
 logger = logging.getLogger("ring3.access")
 _UNSAFE = re.compile(rb'[^\x20-\x7e]|["\\]')
 
@@ -62,6 +64,7 @@ class AccessLog:
         self._pending.clear()
         try:
             while data:
+                LEDGER.write += 1
                 written = os.write(self._fd, data)
                 data = data[written:]
         except OSError as exc:  # a full disk or a closed pipe must not stop the server

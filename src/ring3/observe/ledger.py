@@ -1,17 +1,27 @@
 """The cost ledger: what this worker paid at the user/kernel boundary.
 
-Plain integer attributes incremented where each syscall is made: no lock, no allocation per request.
+One Ledger per process (`LEDGER`), incremented right where each system call is made, failed attempts
+(EAGAIN) included, since the kernel was entered all the same. Plain integer attributes: no lock and no
+container allocated per request. (CPython still boxes integers above 256 on increment; that is the
+floor of counting anything in Python.)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import selectors
+from dataclasses import dataclass, field
+from typing import Any
+
+SYSCALL_KINDS = (
+    "accept", "recv", "send", "sendmsg", "sendfile", "pread", "open", "fstat", "readlink", "close",
+    "shutdown", "epoll_wait", "epoll_ctl", "write", "setsockopt", "ioctl",
+)
 
 
 @dataclass(slots=True)
 class Ledger:
-    """Per-worker counters of syscalls by kind and of bytes sent zero-copy or from Python memory."""
+    """Per-worker counters of syscalls by kind, bytes by path, and responses by status."""
 
     accept: int = 0
     recv: int = 0
@@ -19,11 +29,53 @@ class Ledger:
     sendmsg: int = 0
     sendfile: int = 0
     pread: int = 0
-    shutdown: int = 0
+    open: int = 0
+    fstat: int = 0
+    readlink: int = 0
     close: int = 0
+    shutdown: int = 0
+    epoll_wait: int = 0
+    epoll_ctl: int = 0
+    write: int = 0
+    setsockopt: int = 0
+    ioctl: int = 0
     bytes_zero_copy: int = 0
     bytes_copied: int = 0
+    bytes_received: int = 0
+    connections_accepted: int = 0
+    responses_from_cache: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
 
-    def snapshot(self) -> dict[str, int]:
-        """All counters as a dict (for metrics and tests)."""
+    def count_status(self, status: int) -> None:
+        statuses = self.statuses
+        statuses[status] = statuses.get(status, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """All counters (a copy), for metrics and tests."""
         return dataclasses.asdict(self)
+
+    def syscalls(self) -> dict[str, int]:
+        return {kind: getattr(self, kind) for kind in SYSCALL_KINDS}
+
+
+LEDGER = Ledger()
+
+
+class CountingSelector(selectors.EpollSelector):
+    """epoll, counting its waits and registration changes in the ledger (Linux)."""
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        LEDGER.epoll_wait += 1
+        return super().select(timeout)
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        LEDGER.epoll_ctl += 1
+        return super().register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        LEDGER.epoll_ctl += 1
+        return super().unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        LEDGER.epoll_ctl += 1
+        return super().modify(fileobj, events, data)

@@ -1,0 +1,122 @@
+"""The cost ledger agrees with strace, and /metrics exposes it in Prometheus text format."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from conftest import ResponseReader, RunningServer
+
+Start = Callable[..., RunningServer]
+ADMIN = re.compile(r"ring3 admin on (http://\S+)/metrics")
+# strace's name for each ledger kind (several names where libc may pick either).
+STRACE_NAMES = {
+    "accept": ("accept4", "accept"), "recv": ("recvfrom", "recv"), "send": ("sendto", "send"),
+    "sendmsg": ("sendmsg",), "sendfile": ("sendfile", "sendfile64"), "pread": ("pread64",),
+    "open": ("openat", "open"), "fstat": ("fstat", "newfstatat"), "readlink": ("readlink", "readlinkat"),
+    "close": ("close",), "shutdown": ("shutdown",), "epoll_wait": ("epoll_wait", "epoll_pwait"),
+    "epoll_ctl": ("epoll_ctl",), "write": ("write",), "setsockopt": ("setsockopt",), "ioctl": ("ioctl",),
+}
+
+
+def admin_url(server: RunningServer) -> str:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for line in server.stdout_lines:
+            if match := ADMIN.search(line):
+                return match.group(1)
+        time.sleep(0.05)
+    raise AssertionError(f"no admin line in {server.stdout_lines!r}")
+
+
+def scrape(url: str) -> dict[str, float]:
+    response = httpx.get(url + "/metrics", timeout=5)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    values = {}
+    for line in response.text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def strace_counts(summary: str) -> dict[str, int]:
+    counts = {}
+    for line in summary.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[-1].isidentifier() and fields[3].isdigit():
+            counts[fields[-1]] = int(fields[3])
+    return counts
+
+
+def test_metrics_page_counts_requests_and_bytes(ring3_process: Start, site: Path) -> None:
+    server = ring3_process(str(site), "--listen", "127.0.0.1:0", "--access-log", "off",
+                           "--admin", "127.0.0.1:0")
+    admin = admin_url(server)
+    before = scrape(admin)
+    big = site / "big.bin"
+    big.write_bytes(os.urandom(200_000))
+    with httpx.Client() as client:
+        for _ in range(5):
+            assert client.get(f"{server.url}/hello.txt").status_code == 200
+        assert client.get(f"{server.url}/missing").status_code == 404
+        assert client.get(f"{server.url}/big.bin").content == big.read_bytes()
+    after = scrape(admin)
+    # The admin listener shares the worker's ledger: the first scrape's own 200 is counted after it
+    # was rendered, and the second scrape's connection is accepted before it is rendered.
+    ok = 'ring3_requests_total{status="200"}'
+    assert after[ok] - before.get(ok, 0) == 6 + 1
+    missing = 'ring3_requests_total{status="404"}'
+    assert after[missing] - before.get(missing, 0) == 1
+    zero_copy = 'ring3_bytes_sent_total{path="zero_copy"}'
+    assert after[zero_copy] - before[zero_copy] == 200_000
+    assert after['ring3_syscalls_total{kind="sendfile"}'] > before['ring3_syscalls_total{kind="sendfile"}']
+    assert after["ring3_connections_accepted_total"] - before["ring3_connections_accepted_total"] == 1 + 1
+    assert httpx.get(admin + "/other").status_code == 404
+
+
+def test_ledger_agrees_with_strace_within_5_percent(ring3_process: Start, site: Path, tmp_path: Path) -> None:
+    strace = shutil.which("strace")
+    assert strace, "strace is missing: scripts/test installs it"
+    (site / "64k.bin").write_bytes(os.urandom(64 * 1024))
+    server = ring3_process(str(site), "--listen", "127.0.0.1:0", "--access-log", "off",
+                           "--admin", "127.0.0.1:0")
+    admin = admin_url(server)
+    summary = tmp_path / "strace.txt"
+    tracer = subprocess.Popen([strace, "-f", "-c", "-o", str(summary), "-p", str(server.process.pid)],
+                              stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # let strace attach
+    before = scrape(admin)
+    requests = 0
+    for connection in range(4):
+        with socket.create_connection((server.host, server.port), timeout=5) as sock:
+            reader = ResponseReader(sock)
+            for index in range(150):
+                path = ("/hello.txt", "/64k.bin", "/missing")[(index + connection) % 3]
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                reader.read()
+                requests += 1
+    after = scrape(admin)
+    tracer.send_signal(signal.SIGINT)
+    tracer.communicate(timeout=20)
+    counted = strace_counts(summary.read_text())
+    ledger = {kind: int(after[f'ring3_syscalls_total{{kind="{kind}"}}']
+                        - before[f'ring3_syscalls_total{{kind="{kind}"}}']) for kind in STRACE_NAMES}
+    assert ledger["recv"] >= requests and ledger["sendfile"] >= requests // 3
+    mismatches = []
+    for kind, names in STRACE_NAMES.items():
+        traced = sum(counted.get(name, 0) for name in names)
+        tolerance = max(0.05 * traced, 3)  # the two scrapes straddle the window by a few calls
+        if abs(ledger[kind] - traced) > tolerance:
+            mismatches.append(f"{kind}: ledger {ledger[kind]} vs strace {traced}")
+    assert not mismatches, "\n".join(mismatches) + "\n" + summary.read_text()
