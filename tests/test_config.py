@@ -336,7 +336,8 @@ def test_render_toml_round_trips_every_setting_changed(tmp_path: Path) -> None:
                    "max_connections": 12, "send_timeout": 99.5, "lingering_timeout": 0.1},
         "static": {"root": "C:\\odd\\'path'", "index": ["a.html", "b \u4e2d.html"],
                    "dotfiles": True, "follow_symlinks_outside_root": True,
-                   "sendfile_min_size": 1, "max_ranges": 1},
+                   "sendfile_min_size": 1, "max_ranges": 1, "cache_max_bytes": "1m",
+                   "cache_max_file_size": 100, "cache_recheck": "250ms"},
     })
     for section, f in ALL_FIELDS:  # the test changes every setting
         assert getattr(getattr(config, section), f.name) != f.default, f.name

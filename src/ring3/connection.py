@@ -308,7 +308,8 @@ class Connection:
         self._keep_alive = keep
         connection = _CLOSE if not keep else b"" if request.http_version == "1.1" else _KEEP_ALIVE_10
         try:
-            head = serialize_head(status, server.dates.common_headers(), headers, length, connection)
+            head = serialize_head(status, server.dates.common_headers(), headers, length, connection,
+                                  response.header_block)
         except LocalProtocolError as exc:
             logger.error("refused an invalid response for %r: %s", request.target, exc)
             self._run_cleanup()

@@ -82,11 +82,13 @@ class Response:
     """What a handler wants sent. The output path alone decides how.
 
     `content_length` is computed from the body unless the body is a stream. `cleanup` runs once the body
-    has been sent or abandoned (to close file descriptors).
+    has been sent or abandoned (to close file descriptors). `header_block` holds header lines already
+    serialised (each ending in CRLF), sent after `headers`: a cache keeps them prebuilt.
     """
 
     status: int
     headers: Headers = field(default_factory=list)
+    header_block: bytes = b""
     body: Body = b""
     cleanup: Callable[[], None] | None = None
     close: bool = False

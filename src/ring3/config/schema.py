@@ -117,6 +117,15 @@ class StaticSection:
     sendfile_min_size: int = setting(
         16 * KiB, "Bodies at least this large go out with sendfile; smaller ones are read and "
         "joined to the headers in one send.", unit="bytes", minimum=0)
+    cache_max_bytes: int = setting(
+        32 * MiB, "Memory for the cache of small hot files (whole responses kept in memory); 0 turns "
+        "it off. A file enters on its second request within 10 s.", unit="bytes", minimum=0)
+    cache_max_file_size: int = setting(
+        16 * KiB, "Largest file kept in the cache; keep it at most sendfile_min_size so that larger "
+        "bodies still go out zero-copy.", unit="bytes", minimum=0)
+    cache_recheck: float = setting(
+        1.0, "How often a cached file is checked (one stat) for changes on disk: a change is "
+        "visible within this time.", unit="seconds", minimum=0)
     max_ranges: int = setting(
         16, "Most ranges honoured in one Range header; more (or overlapping ranges larger than "
         "the file) get the whole file with 200.", minimum=1)

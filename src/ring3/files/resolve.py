@@ -48,6 +48,7 @@ class OpenedFile:
     fd: int
     stat: os.stat_result
     name: str
+    path: str  # the filesystem path it was opened by
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +119,7 @@ class FileResolver:
                 if path.trailing_slash:
                     raise PathRefused(404, "file requested as a directory")
                 name = path.segments[-1] if path.segments else ""
-                opened = OpenedFile(fd, st, name)
+                opened = OpenedFile(fd, st, name, fs_path)
                 fd = -1
                 return opened
             if not stat.S_ISDIR(st.st_mode):
@@ -132,8 +133,9 @@ class FileResolver:
 
     def _open_index(self, directory: str) -> OpenedFile:
         for name in self._index:
+            index_path = os.path.join(directory, name)
             try:
-                fd = self._open_inside(os.path.join(directory, name))
+                fd = self._open_inside(index_path)
             except PathRefused as exc:
                 if exc.status == 404:
                     continue
@@ -141,7 +143,7 @@ class FileResolver:
             LEDGER.fstat += 1
             st = os.fstat(fd)
             if stat.S_ISREG(st.st_mode):
-                return OpenedFile(fd, st, name)
+                return OpenedFile(fd, st, name, index_path)
             close_file(fd)
         raise PathRefused(403, "directory has no index file")
 

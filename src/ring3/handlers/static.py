@@ -1,18 +1,21 @@
 """The static file handler: decides what to send for a file; never sends anything itself.
 
-It answers with a FileRange body (or several, for multipart/byteranges); the output path chooses between
-sendfile and a read joined to the headers.
+It answers with FileRange bodies (several, for multipart/byteranges) that the output path sends with
+sendfile, or, for small hot files, with bytes from the in-memory cache and a prebuilt header block.
+Preconditions and ranges are worked out the same way for both sources.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Callable
 from functools import partial
 
 from ring3.config import StaticSection
 from ring3.events import FileRange, Headers, Request, Response, Segment
+from ring3.files.cache import CachedFile, FileCache, identity_of
 from ring3.files.conditional import (
     Unsatisfiable,
     Validators,
@@ -21,23 +24,39 @@ from ring3.files.conditional import (
     precondition_status,
 )
 from ring3.files.mime import content_type
-from ring3.files.resolve import FileResolver, IsDirectory, PathRefused, close_file, decode_path
+from ring3.files.resolve import FileResolver, IsDirectory, OpenedFile, PathRefused, close_file, decode_path
 from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
+from ring3.observe.ledger import LEDGER
 
 ALLOW = b"GET, HEAD"
+
+Slicer = Callable[[int, int], Segment]  # (offset, count) -> the bytes or the file range
+
+
+def _nothing() -> None:
+    return None
+
+
+def _slice(body: bytes, offset: int, count: int) -> bytes:
+    return body[offset:offset + count]
 
 
 class StaticHandler:
     """Serves one directory tree."""
 
-    __slots__ = ("_dotfiles", "_max_ranges", "_resolver")
+    __slots__ = ("_cache", "_dotfiles", "_max_ranges", "_resolver")
 
     def __init__(self, settings: StaticSection, root: str) -> None:
         self._resolver = FileResolver(root, index=settings.index,
                                       follow_symlinks_outside=settings.follow_symlinks_outside_root)
         self._dotfiles = settings.dotfiles
         self._max_ranges = settings.max_ranges
+        self._cache: FileCache | None = None
+        if settings.cache_max_bytes and settings.cache_max_file_size:
+            self._cache = FileCache(max_bytes=settings.cache_max_bytes,
+                                    max_file_size=settings.cache_max_file_size,
+                                    recheck=settings.cache_recheck)
 
     @property
     def root(self) -> str:
@@ -46,6 +65,13 @@ class StaticHandler:
     def __call__(self, request: Request, body: BodyReader) -> Response:
         if request.method not in (b"GET", b"HEAD"):
             return status_response(405, [(b"allow", ALLOW)])
+        cache = self._cache
+        now = 0.0
+        if cache is not None:
+            now = time.monotonic()
+            entry = cache.get(request.path, now)
+            if entry is not None:
+                return self._from_cache(request, entry)
         try:
             decoded = decode_path(request.path, dotfiles=self._dotfiles)
             found = self._resolver.open(decoded)
@@ -56,49 +82,79 @@ class StaticHandler:
             if request.query:
                 location += b"?" + request.query
             return status_response(301, [(b"location", location)])
-        return self._file_response(request, found.fd, found.stat, found.name)
+        if cache is not None and cache.wants(request.path, found.stat.st_size, now):
+            entry = _load(found, now)
+            if entry is not None:
+                cache.store(request.path, entry)
+                return self._from_cache(request, entry)
+        fd = found.fd
+        return self._answer(request, Validators.of(found.stat), content_type(found.name),
+                            found.stat.st_size, partial(FileRange, fd), partial(close_file, fd))
 
-    def _file_response(self, request: Request, fd: int, st: os.stat_result, name: str) -> Response:
-        cleanup = partial(close_file, fd)
-        validators = Validators.of(st)
-        headers: Headers = [
-            (b"last-modified", validators.last_modified),
-            (b"etag", validators.etag),
-        ]
+    def _from_cache(self, request: Request, entry: CachedFile) -> Response:
+        for name, _ in request.headers:
+            if name[:3] == b"if-" or name == b"range":
+                return self._answer(request, entry.validators, entry.mime, len(entry.body),
+                                    partial(_slice, entry.body), _nothing)
+        LEDGER.responses_from_cache += 1
+        return Response(status=200, header_block=entry.header_block, body=entry.body)
+
+    def _answer(self, request: Request, validators: Validators, mime: bytes, size: int,
+                slice_of: Slicer, cleanup: Callable[[], None]) -> Response:
+        """The response for a whole file, given its validators, type, size and a way to slice it."""
+        headers: Headers = [(b"last-modified", validators.last_modified), (b"etag", validators.etag)]
         decided = precondition_status(request, validators)
         if decided is not None:
-            close_file(fd)
+            cleanup()
             return status_response(decided, headers if decided == 304 else None)
         headers.append((b"accept-ranges", b"bytes"))
-        size = st.st_size
-        mime = content_type(name)
         range_header = request.header(b"range")
         if range_header is not None and request.method == b"GET" and if_range_allows(request, validators):
             try:
                 ranges = parse_ranges(range_header, size, self._max_ranges)
             except Unsatisfiable:
-                close_file(fd)
+                cleanup()
                 return status_response(416, [(b"content-range", b"bytes */%d" % size)])
             if ranges is not None and len(ranges) == 1:
                 first, last = ranges[0]
                 headers += ((b"content-type", mime),
                             (b"content-range", b"bytes %d-%d/%d" % (first, last, size)))
-                return Response(status=206, headers=headers,
-                                body=FileRange(fd, first, last - first + 1), cleanup=cleanup)
+                return Response(status=206, headers=headers, body=slice_of(first, last - first + 1),
+                                cleanup=cleanup)
             if ranges is not None:
-                return _multipart(headers, fd, mime, size, ranges, cleanup)
+                return _multipart(headers, slice_of, mime, size, ranges, cleanup)
         headers.append((b"content-type", mime))
-        return Response(status=200, headers=headers, body=FileRange(fd, 0, size), cleanup=cleanup)
+        return Response(status=200, headers=headers, body=slice_of(0, size), cleanup=cleanup)
 
 
-def _multipart(headers: Headers, fd: int, mime: bytes, size: int,
+def _load(found: OpenedFile, now: float) -> CachedFile | None:
+    """Read a small file whole into a cache entry; the file is closed either way."""
+    try:
+        size = found.stat.st_size
+        LEDGER.pread += 1
+        body = os.pread(found.fd, size, 0)
+    except OSError:
+        return None
+    finally:
+        close_file(found.fd)
+    if len(body) != size:
+        return None  # changed while being read: serve it the slow way next time
+    validators = Validators.of(found.stat)
+    mime = content_type(found.name)
+    block = b"last-modified: %s\r\netag: %s\r\naccept-ranges: bytes\r\ncontent-type: %s\r\n" % (
+        validators.last_modified, validators.etag, mime)
+    return CachedFile(fs_path=found.path, identity=identity_of(found.stat), validators=validators,
+                      mime=mime, body=body, header_block=block, checked_at=now, used_at=now)
+
+
+def _multipart(headers: Headers, slice_of: Slicer, mime: bytes, size: int,
                ranges: list[tuple[int, int]], cleanup: Callable[[], None]) -> Response:
     boundary = secrets.token_hex(12).encode("ascii")
     parts: list[Segment] = []
     for first, last in ranges:
         parts.append(b"\r\n--%s\r\ncontent-type: %s\r\ncontent-range: bytes %d-%d/%d\r\n\r\n"
                      % (boundary, mime, first, last, size))
-        parts.append(FileRange(fd, first, last - first + 1))
+        parts.append(slice_of(first, last - first + 1))
     parts.append(b"\r\n--%s--\r\n" % boundary)
     headers.append((b"content-type", b"multipart/byteranges; boundary=" + boundary))
     return Response(status=206, headers=headers, body=parts, cleanup=cleanup)

@@ -34,7 +34,7 @@ def status_line(code: int) -> bytes:
 
 
 def serialize_head(status: int, common: bytes, headers: Headers, content_length: int | None,
-                   connection: bytes) -> bytes:
+                   connection: bytes, header_block: bytes = b"") -> bytes:
     """The response head as one bytes object.
 
     `common` is the prebuilt Date/Server block; `connection` is a whole `Connection:` line or b"".
@@ -43,6 +43,7 @@ def serialize_head(status: int, common: bytes, headers: Headers, content_length:
     parts = [status_line(status), common]
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
+    parts.append(header_block)
     if content_length is not None:
         parts.append(b"content-length: %d\r\n" % content_length)
     parts.append(connection)
@@ -50,7 +51,8 @@ def serialize_head(status: int, common: bytes, headers: Headers, content_length:
     head = b"".join(parts)
     # Response splitting guard, three C-level scans of a short string: every line ends where we ended
     # it, so no header name or value carried a CR, LF or NUL of its own.
-    lines = 2 + common.count(b"\n") + len(headers) + (content_length is not None) + bool(connection)
+    lines = (2 + common.count(b"\n") + len(headers) + header_block.count(b"\n")
+             + (content_length is not None) + bool(connection))
     if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
         raise LocalProtocolError("CR, LF or NUL in a response header")
     return head

@@ -1,0 +1,125 @@
+"""The small-file cache: admission, freshness within cache_recheck, and full HTTP semantics from it."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from conftest import RunningServer
+from test_ledger import admin_url, scrape
+
+Start = Callable[..., RunningServer]
+FROM_CACHE = "ring3_responses_from_cache_total"
+
+
+def start(ring3_process: Start, site: Path, *flags: str) -> tuple[RunningServer, str]:
+    server = ring3_process(str(site), "--listen", "127.0.0.1:0", "--access-log", "off",
+                           "--admin", "127.0.0.1:0", *flags)
+    return server, admin_url(server)
+
+
+def test_second_request_admits_and_later_ones_hit(ring3_process: Start, site: Path) -> None:
+    server, admin = start(ring3_process, site)
+    with httpx.Client() as client:
+        bodies = [client.get(f"{server.url}/hello.txt") for _ in range(5)]
+    assert {b.text for b in bodies} == {"hello, world\n"}
+    assert {b.headers["etag"] for b in bodies} == {bodies[0].headers["etag"]}
+    assert all(b.headers["content-type"] == "text/plain; charset=utf-8" for b in bodies)
+    # 1st: counted; 2nd: admitted and answered from the new entry; 3rd to 5th: hits.
+    assert scrape(admin)[FROM_CACHE] == 4
+
+
+def test_a_change_on_disk_is_visible_within_a_second(ring3_process: Start, site: Path) -> None:
+    server, _ = start(ring3_process, site)
+    target = site / "hello.txt"
+    with httpx.Client() as client:
+        for _ in range(3):
+            assert client.get(f"{server.url}/hello.txt").text == "hello, world\n"
+        target.write_text("changed content, longer than before\n")
+        changed_at = time.monotonic()
+        while client.get(f"{server.url}/hello.txt").text != "changed content, longer than before\n":
+            assert time.monotonic() - changed_at < 1.5, "stale after 1.5 s"
+            time.sleep(0.05)
+        # Same size, new bytes: the mtime changes, so the entry is dropped too.
+        for _ in range(3):
+            client.get(f"{server.url}/hello.txt")
+        target.write_text("CHANGED CONTENT, LONGER THAN BEFORE\n")
+        os.utime(target, ns=(time.time_ns(), time.time_ns() + 5_000_000_000))
+        changed_at = time.monotonic()
+        while client.get(f"{server.url}/hello.txt").text != "CHANGED CONTENT, LONGER THAN BEFORE\n":
+            assert time.monotonic() - changed_at < 1.5, "stale after 1.5 s"
+            time.sleep(0.05)
+        target.unlink()
+        changed_at = time.monotonic()
+        while client.get(f"{server.url}/hello.txt").status_code != 404:
+            assert time.monotonic() - changed_at < 1.5, "deleted file still served after 1.5 s"
+            time.sleep(0.05)
+
+
+def test_a_cached_file_swapped_for_a_symlink_out_of_the_root_is_refused(
+        ring3_process: Start, site: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret outside the root\n")
+    server, _ = start(ring3_process, site, "--cache-recheck", "0.2")
+    with httpx.Client() as client:
+        for _ in range(3):
+            assert client.get(f"{server.url}/hello.txt").status_code == 200
+        (site / "hello.txt").unlink()
+        (site / "hello.txt").symlink_to(outside)
+        time.sleep(0.4)
+        response = client.get(f"{server.url}/hello.txt")
+    assert response.status_code == 403
+    assert "secret" not in response.text
+
+
+def test_conditional_and_range_requests_are_answered_from_the_cache(ring3_process: Start, site: Path) -> None:
+    server, admin = start(ring3_process, site)
+    data = (site / "data.bin").read_bytes()
+    url = f"{server.url}/data.bin"
+    with httpx.Client() as client:
+        first = client.get(url)
+        client.get(url)  # admitted
+        before = scrape(admin)[FROM_CACHE]
+        etag, modified = first.headers["etag"], first.headers["last-modified"]
+        assert client.get(url, headers={"if-none-match": etag}).status_code == 304
+        assert client.get(url, headers={"if-modified-since": modified}).status_code == 304
+        assert client.get(url, headers={"if-match": '"other"'}).status_code == 412
+        ranged = client.get(url, headers={"range": "bytes=10-19"})
+        assert ranged.status_code == 206 and ranged.content == data[10:20]
+        assert ranged.headers["content-range"] == f"bytes 10-19/{len(data)}"
+        assert client.get(url, headers={"range": "bytes=5000-"}).status_code == 416
+        multi = client.get(url, headers={"range": "bytes=0-1,-2"})
+        assert multi.status_code == 206 and multi.headers["content-type"].startswith("multipart/byteranges")
+        assert data[:2] in multi.content and data[-2:] in multi.content
+        stale = client.get(url, headers={"range": "bytes=0-9", "if-range": '"stale"'})
+        assert stale.status_code == 200 and stale.content == data
+        head = client.head(url)
+        assert head.status_code == 200 and head.headers["content-length"] == str(len(data))
+        assert head.content == b""
+        full = client.get(url)
+        assert full.content == data and full.headers["etag"] == etag
+    assert scrape(admin)[FROM_CACHE] == before + 2  # the HEAD and the last GET
+
+
+def test_large_files_bypass_the_cache_and_go_out_with_sendfile(ring3_process: Start, site: Path) -> None:
+    big = site / "big.bin"
+    big.write_bytes(os.urandom(100_000))
+    server, admin = start(ring3_process, site)
+    with httpx.Client() as client:
+        for _ in range(4):
+            assert client.get(f"{server.url}/big.bin").content == big.read_bytes()
+    metrics = scrape(admin)
+    assert metrics[FROM_CACHE] == 0
+    assert metrics['ring3_bytes_sent_total{path="zero_copy"}'] == 400_000
+
+
+def test_cache_can_be_turned_off(ring3_process: Start, site: Path) -> None:
+    server, admin = start(ring3_process, site, "--cache-max-bytes", "0")
+    with httpx.Client() as client:
+        for _ in range(5):
+            assert client.get(f"{server.url}/hello.txt").status_code == 200
+    assert scrape(admin)[FROM_CACHE] == 0
