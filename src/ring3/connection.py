@@ -160,7 +160,7 @@ class Connection:
         self._eof = True
         self._pause_reading()
         if self._lingering or (self._request is None and not self._events):
-            self.close()
+            self._close_when_flushed()
         elif not self._body_complete:
             self.close()  # the body can never complete
         # else: answer what was received, then close (see _end_exchange)
@@ -171,6 +171,8 @@ class Connection:
         if self._pumping:
             return
         self._pumping = True
+        output = self._output
+        output.cork()
         try:
             events = self._events
             while events and not self._closed:
@@ -208,6 +210,9 @@ class Connection:
                     return
         finally:
             self._pumping = False
+            if not self._closed:
+                output.uncork()
+                self._watch_output()
 
     def _start(self, request: Request) -> None:
         self._request = request
@@ -324,12 +329,12 @@ class Connection:
         try:
             if head_only:
                 self._run_cleanup()
-                self._output.send(head, None, self._on_response_sent)
+                self._output.send(head, None, self._on_response_sent, may_cork=keep)
             elif stream is not None:
                 self._task = self._loop.create_task(
                     self._send_stream(head, stream, request.http_version == "1.1"))
             else:
-                self._output.send(head, fixed, self._on_response_sent)
+                self._output.send(head, fixed, self._on_response_sent, may_cork=keep)
         except (SendFailed, OSError) as exc:
             logger.warning("%s: response aborted: %s", self._peer, exc)
             self.close()
@@ -387,7 +392,7 @@ class Connection:
         self._request = None
         self._body = None
         if (self._eof or self._server.draining) and not self._events:
-            self.close()
+            self._close_when_flushed()
             return
         now = self._loop.time()
         self._phase_since = now
@@ -433,6 +438,10 @@ class Connection:
             self._reading = True
             self._loop.add_reader(self._fd, self._on_readable)
 
+    def _close_when_flushed(self) -> None:
+        """Close once responses already handed to the output path (corked ones too) have left."""
+        self._output.when_drained(self.close)
+
     def close(self) -> None:
         """Close now, dropping anything unsent."""
         if self._closed:
@@ -457,7 +466,7 @@ class Connection:
     def drain(self) -> None:
         """Server shutdown: close now if idle; otherwise the current response ends with close."""
         if self._request is None and not self._events and not self._parser.in_head:
-            self.close()
+            self._close_when_flushed()
 
     def _on_send_failed(self, exc: BaseException) -> None:
         logger.debug("%s: send failed: %s", self._peer, exc)

@@ -18,6 +18,9 @@ from ring3.observe.ledger import Ledger
 
 # Joining the head and a body by copying is cheaper than a second iovec below this size.
 JOIN_LIMIT = 64 * 1024
+# While corked (a batch of pipelined requests is being answered), responses held in memory up to this
+# many bytes are sent together by one call when the batch ends.
+CORK_LIMIT = 256 * 1024
 _IOV_MAX = 64
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _SENDFILE_CHUNK = 1 << 30
@@ -43,6 +46,7 @@ class OutputPath:
     """One connection's outgoing bytes: a queue of memory and file items, flushed without blocking."""
 
     __slots__ = (
+        "_corked",
         "_drain_waiter",
         "_fd",
         "_ledger",
@@ -50,6 +54,7 @@ class OutputPath:
         "_on_done",
         "_on_error",
         "_queue",
+        "_queued_bytes",
         "_sendfile_min",
         "_sock",
         "_writing",
@@ -65,6 +70,8 @@ class OutputPath:
         self._sendfile_min = sendfile_min
         self._on_error = on_error
         self._queue: deque[Item] = deque()
+        self._queued_bytes = 0  # memory bytes queued since the queue was last empty
+        self._corked = False
         self._on_done: Callable[[], None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._writing = False
@@ -75,10 +82,23 @@ class OutputPath:
         """Bytes are waiting for the socket to become writable."""
         return bool(self._queue)
 
-    def send(self, head: bytes, body: FixedBody | None,
-             on_done: Callable[[], None]) -> None:
-        """Queue a response head and its (non-stream) body; `on_done` runs once all has left."""
-        self._on_done = on_done
+    def cork(self) -> None:
+        """Hold back whole in-memory responses until uncork(), so a batch leaves in one call."""
+        self._corked = True
+
+    def uncork(self) -> None:
+        """Send what cork() held back."""
+        self._corked = False
+        if self._queue and not self._writing:
+            self._flush()
+
+    def send(self, head: bytes, body: FixedBody | None, on_done: Callable[[], None],
+             *, may_cork: bool = False) -> None:
+        """Queue a response head and its (non-stream) body; `on_done` runs once all has left.
+
+        With `may_cork` and the output corked, a response that lies wholly in memory counts as done
+        once queued: it leaves with the rest of the batch at uncork().
+        """
         if body is None or body == b"":
             self._queue_bytes(head)
         elif isinstance(body, bytes):
@@ -99,7 +119,19 @@ class OutputPath:
                     pending = b""
             if pending:
                 self._queue_bytes(pending)
+        if (may_cork and self._corked and self._queued_bytes < CORK_LIMIT
+                and not isinstance(self._queue[-1], _FileItem)):
+            on_done()
+            return
+        self._on_done = on_done
         self._flush()
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once everything queued has left (now, if nothing is queued)."""
+        if not self._queue:
+            callback()
+        else:
+            self._on_done = callback
 
     def write(self, data: bytes) -> None:
         """Queue bytes outside a whole response (100 Continue, stream chunks) and flush."""
@@ -129,6 +161,7 @@ class OutputPath:
 
     def _queue_bytes(self, data: bytes) -> None:
         if data:
+            self._queued_bytes += len(data)
             self._queue.append(memoryview(data))
 
     def _queue_file(self, before: bytes, part: FileRange) -> None:
@@ -153,6 +186,7 @@ class OutputPath:
             self._on_error(exc)
             return
         if done:
+            self._queued_bytes = 0
             if self._writing:
                 self._writing = False
                 self._loop.remove_writer(self._fd)
