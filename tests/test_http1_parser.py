@@ -97,7 +97,7 @@ def test_simple_get() -> None:
     assert req.http_version == "1.1"
     assert req.host == b"example.com"
     # names lower-cased, values as received, order kept
-    assert req.headers == ((b"host", b"example.com"), (b"x-mixed-case", b"VaLuE"))
+    assert req.headers == [(b"host", b"example.com"), (b"x-mixed-case", b"VaLuE")]
     assert req.header(b"x-mixed-case") == b"VaLuE"
     assert req.header(b"absent") is None
     assert req.keep_alive is True

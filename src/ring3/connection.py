@@ -256,7 +256,7 @@ class Connection:
     def _start_rejected(self, status: int) -> None:
         """Answer a request the parser refused; the connection closes after it."""
         self._request = Request(method=b"-", target=b"-", path=b"-", query=b"", http_version="1.1",
-                                headers=(), host=b"", keep_alive=False)
+                                headers=[], host=b"", keep_alive=False)
         self._body_complete = True
         self._response_started = self._response_sent = False
         self._respond(status_response(status, close=True), log_line=b"-")

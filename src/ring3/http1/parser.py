@@ -17,6 +17,8 @@ from ring3.events import Event, Request, RequestData, RequestEnded, RequestRejec
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
 # Host: reg-name / IPv4 / [IPv6] with an optional port. No userinfo, no path, no spaces.
 _HOST = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?$")
+_ENDED = RequestEnded()  # immutable and the same for every HTTP/1.1 request: shared
+_FRAMING_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect"))
 _ABSOLUTE = re.compile(rb"^[hH][tT][tT][pP][sS]?://")
 # Raw head bytes beyond the measured fields: request-line framing ("OPTIONS ", " HTTP/1.1\r\n"), the
 # final CRLF and optional whitespace.
@@ -42,10 +44,15 @@ class H1Parser:
 
     __slots__ = (
         "_body_bytes",
+        "_content_length",
         "_events",
+        "_expect",
         "_field_bytes",
         "_first_line",
+        "_has_te",
         "_headers",
+        "_host",
+        "_host_count",
         "_limits",
         "_parser",
         "_raw_head",
@@ -66,6 +73,11 @@ class H1Parser:
         self._raw_head = 0
         self._first_line: bytes | None = None
         self._body_bytes = 0
+        self._host: bytes = b""
+        self._host_count = 0
+        self._content_length: int | None = None
+        self._expect: bytes | None = None
+        self._has_te = False
         self.in_head = False  # some bytes of a request head arrived; the head is not complete
         self.in_body = False  # the head is complete; the body is not
         self.dead = False  # a request was rejected; nothing more is parsed
@@ -106,6 +118,10 @@ class H1Parser:
         self._field_bytes = 0
         self._raw_head = 0
         self._body_bytes = 0
+        self._host_count = 0
+        self._content_length = None
+        self._expect = None
+        self._has_te = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -114,12 +130,27 @@ class H1Parser:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self._headers
-        headers.append((name.lower(), value))
+        name = name.lower()
+        headers.append((name, value))
+        if name in _FRAMING_FIELDS:
+            self._note_framing(name, value)
         self._field_bytes += len(name) + len(value) + 4  # "name: value\r\n"
         if len(headers) > self._limits.max_header_count:
             raise RemoteProtocolError("too many header fields", status=431)
         if self._field_bytes + len(self._url) > self._limits.max_header_bytes:
             raise RemoteProtocolError("request header block too large", status=431)
+
+    def _note_framing(self, name: bytes, value: bytes) -> None:
+        """Remember the fields that decide framing and routing, as they arrive."""
+        if name == b"host":
+            self._host = value
+            self._host_count += 1
+        elif name == b"content-length":
+            self._content_length = int(value)  # llhttp has checked it is one run of digits
+        elif name == b"transfer-encoding":
+            self._has_te = True
+        else:
+            self._expect = value
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -135,44 +166,39 @@ class H1Parser:
 
     def on_message_complete(self) -> None:
         self.in_body = False
-        self._events.append(RequestEnded())
+        self._events.append(_ENDED)
 
     # -- helpers ----------------------------------------------------------------------------------
 
     def _build_request(self) -> Request:
         parser = self._parser
         version = parser.get_http_version()
-        if version not in ("1.1", "1.0"):
+        if version != "1.1" and version != "1.0":
             raise RemoteProtocolError(f"HTTP/{version} is not supported", status=505)
         method: bytes = parser.get_method()
-        headers = self._headers
-        hosts = [value for name, value in headers if name == b"host"]
-        content_length = None
-        expect = None
-        has_te = False
-        for name, value in headers:
-            if name == b"content-length":
-                content_length = int(value)
-            elif name == b"expect":
-                expect = value
-            elif name == b"transfer-encoding":
-                has_te = True
-        if len(hosts) > 1:
-            raise RemoteProtocolError("more than one Host header", status=400)
-        if not hosts and version == "1.1":
-            raise RemoteProtocolError("HTTP/1.1 request without Host", status=400)
+        if self._host_count != 1:
+            if self._host_count > 1:
+                raise RemoteProtocolError("more than one Host header", status=400)
+            if version == "1.1":
+                raise RemoteProtocolError("HTTP/1.1 request without Host", status=400)
+        has_te = self._has_te
         if has_te and version == "1.0":
             raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request", status=400)
-        host = hosts[0] if hosts else b""
+        host = self._host
         if not _HOST.match(host):
             raise RemoteProtocolError("invalid Host header", status=400)
         if method == b"CONNECT":
             raise RemoteProtocolError("CONNECT is not supported", status=501)
         target = self._url
-        path, query, host = _split_target(target, method, host)
+        if target[:1] == b"/" and b"#" not in target:
+            path, _, query = target.partition(b"?")
+        else:
+            path, query, host = _split_target(target, method, host)
+        content_length = self._content_length
         if content_length is not None and content_length > self._limits.max_body_size:
             raise RemoteProtocolError("request body too large", status=413)
         expect_continue = False
+        expect = self._expect
         if expect is not None:
             if expect.lower() != b"100-continue":
                 raise RemoteProtocolError("unsupported Expect", status=417)
@@ -183,7 +209,7 @@ class H1Parser:
             path=path,
             query=query,
             http_version=version,
-            headers=tuple(headers),
+            headers=self._headers,
             host=host,
             keep_alive=parser.should_keep_alive(),
             expect_continue=expect_continue,

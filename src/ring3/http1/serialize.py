@@ -39,23 +39,18 @@ def serialize_head(status: int, common: bytes, headers: Headers, content_length:
 
     `common` is the prebuilt Date/Server block; `connection` is a whole `Connection:` line or b"".
     `content_length` None means the body is chunked (a stream on HTTP/1.1) or absent (1xx/204/304).
+    `header_block` is header lines ring3 serialised itself (a cache's); `headers` may come from an
+    application and are checked: a CR, LF or NUL in a name or value is refused (response splitting).
     """
-    parts = [status_line(status), common]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(header_block)
-    if content_length is not None:
-        parts.append(b"content-length: %d\r\n" % content_length)
-    parts.append(connection)
-    parts.append(b"\r\n")
-    head = b"".join(parts)
-    # Response splitting guard, three C-level scans of a short string: every line ends where we ended
-    # it, so no header name or value carried a CR, LF or NUL of its own.
-    lines = (2 + common.count(b"\n") + len(headers) + header_block.count(b"\n")
-             + (content_length is not None) + bool(connection))
-    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
-        raise LocalProtocolError("CR, LF or NUL in a response header")
-    return head
+    if headers:
+        fields = b"".join([b"%s: %s\r\n" % pair for pair in headers])
+        lines = len(headers)
+        if fields.count(b"\n") != lines or fields.count(b"\r") != lines or b"\0" in fields:
+            raise LocalProtocolError("CR, LF or NUL in a response header")
+    else:
+        fields = b""
+    length = b"content-length: %d\r\n" % content_length if content_length is not None else b""
+    return b"".join((status_line(status), common, fields, header_block, length, connection, b"\r\n"))
 
 
 def check_header(name: bytes, value: bytes) -> None:
