@@ -91,12 +91,14 @@ def body_reject(name: str, raw: bytes, status: int = 400) -> Row:
     return Row(name, raw, status, close=True, stage="body")
 
 
-def accept(name: str, raw: bytes, status: int = 200, *, close: bool = False, host: bytes | None = None) -> Row:
+def accept(name: str, raw: bytes, status: int = 200, *, close: bool = False,
+           host: bytes | None = None) -> Row:
     return Row(name, raw, status, close=close, stage="accept", host=host)
 
 
 # Bytes of a TLS 1.2 ClientHello's first record, as a browser sends to an http:// port by mistake.
-TLS_CLIENT_HELLO = bytes.fromhex("16030100a5010000a103031a2b3c4d5e6f") + bytes(range(32)) + b"\x00\x02\x13\x01"
+TLS_CLIENT_HELLO = (bytes.fromhex("16030100a5010000a103031a2b3c4d5e6f") + bytes(range(32))
+                    + b"\x00\x02\x13\x01")
 
 CORPUS: tuple[Row, ...] = (
     # -- Content-Length and Transfer-Encoding together (RFC 9112 6.1: a server MAY reject; ring3 always
@@ -110,7 +112,7 @@ CORPUS: tuple[Row, ...] = (
                                            body=b"0\r\n\r\n")),
     # HTTP/1.0 has no chunked coding (RFC 9112 6.1: a server MUST treat such framing as faulty).
     reject("te-in-http10", message(b"POST /hello.txt HTTP/1.0", CHUNKED, body=b"0\r\n\r\n")),
-    # -- Content-Length that is not exactly one 1*DIGIT (RFC 9110 8.6; RFC 9112 6.3 item 5) -------------------
+    # -- Content-Length that is not exactly one 1*DIGIT (RFC 9110 8.6; RFC 9112 6.3 item 5) ------------------
     reject("cl-duplicate-same", post(HOST, b"Content-Length: 5", b"Content-Length: 5", body=b"hello")),
     reject("cl-duplicate-differ", post(HOST, b"Content-Length: 0", b"Content-Length: 5", body=b"hello")),
     reject("cl-list-same", post(HOST, b"Content-Length: 5, 5", body=b"hello")),
@@ -161,7 +163,7 @@ CORPUS: tuple[Row, ...] = (
     body_reject("chunk-size-2^64-minus-1", chunked_post(b"ffffffffffffffff\r\n" + b"a" * 1001), 413),
     body_reject("chunk-data-longer-than-size", chunked_post(b"5\r\nhelloXX\r\n0\r\n\r\n")),
     body_reject("chunk-data-without-crlf", chunked_post(b"5\r\nhello0\r\n\r\n")),
-    # -- chunk extensions: token [= token / quoted-string] (RFC 9112 7.1.1) -----------------------------------
+    # -- chunk extensions: token [= token / quoted-string] (RFC 9112 7.1.1) ----------------------------------
     body_reject("chunk-ext-nul", chunked_post(b"5;a\x00b\r\nhello\r\n0\r\n\r\n")),
     body_reject("chunk-ext-space-in-name", chunked_post(b"5;a b\r\nhello\r\n0\r\n\r\n")),
     body_reject("chunk-ext-del", chunked_post(b"5;a\x7f\r\nhello\r\n0\r\n\r\n")),
@@ -224,6 +226,7 @@ CORPUS: tuple[Row, ...] = (
     reject("method-not-a-token", message(b"G@T /hello.txt HTTP/1.1", HOST)),
     reject("method-with-nul", message(b"G\x00T /hello.txt HTTP/1.1", HOST)),
     reject("method-empty", message(b" /hello.txt HTTP/1.1", HOST)),
+    reject("method-from-rtsp", message(b"PLAY /hello.txt HTTP/1.1", HOST), 501),  # a token, unknown to HTTP
     reject("method-tab-separated", message(b"GET\t/hello.txt\tHTTP/1.1", HOST)),
     reject("connect", message(b"CONNECT example.org:443 HTTP/1.1", b"Host: example.org:443"), 501),
     reject("tls-client-hello", TLS_CLIENT_HELLO),
@@ -239,7 +242,10 @@ CORPUS: tuple[Row, ...] = (
     reject("version-lower-case", get(HOST, version=b"http/1.1")),
     reject("version-x", get(HOST, version=b"HTTP/1.x")),
     reject("version-no-dot", get(HOST, version=b"HTTP/11")),
-    reject("version-other-protocol", get(HOST, version=b"RTSP/1.0")),
+    # llhttp also speaks RTSP and ICE (SHOUTcast); ring3 serves HTTP only, so their requests are garbage here.
+    reject("version-rtsp", get(HOST, version=b"RTSP/1.1")),
+    reject("rtsp-request", message(b"SETUP /hello.txt RTSP/1.0", b"CSeq: 1")),
+    reject("ice-request", message(b"SOURCE /hello.txt ICE/1.0", b"Content-Length: 0")),
     reject("version-trailing-space", get(HOST, version=b"HTTP/1.1 ")),
     # HTTP/0.9: a request line without a version and no head after it; its client waits for the body.
     reject("http09", b"GET /hello.txt\r\n", 505),
@@ -272,7 +278,7 @@ CORPUS: tuple[Row, ...] = (
     reject("ctl-in-target", get(HOST, target=b"/hello\x01.txt")),
     reject("obs-text-in-target", get(HOST, target=b"/hello\xff.txt")),
     reject("leading-space-before-request-line", b" " + get(HOST)),
-    # -- Host (RFC 9112 3.2: 400 when missing on HTTP/1.1, when repeated, when its value is invalid) ----------
+    # -- Host (RFC 9112 3.2: 400 when missing on HTTP/1.1, when repeated, when its value is invalid) ---------
     reject("host-missing", get()),
     reject("host-duplicate-same", get(HOST, HOST)),
     reject("host-duplicate-differ", get(HOST, b"host: evil.example")),

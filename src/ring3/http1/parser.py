@@ -15,8 +15,12 @@ from ring3.errors import RemoteProtocolError
 from ring3.events import Event, Request, RequestData, RequestEnded, RequestRejected
 
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
+# A method token, or what has arrived of one (llhttp may fail before the space arrives).
+_TOKEN_OR_PREFIX = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?: |$)")
 # Host: reg-name / IPv4 / [IPv6] with an optional port. No userinfo, no path, no spaces.
 _HOST = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?$")
+# A request line of a protocol llhttp also parses (RTSP, ICE), at the start of a line.
+_OTHER_PROTOCOL = re.compile(rb"(?:^|\n)[A-Z_-]+ [^ \r\n]+ (?:RTSP|ICE)/")
 _ENDED = RequestEnded()  # immutable and the same for every HTTP/1.1 request: shared
 _FRAMING_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect"))
 _ABSOLUTE = re.compile(rb"^[hH][tT][tT][pP][sS]?://")
@@ -43,6 +47,7 @@ class H1Parser:
     """
 
     __slots__ = (
+        "_begun_in_feed",
         "_body_bytes",
         "_content_length",
         "_events",
@@ -56,6 +61,7 @@ class H1Parser:
         "_limits",
         "_parser",
         "_raw_head",
+        "_te_values",
         "_url",
         "dead",
         "in_body",
@@ -78,6 +84,8 @@ class H1Parser:
         self._content_length: int | None = None
         self._expect: bytes | None = None
         self._has_te = False
+        self._te_values: list[bytes] | None = None
+        self._begun_in_feed = False
         self.in_head = False  # some bytes of a request head arrived; the head is not complete
         self.in_body = False  # the head is complete; the body is not
         self.dead = False  # a request was rejected; nothing more is parsed
@@ -91,6 +99,7 @@ class H1Parser:
             return []
         events = self._events = []
         began_before = self.in_head
+        self._begun_in_feed = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -102,16 +111,22 @@ class H1Parser:
             else:  # pragma: no cover - a bug of ours inside a callback
                 raise
         except httptools.HttpParserError as exc:
-            self._reject(*_status_for_parser_error(exc, data))
+            if not self._refuse_other_protocols(data, began_before):
+                self._reject(*_status_for_parser_error(exc, self._failing_message(data, began_before)))
         else:
             if self.in_head:
-                self._check_partial_head(data, began_before, not events)
+                # A head that began before this feed and still runs has all of this feed's bytes.
+                self._check_partial_head(data, began_before and not self._begun_in_feed, not events)
+        has_head = self._begun_in_feed or began_before
+        if has_head and not self.dead and (b"RTSP/" in data or b"ICE/" in data):
+            self._refuse_other_protocols(data, began_before)
         return events
 
     # -- httptools callbacks ----------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self.in_head = True
+        self._begun_in_feed = True
         self._url = b""
         self._first_line = None
         self._headers = []
@@ -122,6 +137,7 @@ class H1Parser:
         self._content_length = None
         self._expect = None
         self._has_te = False
+        self._te_values = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -131,6 +147,7 @@ class H1Parser:
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self._headers
         name = name.lower()
+        value = value.rstrip(b" \t")  # RFC 9110 5.5: trailing whitespace is not part of the value
         headers.append((name, value))
         if name in _FRAMING_FIELDS:
             self._note_framing(name, value)
@@ -149,6 +166,9 @@ class H1Parser:
             self._content_length = int(value)  # llhttp has checked it is one run of digits
         elif name == b"transfer-encoding":
             self._has_te = True
+            if self._te_values is None:
+                self._te_values = []
+            self._te_values.append(value)
         else:
             self._expect = value
 
@@ -182,8 +202,10 @@ class H1Parser:
             if version == "1.1":
                 raise RemoteProtocolError("HTTP/1.1 request without Host", status=400)
         has_te = self._has_te
-        if has_te and version == "1.0":
-            raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request", status=400)
+        if has_te:
+            if version == "1.0":
+                raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request", status=400)
+            _check_transfer_coding(self._te_values or [])
         host = self._host
         if not _HOST.match(host):
             raise RemoteProtocolError("invalid Host header", status=400)
@@ -220,13 +242,19 @@ class H1Parser:
         """Bound a head that is still incomplete after a feed (httptools buffers its pieces).
 
         The complete fields are measured exactly in on_header; this bounds the raw bytes of a head that
-        never ends. Feeds are counted whole once the head began before them; the feed a head begins in
-        is counted only when it held nothing else, so the bound is exact up to one read.
+        never ends. Feeds are counted whole once the head began before them. When it began after other
+        messages in this feed and none of them had a body, it starts after the last CRLFCRLF; after a
+        body its start is unknown and the feed is not counted, so the bound is exact up to one read.
         """
-        whole_feed_is_head = began_before or no_events
-        if whole_feed_is_head:
+        if began_before or no_events:
             self._raw_head += len(data)
             self._track_first_line(data, began_before)
+        elif not any(isinstance(event, RequestData) for event in self._events):
+            start = data.rfind(b"\r\n\r\n") + 4
+            self._raw_head += len(data) - start
+            self._track_first_line(data[start:], False)
+        if self.dead:
+            return
         # The slack covers what the field measure leaves out: method, version, CRLFs, whitespace.
         if self._raw_head > self._limits.max_header_bytes + _HEAD_FRAMING_SLACK:
             if not self._headers and len(self._url) + _HEAD_FRAMING_SLACK >= self._raw_head:
@@ -246,8 +274,58 @@ class H1Parser:
             return
         line = self._first_line = (line + data)[: self._limits.max_request_line + 32]
         end = line.find(b"\n")
-        if end != -1 and line[:end].rstrip(b"\r").count(b" ") < 2:
+        if end == -1:
+            return
+        if line[:end].rstrip(b"\r").count(b" ") < 2:
             self._reject(505, "HTTP/0.9 is not supported")
+        elif _OTHER_PROTOCOL.match(line):
+            self._reject(400, "not an HTTP request line")
+
+    def _failing_message(self, data: bytes, began_before: bool) -> bytes | None:
+        """The start of the message a parse error belongs to, when it can be known, for classifying it."""
+        if self.in_body:
+            return None  # the error is in a body, not at the start of a message
+        completed = sum(1 for event in self._events if event is _ENDED)
+        if began_before and not completed:
+            return (self._first_line or b"") + data if self._first_line is not None else None
+        if not completed:
+            return data
+        if any(isinstance(event, RequestData) for event in self._events):
+            return None  # a body came first: where it ended is not known here
+        start = 0
+        for _ in range(completed):
+            start = data.find(b"\r\n\r\n", start)
+            if start < 0:
+                return None
+            start += 4
+        return data[start:]
+
+    def _refuse_other_protocols(self, data: bytes, began_before: bool) -> bool:
+        """llhttp also accepts RTSP and ICE request lines; refuse them: they are not HTTP (400).
+
+        Only heads are scanned (a feed that carried body bytes is not), so a body that merely contains
+        such a line is never mistaken for one.
+        """
+        if any(isinstance(event, RequestData) for event in self._events):
+            return False
+        if began_before and self._first_line is not None:
+            data = self._first_line + data
+        match = _OTHER_PROTOCOL.search(data)
+        if match is None:
+            return False
+        # Keep the events of the messages before the offending line; drop the rest with it.
+        keep = data.count(b"\r\n\r\n", 0, match.start() + 1)  # the match may begin on its LF
+        if began_before and self._first_line is None:
+            keep += 1  # the message in progress at the start of the feed began before `data`
+        events = self._events
+        for index, event in enumerate(events):
+            if isinstance(event, Request):
+                if keep == 0:
+                    del events[index:]
+                    break
+                keep -= 1
+        self._reject(400, "not an HTTP request line")
+        return True
 
     def _reject(self, status: int, reason: str) -> None:
         self.dead = True
@@ -284,13 +362,27 @@ def _split_target(target: bytes, method: bytes, host: bytes) -> tuple[bytes, byt
     return path, query, host
 
 
-def _status_for_parser_error(exc: Exception, data: bytes) -> tuple[int, str]:
+def _check_transfer_coding(values: list[bytes]) -> None:
+    """RFC 9112 6.1: the only coding ring3 decodes is a final, single `chunked`."""
+    codings = [coding.strip(b" \t").lower() for coding in b",".join(values).split(b",")]
+    if codings[-1] != b"chunked" or b"" in codings or codings.count(b"chunked") > 1:
+        raise RemoteProtocolError("Transfer-Encoding is not a final chunked", status=400)
+    if len(codings) > 1:
+        raise RemoteProtocolError("transfer coding not implemented", status=501)
+
+
+def _status_for_parser_error(exc: Exception, message: bytes | None) -> tuple[int, str]:
+    """The status for an llhttp error, given the start of the failing message when known."""
     reason = str(exc) or type(exc).__name__
-    if isinstance(exc, httptools.HttpParserInvalidMethodError):
+    if isinstance(exc, httptools.HttpParserInvalidMethodError) or reason.startswith("Invalid method"):
         # A well-formed method token that llhttp does not know is not implemented; garbage is 400.
-        if _TOKEN.match(data[:32]):
+        if message is not None and _TOKEN_OR_PREFIX.match(message[:32]):
             return 501, "method not implemented"
         return 400, "invalid method"
+    if message is not None:
+        line, newline, _ = message.partition(b"\n")
+        if newline and line.rstrip(b"\r").count(b" ") < 2 and _TOKEN.match(line + b" "):
+            return 505, "HTTP/0.9 is not supported"
     if "PRI" in reason:
         return 505, "HTTP/2 preface on an HTTP/1.1 connection"
     if "HTTP version" in reason:

@@ -1,0 +1,1 @@
+"""ring3's benchmark kit: peers, load generators, syscall counting, reports (see bench/run.py)."""

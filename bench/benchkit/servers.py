@@ -1,0 +1,241 @@
+"""The servers under test: how each is started (one worker, pinned to the server CPU), awaited and stopped."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchkit import tools
+
+HOST = "127.0.0.1"
+SERVER_CPU = 1
+LOAD_CPU = 0
+PEERS_DIR = tools.BENCH_DIR / "peers"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+KEEPALIVE_REQUESTS = 1_000_000  # no server closes a benchmark connection part-way
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where one server instance listens and keeps its files."""
+
+    port: int
+    root: Path
+    work: Path
+    admin_port: int | None
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    argv: Callable[[Launch], list[str]]
+    prefix: str = ""  # URL path under which the files are served
+    peer: str = ""  # "", "native" or "python": what ring3 is compared with
+    has_ledger: bool = False
+    # Share of the scenario's request count sent under strace: uvicorn makes ~270 syscalls per request,
+    # and strace stops the server at each one (5000 requests would take minutes).
+    strace_share: float = 1.0
+
+
+@dataclass
+class Server:
+    spec: ServerSpec
+    process: subprocess.Popen[bytes]
+    launch: Launch
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def url(self, file: str) -> str:
+        return f"http://{HOST}:{self.launch.port}{self.spec.prefix}/{file}"
+
+
+def pinning_available() -> bool:
+    return {SERVER_CPU, LOAD_CPU} <= os.sched_getaffinity(0)
+
+
+def pinned(cpu: int, argv: Sequence[str]) -> list[str]:
+    """`taskset -c CPU argv` where the machine has that CPU, else argv as is."""
+    return ["taskset", "-c", str(cpu), *argv] if pinning_available() else list(argv)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def ring3_has_admin() -> bool:
+    """The admin listener (/metrics) is the ledger's window; older ring3 builds lack it."""
+    out = subprocess.run([sys.executable, "-m", "ring3", "serve", "--help"], capture_output=True,
+                         text=True, timeout=60)
+    return "--admin" in out.stdout
+
+
+def ring3_argv(launch: Launch) -> list[str]:
+    argv = [sys.executable, "-m", "ring3", "serve", str(launch.root), "--listen", f"{HOST}:{launch.port}",
+            "--access-log", "off", "--log-level", "warning",
+            "--max-requests-per-connection", str(KEEPALIVE_REQUESTS)]
+    if launch.admin_port is not None:
+        argv += ["--admin", f"{HOST}:{launch.admin_port}"]
+    return argv
+
+
+NGINX_CONF = """\
+# Written by bench/benchkit/servers.py: one worker, sendfile, no access log, connections kept open.
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{
+    worker_connections 4096;
+    use epoll;
+}}
+http {{
+    default_type application/octet-stream;
+    access_log off;
+    server_tokens off;
+    sendfile on;
+    tcp_nopush {nopush};
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests {keepalive_requests};
+    client_body_temp_path {work}/client_body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+    server {{
+        listen {host}:{port};
+        root {root};
+    }}
+}}
+"""
+
+
+def nginx_argv(nopush: bool) -> Callable[[Launch], list[str]]:
+    def argv(launch: Launch) -> list[str]:
+        conf = launch.work / f"nginx-{launch.port}.conf"
+        conf.write_text(NGINX_CONF.format(
+            work=launch.work, nopush="on" if nopush else "off", keepalive_requests=KEEPALIVE_REQUESTS,
+            host=HOST, port=launch.port, root=launch.root))
+        nginx = tools.find_tool("nginx") or "nginx"
+        return [nginx, "-c", str(conf), "-p", str(launch.work), "-e", str(launch.work / "nginx-error.log")]
+    return argv
+
+
+def granian_argv(launch: Launch) -> list[str]:
+    return [str(tools.VENV / "bin" / "granian"), "--interface", "asgi", "--host", HOST,
+            "--port", str(launch.port), "--workers", "1", "--no-access-log", "--log-level", "warning",
+            "--static-path-route", "/static", "--static-path-mount", str(launch.root),
+            "--working-dir", str(PEERS_DIR), "granian_app:app"]
+
+
+def uvicorn_argv(launch: Launch) -> list[str]:
+    return [str(tools.VENV_PYTHON), "-m", "uvicorn", "starlette_app:app", "--app-dir", str(PEERS_DIR),
+            "--host", HOST, "--port", str(launch.port), "--workers", "1", "--loop", "uvloop",
+            "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+
+
+RING3 = ServerSpec("ring3", ring3_argv, has_ledger=True)
+NGINX = ServerSpec("nginx", nginx_argv(nopush=True), peer="native")
+NGINX_NOPUSH_OFF = ServerSpec("nginx-nopush-off", nginx_argv(nopush=False), peer="native-variant")
+GRANIAN = ServerSpec("granian", granian_argv, prefix="/static", peer="python")
+UVICORN = ServerSpec("uvicorn", uvicorn_argv, peer="python", strace_share=0.2)
+PEERS = (NGINX, GRANIAN, UVICORN)
+
+
+def start(spec: ServerSpec, root: Path, work: Path, probe_file: str, with_admin: bool) -> Server:
+    admin = free_port() if with_admin and spec.has_ledger else None
+    launch = Launch(free_port(), root, work, admin)
+    log_path = work / f"{spec.name}-{launch.port}.log"
+    env = {**os.environ, "BENCH_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(pinned(SERVER_CPU, spec.argv(launch)), stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    server = Server(spec, process, launch, log_path)
+    try:
+        wait_ready(server, probe_file)
+    except BaseException:
+        stop(server)
+        raise
+    return server
+
+
+def _get_status(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection(HOST, port, timeout=2)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def wait_ready(server: Server, probe_file: str) -> None:
+    """Until the file is served with 200 (bounded by START_TIMEOUT)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    path = f"{server.spec.prefix}/{probe_file}"
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.spec.name} exited: {tail(server.log_path)}")
+        try:
+            if _get_status(server.launch.port, path) == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.spec.name} not ready in {START_TIMEOUT}s: {tail(server.log_path)}")
+
+
+def tail(path: Path, size: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-size:]
+    except OSError:
+        return ""
+
+
+def stop(server: Server) -> int:
+    """SIGTERM, then SIGKILL past STOP_TIMEOUT; returns the exit status."""
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+    try:
+        return server.process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        return server.process.wait()
+
+
+@contextmanager
+def running(specs: Sequence[ServerSpec], root: Path, work: Path, probe_file: str,
+            with_admin: bool) -> Iterator[tuple[list[Server], dict[str, str]]]:
+    """All the servers at once, each on its own port, and why those that did not start failed; all
+    stopped on the way out."""
+    servers: list[Server] = []
+    failed: dict[str, str] = {}
+    try:
+        for spec in specs:
+            try:
+                servers.append(start(spec, root, work, probe_file, with_admin))
+            except (RuntimeError, OSError) as exc:
+                failed[spec.name] = str(exc)
+        yield list(servers), failed
+    finally:
+        for server in servers:
+            stop(server)

@@ -1,0 +1,308 @@
+"""ring3's benchmark against nginx, granian and uvicorn: `python3 bench/run.py` (or `--quick`: ring3 alone).
+
+Installs what it needs (wrk, h2load, strace, nginx from apt; the Python peers and matplotlib in bench/.venv),
+runs every scenario with interleaved repetitions, counts syscalls per request with strace (and, for ring3,
+with its own ledger), and writes Markdown, JSON and a chart under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchkit import load, report, servers, syscalls, tools
+from benchkit.procs import cpu_seconds, peak_rss_kib
+from benchkit.scenarios import SCENARIOS, Scenario, make_site
+from benchkit.servers import Server, ServerSpec
+
+import ring3
+
+REPO = tools.BENCH_DIR.parent
+RESULTS = tools.BENCH_DIR / "results"
+QUICK_RESULTS = RESULTS / "tmp"
+PROBE_FILE = "1k.bin"
+STRACE_TIMEOUT = 180  # seconds for the fixed request count under strace (Python peers slow down most)
+Record = report.Record
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool
+    duration_s: int
+    repetitions: int
+    warmup_s: int
+    strace_scale: float
+    specs: tuple[ServerSpec, ...]
+    scenarios: tuple[Scenario, ...]
+    with_admin: bool
+    out: Path
+
+    def specs_for(self, scenario: Scenario) -> list[ServerSpec]:
+        specs = list(self.specs)
+        if scenario.nopush_variants and servers.NGINX in specs:
+            specs.insert(specs.index(servers.NGINX) + 1, servers.NGINX_NOPUSH_OFF)
+        return specs
+
+    def strace_requests(self, scenario: Scenario, spec: ServerSpec) -> int:
+        scaled = round(scenario.strace_requests * self.strace_scale * spec.strace_share)
+        return max(scenario.connections * scenario.pipeline, scaled)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="ring3 only, about a second per scenario, no installs (a smoke test)")
+    parser.add_argument("--out", type=Path, help="results directory (default: bench/results, "
+                        "bench/results/tmp with --quick)")
+    parser.add_argument("--duration", type=int, help="seconds per run (default 5, 1 with --quick)")
+    parser.add_argument("--repetitions", type=int, help="interleaved repetitions (default 3, 1 with --quick)")
+    parser.add_argument("--servers", help="comma-separated subset of ring3,nginx,granian,uvicorn")
+    parser.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS],
+                        help="run only this scenario (repeatable)")
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    specs: tuple[ServerSpec, ...] = (servers.RING3,) if args.quick else (servers.RING3, *servers.PEERS)
+    if args.servers:
+        wanted = args.servers.split(",")
+        specs = tuple(spec for spec in (servers.RING3, *servers.PEERS) if spec.name in wanted)
+    scenarios = tuple(s for s in SCENARIOS if not args.scenario or s.name in args.scenario)
+    return Settings(
+        quick=args.quick, duration_s=args.duration or (1 if args.quick else 5),
+        repetitions=args.repetitions or (1 if args.quick else 3), warmup_s=0 if args.quick else 1,
+        strace_scale=0.1 if args.quick else 1.0, specs=specs, scenarios=scenarios,
+        with_admin=servers.ring3_has_admin(), out=args.out or (QUICK_RESULTS if args.quick else RESULTS))
+
+
+def prepare(settings: Settings) -> None:
+    peers = any(spec.peer for spec in settings.specs)
+    if settings.quick and not peers:
+        tools.require_load_tools()
+        return
+    tools.ensure_system_tools(with_peers=peers)
+    tools.ensure_venv()
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", flush=True)
+
+
+def measure_once(server: Server, scenario: Scenario, seconds: int) -> tuple[load.WrkResult, float]:
+    """One wrk run and the server's CPU time per request during it (µs)."""
+    before = cpu_seconds(server.pid)
+    result = load.run_wrk(server.url(scenario.file), scenario, seconds)
+    spent = cpu_seconds(server.pid) - before
+    return result, spent / max(result.requests, 1) * 1e6
+
+
+def check_status(server: Server, scenario: Scenario) -> None:
+    result = load.run_h2load(server.url(scenario.file), scenario, scenario.pipeline, timeout=30)
+    wanted = f"{scenario.expect_status // 100}xx"
+    if result.status.get(wanted, 0) != result.requests or result.requests == 0:
+        raise RuntimeError(f"{server.spec.name}: expected {scenario.expect_status}, got {result.status}")
+
+
+def measure_rates(running: list[Server], scenario: Scenario, settings: Settings) -> dict[str, Record]:
+    """Warm-up, then repetitions interleaved across servers (A B C A B C ...)."""
+    runs: dict[str, list[tuple[load.WrkResult, float]]] = {s.spec.name: [] for s in running}
+    errors: dict[str, str] = {}
+    for server in running if settings.warmup_s else []:
+        try:
+            load.run_wrk(server.url(scenario.file), scenario, settings.warmup_s)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            errors[server.spec.name] = f"warm-up: {exc}"
+    for rep in range(settings.repetitions):
+        for server in running:
+            try:
+                runs[server.spec.name].append(measure_once(server, scenario, settings.duration_s))
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                errors[server.spec.name] = str(exc)
+        log(f"  {scenario.name} repetition {rep + 1}/{settings.repetitions} done")
+    return {name: rate_record(samples, errors.get(name), scenario) for name, samples in runs.items()}
+
+
+def rate_record(samples: list[tuple[load.WrkResult, float]], error: str | None,
+                scenario: Scenario) -> Record:
+    wrk = [result for result, _ in samples]
+    unexpected = sum(r.requests - r.non_2xx_3xx if scenario.expect_status >= 400 else r.non_2xx_3xx
+                     for r in wrk)
+    return {
+        "requests_per_s": report.stat([r.requests_per_s for r in wrk]),
+        "mb_per_s": report.stat([r.mb_per_s for r in wrk]),
+        "cpu_us_per_request": report.stat([cpu for _, cpu in samples]),
+        "p50_ms": report.stat([r.p50_ms for r in wrk if r.p50_ms is not None]),
+        "p99_ms": report.stat([r.p99_ms for r in wrk if r.p99_ms is not None]),
+        "socket_errors": sum(r.socket_errors for r in wrk),
+        "unexpected_status": unexpected,
+        "error": error,
+    }
+
+
+def count_syscalls(server: Server, scenario: Scenario, settings: Settings, work: Path) -> Record:
+    """strace -f -c attached while h2load sends a fixed number of requests; ring3's ledger beside it."""
+    requests = settings.strace_requests(scenario, server.spec)
+    admin = server.launch.admin_port
+    before = syscalls.scrape(admin) if admin else None
+    out_file = work / f"strace-{server.spec.name}-{scenario.name}.txt"
+    started = time.monotonic()
+    with syscalls.strace_attached(server.pid, out_file):
+        result = load.run_h2load(server.url(scenario.file), scenario, requests, timeout=STRACE_TIMEOUT)
+    elapsed = time.monotonic() - started
+    after = syscalls.scrape(admin) if admin else None
+    done = max(result.requests, 1)
+    calls = syscalls.parse_strace_summary(out_file.read_text())
+    record: Record = {
+        "requests": result.requests, "status": result.status, "seconds_under_strace": round(elapsed, 1),
+        "per_request": {name: count / done for name, count in sorted(calls.items(), key=lambda i: -i[1])},
+        "total_per_request": sum(calls.values()) / done,
+    }
+    ledger = ledger_record(calls, before, after, done) if before is not None and after is not None else None
+    return {"syscalls": record, "ledger": ledger}
+
+
+def ledger_record(calls: dict[str, int], before: dict[str, float], after: dict[str, float],
+                  done: int) -> Record:
+    delta = syscalls.ledger_delta(before, after)
+    rows = syscalls.compare(calls, syscalls.ledger_syscalls(delta))
+    verdict = all(row.agree for row in rows if row.in_verdict)
+    return {
+        "per_request": {key: value / done for key, value in delta.items() if value},
+        "comparison": [{"kind": r.kind, "strace": r.strace_names, "strace_per_request": r.strace_calls / done,
+                        "ledger_per_request": r.ledger_calls / done, "strace_calls": r.strace_calls,
+                        "ledger_calls": r.ledger_calls, "agree": r.agree, "in_verdict": r.in_verdict}
+                       for r in rows],
+        "agree": verdict,
+        "unledgered_per_request": {name: count / done for name, count in syscalls.unledgered(calls).items()},
+    }
+
+
+def drop_unverified(running: list[Server], scenario: Scenario, failed: dict[str, str]) -> None:
+    """Servers that do not answer the scenario's request with the expected status leave the scenario."""
+    for server in list(running):
+        try:
+            check_status(server, scenario)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            failed[server.spec.name] = str(exc)
+            running.remove(server)
+
+
+def add_costs(record: Record, server: Server, scenario: Scenario, settings: Settings, work: Path) -> None:
+    """Peak memory after the rate runs, then the syscall count under strace."""
+    record["peer"] = server.spec.peer
+    record["peak_rss_mib"] = peak_rss_kib(server.pid) / 1024
+    try:
+        record.update(count_syscalls(server, scenario, settings, work))
+    except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
+        record["error"] = f"syscall count: {exc}"
+
+
+def run_scenario(scenario: Scenario, settings: Settings, root: Path, work: Path) -> Record:
+    log(f"scenario {scenario.name}: {scenario.title}")
+    specs = settings.specs_for(scenario)
+    with servers.running(specs, root, work, PROBE_FILE, settings.with_admin) as (running, failed):
+        drop_unverified(running, scenario, failed)
+        results = measure_rates(running, scenario, settings)
+        for server in running:
+            add_costs(results[server.spec.name], server, scenario, settings, work)
+    for spec in specs:
+        if spec.name in failed:
+            results[spec.name] = {"error": failed[spec.name], "peer": spec.peer}
+    record = {"name": scenario.name, "title": scenario.title, "file": scenario.file,
+              "connections": scenario.connections, "pipeline": scenario.pipeline,
+              "browser_headers": scenario.browser_headers, "expect_status": scenario.expect_status,
+              "results": {spec.name: results[spec.name] for spec in specs if spec.name in results}}
+    record["ratios"] = report.ratios(record)
+    return record
+
+
+def versions(settings: Settings) -> dict[str, str]:
+    found = {"ring3": f"{ring3.__version__} ({report.git_commit(REPO)})"}
+    names = {spec.name for spec in settings.specs}
+    if "nginx" in names:
+        found["nginx"] = tools.tool_version([tools.find_tool("nginx") or "nginx", "-v"]).split("/")[-1]
+    venv = tools.venv_versions() if names & {"granian", "uvicorn"} else {}
+    for name in ("granian", "uvicorn", "starlette", "uvloop", "httptools"):
+        if name in venv and (name in names or "uvicorn" in names):
+            found[name] = venv[name]
+    found["wrk"] = tools.tool_version(["wrk", "-v"]).split()[1]
+    found["h2load"] = tools.tool_version(["h2load", "--version"]).split("/")[-1]
+    found["strace"] = tools.tool_version(["strace", "-V"]).split()[-1]
+    return found
+
+
+def build_report(settings: Settings, scenarios: list[Record], started: float,
+                 load_before: list[float]) -> Record:
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": {**report.machine(), "loadavg_before": load_before,
+                    "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
+        "settings": {"mode": "quick" if settings.quick else "full", "duration_s": settings.duration_s,
+                     "repetitions": settings.repetitions, "warmup_s": settings.warmup_s,
+                     "server_cpu": servers.SERVER_CPU if servers.pinning_available() else None,
+                     "load_cpu": servers.LOAD_CPU if servers.pinning_available() else None,
+                     "servers": [spec.name for spec in settings.specs],
+                     "strace_scale": settings.strace_scale},
+        "versions": versions(settings),
+        "ledger_available": settings.with_admin,
+        "ledger_verdict_kinds": list(syscalls.VERDICT_KINDS),
+        "ledger_tolerance": syscalls.TOLERANCE,
+        "ledger_slack": syscalls.ABSOLUTE_SLACK,
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "scenarios": scenarios,
+    }
+
+
+def draw_chart(json_path: Path, png_path: Path) -> bool:
+    """The chart is drawn by bench/.venv's matplotlib; skipped where that venv is not there."""
+    if not tools.venv_ready():
+        log("no bench/.venv with matplotlib: chart skipped")
+        return False
+    out = subprocess.run([str(tools.VENV_PYTHON), str(tools.BENCH_DIR / "chart.py"), str(json_path),
+                          str(png_path)], capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        log(f"chart failed: {out.stderr[-1000:]}")
+    return out.returncode == 0
+
+
+def write_outputs(data: Record, settings: Settings) -> None:
+    settings.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d-%H%M")
+    text = report.markdown(data)
+    for name in (stamp, "latest"):
+        (settings.out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+        (settings.out / f"{name}.md").write_text(text)
+    charted = draw_chart(settings.out / "latest.json", settings.out / "latest.png")
+    if settings.out.resolve() == RESULTS.resolve() and not settings.quick:
+        section = report.readme_section(data, "bench/results/latest.png" if charted else None)
+        if report.update_readme(REPO / "README.md", section):
+            log("README.md bench section updated")
+    sys.stdout.write(text)
+    log(f"results in {settings.out} ({data['elapsed_s']} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
+    load_before = [round(x, 2) for x in os.getloadavg()]  # other work on a shared machine shows here
+    settings = settings_from(parse_args(argv))
+    prepare(settings)
+    if not servers.pinning_available():
+        log("fewer than 2 CPUs: servers and load generators are not pinned")
+    with tempfile.TemporaryDirectory(prefix="ring3-bench-") as tmp:
+        work = Path(tmp)
+        make_site(work / "site")
+        scenarios = [run_scenario(s, settings, work / "site", work) for s in settings.scenarios]
+    write_outputs(build_report(settings, scenarios, started, load_before), settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

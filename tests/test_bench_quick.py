@@ -1,0 +1,51 @@
+"""The benchmark's --quick mode runs end to end: every scenario measured, every syscall count taken.
+
+Only counts are asserted (something was served, syscalls were seen); no timing decides this test.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ("wrk", "h2load", "strace", "taskset")
+
+
+def scenario_names() -> list[str]:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from benchkit.scenarios import SCENARIOS
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return [scenario.name for scenario in SCENARIOS]
+
+
+@pytest.mark.timeout(240)
+def test_quick_benchmark_measures_every_scenario(tmp_path: Path) -> None:
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (scripts/test installs them)")
+    out = tmp_path / "results"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(out)],
+                         capture_output=True, text=True, timeout=220)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    data = json.loads((out / "latest.json").read_text())
+    assert (out / "latest.md").read_text().startswith("# ring3 benchmark")
+    assert data["settings"]["mode"] == "quick"
+    assert data["machine"]["nproc"] >= 1
+    by_name = {scenario["name"]: scenario for scenario in data["scenarios"]}
+    assert sorted(by_name) == sorted(scenario_names())
+    for name, scenario in by_name.items():
+        ring3 = scenario["results"]["ring3"]
+        assert ring3.get("error") is None, (name, ring3.get("error"))
+        assert ring3["requests_per_s"]["median"] > 0, name
+        assert ring3["syscalls"]["requests"] > 0, name
+        assert ring3["syscalls"]["total_per_request"] > 0, name
+        if data["ledger_available"]:
+            assert ring3["ledger"]["comparison"], name
