@@ -105,20 +105,56 @@ def test_conditional_and_range_requests_are_answered_from_the_cache(ring3_proces
     assert scrape(admin)[FROM_CACHE] == before + 2  # the HEAD and the last GET
 
 
-def test_large_files_bypass_the_cache_and_go_out_with_sendfile(ring3_process: Start, site: Path) -> None:
+def test_large_files_are_kept_open_and_still_go_out_with_sendfile(ring3_process: Start, site: Path) -> None:
     big = site / "big.bin"
     big.write_bytes(os.urandom(100_000))
     server, admin = start(ring3_process, site)
+    before = scrape(admin)
     with httpx.Client() as client:
         for _ in range(4):
             assert client.get(f"{server.url}/big.bin").content == big.read_bytes()
-    metrics = scrape(admin)
-    assert metrics[FROM_CACHE] == 0
-    assert metrics['ring3_bytes_sent_total{path="zero_copy"}'] == 400_000
+        ranged = client.get(f"{server.url}/big.bin", headers={"range": "bytes=99990-"})
+        assert ranged.status_code == 206 and ranged.content == big.read_bytes()[99990:]
+    after = scrape(admin)
+
+    def delta(name: str) -> float:
+        return after[name] - before[name]
+
+    assert after[FROM_CACHE] == 3  # the 2nd request admits the file; the range is answered from it too
+    assert delta('ring3_bytes_sent_total{path="zero_copy"}') == 400_000  # the 10-byte range: pread
+    # Opened twice (the first request, and the second, which keeps it open); never again.
+    assert delta('ring3_syscalls_total{kind="open"}') == 2
+    assert delta('ring3_syscalls_total{kind="readlink"}') == 2
+
+
+def test_a_kept_open_file_replaced_on_disk_is_seen_within_a_second(ring3_process: Start, site: Path) -> None:
+    big = site / "big.bin"
+    big.write_bytes(b"a" * 50_000)
+    server, _ = start(ring3_process, site)
+    with httpx.Client() as client:
+        for _ in range(3):
+            assert client.get(f"{server.url}/big.bin").content == b"a" * 50_000
+        replacement = site / "big.bin.new"
+        replacement.write_bytes(b"b" * 60_000)
+        replacement.rename(big)  # a new inode, as deployments do
+        changed_at = time.monotonic()
+        while client.get(f"{server.url}/big.bin").content != b"b" * 60_000:
+            assert time.monotonic() - changed_at < 1.5, "stale after 1.5 s"
+            time.sleep(0.05)
+
+
+def test_open_file_cache_can_be_turned_off(ring3_process: Start, site: Path) -> None:
+    big = site / "big.bin"
+    big.write_bytes(os.urandom(100_000))
+    server, admin = start(ring3_process, site, "--open-files-max", "0")
+    with httpx.Client() as client:
+        for _ in range(4):
+            assert client.get(f"{server.url}/big.bin").content == big.read_bytes()
+    assert scrape(admin)[FROM_CACHE] == 0
 
 
 def test_cache_can_be_turned_off(ring3_process: Start, site: Path) -> None:
-    server, admin = start(ring3_process, site, "--cache-max-bytes", "0")
+    server, admin = start(ring3_process, site, "--cache-max-bytes", "0", "--open-files-max", "0")
     with httpx.Client() as client:
         for _ in range(5):
             assert client.get(f"{server.url}/hello.txt").status_code == 200

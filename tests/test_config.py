@@ -337,7 +337,8 @@ def test_render_toml_round_trips_every_setting_changed(tmp_path: Path) -> None:
         "static": {"root": "C:\\odd\\'path'", "index": ["a.html", "b \u4e2d.html"],
                    "dotfiles": True, "follow_symlinks_outside_root": True,
                    "sendfile_min_size": 1, "max_ranges": 1, "cache_max_bytes": "1m",
-                   "cache_max_file_size": 100, "cache_recheck": "250ms"},
+                   "cache_max_file_size": 100, "cache_recheck": "250ms",
+                   "open_files_max": 7},
     })
     for section, f in ALL_FIELDS:  # the test changes every setting
         assert getattr(getattr(config, section), f.name) != f.default, f.name

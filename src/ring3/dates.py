@@ -7,6 +7,7 @@ not a syscall).
 from __future__ import annotations
 
 import calendar
+import functools
 import time
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_tz
@@ -14,8 +15,10 @@ from email.utils import formatdate, parsedate_tz
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def http_date(timestamp: float) -> bytes:
-    """IMF-fixdate, e.g. b'Sun, 06 Nov 1994 08:49:37 GMT'."""
+@functools.lru_cache(maxsize=1024)
+def http_date(timestamp: int) -> bytes:
+    """IMF-fixdate, e.g. b'Sun, 06 Nov 1994 08:49:37 GMT' (whole seconds; remembered, as files'
+    modification times repeat from request to request)."""
     return formatdate(timestamp, usegmt=True).encode("ascii")
 
 

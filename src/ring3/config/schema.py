@@ -123,6 +123,9 @@ class StaticSection:
     cache_max_file_size: int = setting(
         16 * KiB, "Largest file kept in the cache; keep it at most sendfile_min_size so that larger "
         "bodies still go out zero-copy.", unit="bytes", minimum=0)
+    open_files_max: int = setting(
+        1000, "Files larger than cache_max_file_size kept open for reuse (like nginx's open_file_cache "
+        "max=1000); a hit then costs no open, stat or close. 0 turns it off.", minimum=0)
     cache_recheck: float = setting(
         1.0, "How often a cached file is checked (one stat) for changes on disk: a change is "
         "visible within this time.", unit="seconds", minimum=0)

@@ -1,9 +1,12 @@
-"""A bounded in-memory cache of small, hot files, kept fresh by a bounded re-check.
+"""A bounded cache of hot files, kept fresh by a bounded re-check.
 
+Small files are kept whole in memory; larger ones are kept open (like nginx's open_file_cache), so a hit
+costs no open, fstat, readlink or close: the output path sends the cached descriptor with sendfile.
 Admission follows HTTP.sys: a file enters on its second request within ADMIT_WINDOW seconds, so a crawl
 of cold files does not churn the cache. An entry is re-checked with one stat() at most once per
-`recheck` seconds, so a change on disk is visible within that time; entries idle for IDLE_EVICT seconds
-or beyond the byte budget (least recently used first) are dropped.
+`recheck` seconds, so a change on disk is visible within that time. Entries idle for IDLE_EVICT seconds,
+or beyond the byte or descriptor budget (least recently used first), are dropped; an open descriptor is
+closed once the last response using it is done.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from ring3.files.conditional import Validators
+from ring3.files.resolve import close_file
 from ring3.observe.ledger import LEDGER
 
 ADMIT_HITS = 2  # HTTP.sys: two hits ...
@@ -21,35 +25,70 @@ IDLE_EVICT = 120.0  # HTTP.sys drops entries unused for 120 s
 MAX_CANDIDATES = 4096  # keys being counted towards admission, at most
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class CachedFile:
-    """A whole small file with everything needed to answer for it without a system call."""
+    """A file with everything needed to answer for it without opening it again.
+
+    Either `body` holds the whole file, or `fd` is an open descriptor shared by the responses that
+    send it (`users` of them); a dropped entry closes it when the last one is done.
+    """
 
     fs_path: str
     identity: tuple[int, int, int]  # inode, size, mtime in ns: what a change on disk alters
     validators: Validators
     mime: bytes
-    body: bytes
+    size: int
+    body: bytes | None
+    fd: int
     header_block: bytes  # validators, accept-ranges and content-type, serialised
     checked_at: float
     used_at: float
+    users: int = 0
+    dropped: bool = False
+
+    def acquire(self) -> None:
+        self.users += 1
+
+    def release(self) -> None:
+        """One response using the descriptor is done."""
+        self.users -= 1
+        if self.dropped and self.users == 0:
+            self._close()
+
+    def drop(self) -> None:
+        self.dropped = True
+        if self.users == 0:
+            self._close()
+
+    def _close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            close_file(fd)
 
 
 def identity_of(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def header_block(validators: Validators, mime: bytes) -> bytes:
+    return b"last-modified: %s\r\netag: %s\r\naccept-ranges: bytes\r\ncontent-type: %s\r\n" % (
+        validators.last_modified, validators.etag, mime)
+
+
 class FileCache:
-    """Small files by request path, within a byte budget."""
+    """Hot files by request path, within a byte budget (bodies) and a descriptor budget (open files)."""
 
-    __slots__ = ("_candidates", "_entries", "_max_bytes", "_recheck", "_size", "max_file_size")
+    __slots__ = ("_candidates", "_entries", "_max_bytes", "_max_open", "_open", "_recheck", "_size",
+                 "max_file_size")
 
-    def __init__(self, *, max_bytes: int, max_file_size: int, recheck: float) -> None:
+    def __init__(self, *, max_bytes: int, max_file_size: int, max_open: int, recheck: float) -> None:
         self._entries: OrderedDict[bytes, CachedFile] = OrderedDict()
         self._candidates: dict[bytes, tuple[int, float]] = {}
         self._max_bytes = max_bytes
+        self._max_open = max_open
         self._recheck = recheck
         self._size = 0
+        self._open = 0
         self.max_file_size = max_file_size
 
     def __len__(self) -> int:
@@ -77,7 +116,10 @@ class FileCache:
 
     def wants(self, key: bytes, size: int, now: float) -> bool:
         """Count a request for an uncached file; True when it has earned a place."""
-        if size > self.max_file_size or size > self._max_bytes:
+        if size <= self.max_file_size:
+            if size > self._max_bytes:
+                return False
+        elif not self._max_open:
             return False
         hits, first = self._candidates.get(key, (0, now))
         if now - first > ADMIT_WINDOW:
@@ -94,18 +136,31 @@ class FileCache:
     def store(self, key: bytes, entry: CachedFile) -> None:
         self._drop(key)
         self._entries[key] = entry
-        self._size += len(entry.body)
+        if entry.body is not None:
+            self._size += len(entry.body)
+        else:
+            self._open += 1
         self._evict(entry.used_at)
+
+    def clear(self) -> None:
+        for key in list(self._entries):
+            self._drop(key)
 
     def _evict(self, now: float) -> None:
         entries = self._entries
         while entries:
             key, oldest = next(iter(entries.items()))
-            if self._size <= self._max_bytes and now - oldest.used_at < IDLE_EVICT:
+            within_budget = self._size <= self._max_bytes and self._open <= self._max_open
+            if within_budget and now - oldest.used_at < IDLE_EVICT:
                 break
             self._drop(key)
 
     def _drop(self, key: bytes) -> None:
         entry = self._entries.pop(key, None)
-        if entry is not None:
+        if entry is None:
+            return
+        if entry.body is not None:
             self._size -= len(entry.body)
+        else:
+            self._open -= 1
+        entry.drop()

@@ -6,6 +6,7 @@ extensions fall back to the standard library's `mimetypes` (which reads the syst
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 
 _UTF8 = "; charset=utf-8"
@@ -21,20 +22,32 @@ _TYPES: dict[str, str] = {
     "wasm": "application/wasm", "pdf": "application/pdf", "zip": "application/zip",
     "gz": "application/gzip", "br": "application/x-brotli", "tar": "application/x-tar",
     "mp4": "video/mp4", "webm": "video/webm", "mp3": "audio/mpeg", "ogg": "audio/ogg",
-    "wav": "audio/wav", "webmanifest": "application/manifest+json",
+    "wav": "audio/wav", "webmanifest": "application/manifest+json", "bin": "application/octet-stream",
 }
 
 DEFAULT_TYPE = "application/octet-stream"
+
+
+_BY_EXTENSION: dict[str, bytes] = {ext: value.encode("ascii") for ext, value in _TYPES.items()}
 
 
 def content_type(name: str) -> bytes:
     """The Content-Type for a file name; text types carry charset=utf-8."""
     _, dot, extension = name.rpartition(".")
     if dot:
-        known = _TYPES.get(extension.lower())
+        known = _BY_EXTENSION.get(extension)
         if known is not None:
-            return known.encode("ascii")
-    guessed, _ = mimetypes.guess_type(name, strict=True)
+            return known
+    return _guess(extension.lower() if dot else "")
+
+
+@functools.lru_cache(maxsize=256)
+def _guess(extension: str) -> bytes:
+    """Extensions outside the table, asked of `mimetypes` once each."""
+    known = _TYPES.get(extension)
+    if known is not None:
+        return known.encode("ascii")
+    guessed, _ = mimetypes.guess_type("x." + extension, strict=True) if extension else (None, None)
     if guessed is None:
         return DEFAULT_TYPE.encode("ascii")
     if guessed.startswith("text/"):

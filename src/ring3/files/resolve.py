@@ -71,9 +71,12 @@ def decode_path(raw_path: bytes, *, dotfiles: bool) -> DecodedPath:
     lowered = raw_path.lower()
     if any(sep in lowered for sep in _ENCODED_SEPARATORS):
         raise PathRefused(400, "encoded separator or NUL in path")
-    decoded = unquote_to_bytes(raw_path)
-    if b"\0" in decoded or b"\\" in decoded:
-        raise PathRefused(400, "NUL or backslash in decoded path")
+    if b"%" in raw_path:
+        decoded = unquote_to_bytes(raw_path)
+        if b"\0" in decoded or b"\\" in decoded:
+            raise PathRefused(400, "NUL or backslash in decoded path")
+    else:
+        decoded = raw_path
     try:
         text = decoded.decode("utf-8")  # strict: overlong encodings and bad bytes are refused
     except UnicodeDecodeError:

@@ -15,7 +15,7 @@ from functools import partial
 
 from ring3.config import StaticSection
 from ring3.events import FileRange, Headers, Request, Response, Segment
-from ring3.files.cache import CachedFile, FileCache, identity_of
+from ring3.files.cache import CachedFile, FileCache, header_block, identity_of
 from ring3.files.conditional import (
     Unsatisfiable,
     Validators,
@@ -53,9 +53,10 @@ class StaticHandler:
         self._dotfiles = settings.dotfiles
         self._max_ranges = settings.max_ranges
         self._cache: FileCache | None = None
-        if settings.cache_max_bytes and settings.cache_max_file_size:
+        if settings.cache_max_bytes or settings.open_files_max:
             self._cache = FileCache(max_bytes=settings.cache_max_bytes,
                                     max_file_size=settings.cache_max_file_size,
+                                    max_open=settings.open_files_max,
                                     recheck=settings.cache_recheck)
 
     @property
@@ -83,7 +84,7 @@ class StaticHandler:
                 location += b"?" + request.query
             return status_response(301, [(b"location", location)])
         if cache is not None and cache.wants(request.path, found.stat.st_size, now):
-            entry = _load(found, now)
+            entry = _load(found, now, keep_open=found.stat.st_size > cache.max_file_size)
             if entry is not None:
                 cache.store(request.path, entry)
                 return self._from_cache(request, entry)
@@ -92,12 +93,21 @@ class StaticHandler:
                             found.stat.st_size, partial(FileRange, fd), partial(close_file, fd))
 
     def _from_cache(self, request: Request, entry: CachedFile) -> Response:
+        body = entry.body
         for name, _ in request.headers:
             if name[:3] == b"if-" or name == b"range":
-                return self._answer(request, entry.validators, entry.mime, len(entry.body),
-                                    partial(_slice, entry.body), _nothing)
+                if body is not None:
+                    return self._answer(request, entry.validators, entry.mime, entry.size,
+                                        partial(_slice, body), _nothing)
+                entry.acquire()
+                return self._answer(request, entry.validators, entry.mime, entry.size,
+                                    partial(FileRange, entry.fd), entry.release)
         LEDGER.responses_from_cache += 1
-        return Response(status=200, header_block=entry.header_block, body=entry.body)
+        if body is not None:
+            return Response(status=200, header_block=entry.header_block, body=body)
+        entry.acquire()
+        return Response(status=200, header_block=entry.header_block, body=FileRange(entry.fd, 0, entry.size),
+                        cleanup=entry.release)
 
     def _answer(self, request: Request, validators: Validators, mime: bytes, size: int,
                 slice_of: Slicer, cleanup: Callable[[], None]) -> Response:
@@ -127,24 +137,27 @@ class StaticHandler:
         return Response(status=200, headers=headers, body=slice_of(0, size), cleanup=cleanup)
 
 
-def _load(found: OpenedFile, now: float) -> CachedFile | None:
-    """Read a small file whole into a cache entry; the file is closed either way."""
-    try:
-        size = found.stat.st_size
-        LEDGER.pread += 1
-        body = os.pread(found.fd, size, 0)
-    except OSError:
-        return None
-    finally:
-        close_file(found.fd)
-    if len(body) != size:
-        return None  # changed while being read: serve it the slow way next time
+def _load(found: OpenedFile, now: float, keep_open: bool) -> CachedFile | None:
+    """A cache entry for an opened file: read whole (and closed), or kept open."""
+    size = found.stat.st_size
+    body: bytes | None = None
+    fd = found.fd
+    if not keep_open:
+        fd = -1
+        try:
+            LEDGER.pread += 1
+            body = os.pread(found.fd, size, 0)
+        except OSError:
+            return None
+        finally:
+            close_file(found.fd)
+        if len(body) != size:
+            return None  # changed while being read: serve it the slow way next time
     validators = Validators.of(found.stat)
     mime = content_type(found.name)
-    block = b"last-modified: %s\r\netag: %s\r\naccept-ranges: bytes\r\ncontent-type: %s\r\n" % (
-        validators.last_modified, validators.etag, mime)
     return CachedFile(fs_path=found.path, identity=identity_of(found.stat), validators=validators,
-                      mime=mime, body=body, header_block=block, checked_at=now, used_at=now)
+                      mime=mime, size=size, body=body, fd=fd, header_block=header_block(validators, mime),
+                      checked_at=now, used_at=now)
 
 
 def _multipart(headers: Headers, slice_of: Slicer, mime: bytes, size: int,

@@ -19,6 +19,7 @@ def _page(status: int) -> bytes:
 
 
 _PAGES: dict[int, bytes] = {}
+_HTML_BLOCK = b"content-type: " + _HTML + b"\r\n"
 
 
 def status_response(status: int, headers: Headers | None = None, *, close: bool = False) -> Response:
@@ -29,5 +30,4 @@ def status_response(status: int, headers: Headers | None = None, *, close: bool 
     page = _PAGES.get(status)
     if page is None:
         page = _PAGES[status] = _page(status)
-    all_headers.append((b"content-type", _HTML))
-    return Response(status=status, headers=all_headers, body=page, close=close)
+    return Response(status=status, headers=all_headers, header_block=_HTML_BLOCK, body=page, close=close)
