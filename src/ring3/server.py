@@ -193,6 +193,9 @@ async def serve(config: Config, handler: Handler, *, announce: bool = True) -> N
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+            # A second signal while exiting must not turn a clean exit into death by signal:
+            # shutdown_grace already bounds how long the exit takes.
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def run(config: Config, handler: Handler) -> None:
