@@ -182,3 +182,19 @@ def test_a_pipelined_batch_is_answered_with_one_send(ring3_process: Start, site:
     # One send for the 16 responses (without corking it would be 16), and at most one more for the
     # first scrape's own response, depending on when it was counted.
     assert 1 <= sends <= 2
+
+
+def test_a_missing_file_created_later_is_served_within_a_second(ring3_process: Start, site: Path) -> None:
+    server, admin = start(ring3_process, site)
+    with httpx.Client() as client:
+        for _ in range(3):
+            assert client.get(f"{server.url}/later.txt").status_code == 404
+        opens = scrape(admin)['ring3_syscalls_total{kind="open"}']
+        for _ in range(5):  # remembered as missing: no open() for a second
+            assert client.get(f"{server.url}/later.txt").status_code == 404
+        assert scrape(admin)['ring3_syscalls_total{kind="open"}'] == opens
+        (site / "later.txt").write_text("here now\n")
+        created_at = time.monotonic()
+        while client.get(f"{server.url}/later.txt").status_code != 200:
+            assert time.monotonic() - created_at < 1.5, "still 404 after 1.5 s"
+            time.sleep(0.05)

@@ -30,6 +30,7 @@ class Request:
     keep_alive: bool
     expect_continue: bool = False
     has_body: bool = False
+    conditional: bool = False  # it has If-* or Range fields: the answer depends on more than the path
     stream_id: int = 1
 
     def header(self, name: bytes) -> bytes | None:

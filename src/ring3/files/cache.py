@@ -23,6 +23,7 @@ ADMIT_HITS = 2  # HTTP.sys: two hits ...
 ADMIT_WINDOW = 10.0  # ... within 10 seconds
 IDLE_EVICT = 120.0  # HTTP.sys drops entries unused for 120 s
 MAX_CANDIDATES = 4096  # keys being counted towards admission, at most
+MAX_MISSING = 1024  # paths remembered as missing (404), at most; like open_file_cache_errors
 
 
 @dataclass(slots=True, eq=False)
@@ -78,12 +79,13 @@ def header_block(validators: Validators, mime: bytes) -> bytes:
 class FileCache:
     """Hot files by request path, within a byte budget (bodies) and a descriptor budget (open files)."""
 
-    __slots__ = ("_candidates", "_entries", "_max_bytes", "_max_open", "_open", "_recheck", "_size",
-                 "max_file_size")
+    __slots__ = ("_candidates", "_entries", "_max_bytes", "_max_open", "_missing", "_open", "_recheck",
+                 "_size", "max_file_size")
 
     def __init__(self, *, max_bytes: int, max_file_size: int, max_open: int, recheck: float) -> None:
         self._entries: OrderedDict[bytes, CachedFile] = OrderedDict()
         self._candidates: dict[bytes, tuple[int, float]] = {}
+        self._missing: OrderedDict[bytes, float] = OrderedDict()
         self._max_bytes = max_bytes
         self._max_open = max_open
         self._recheck = recheck
@@ -113,6 +115,24 @@ class FileCache:
         entry.used_at = now
         self._entries.move_to_end(key)
         return entry
+
+    def known_missing(self, key: bytes, now: float) -> bool:
+        """Whether the path was found missing less than `recheck` seconds ago (a new file shows up
+        within that time, as a change does)."""
+        checked_at = self._missing.get(key)
+        if checked_at is None:
+            return False
+        if now - checked_at < self._recheck:
+            return True
+        del self._missing[key]
+        return False
+
+    def note_missing(self, key: bytes, now: float) -> None:
+        missing = self._missing
+        missing[key] = now
+        missing.move_to_end(key)
+        if len(missing) > MAX_MISSING:
+            missing.popitem(last=False)
 
     def wants(self, key: bytes, size: int, now: float) -> bool:
         """Count a request for an uncached file; True when it has earned a place."""

@@ -73,10 +73,14 @@ class StaticHandler:
             entry = cache.get(request.path, now)
             if entry is not None:
                 return self._from_cache(request, entry)
+            if cache.known_missing(request.path, now):
+                return status_response(404)
         try:
             decoded = decode_path(request.path, dotfiles=self._dotfiles)
             found = self._resolver.open(decoded)
         except PathRefused as refused:
+            if refused.status == 404 and cache is not None:
+                cache.note_missing(request.path, now)
             return status_response(refused.status)
         if isinstance(found, IsDirectory):
             location = found.location.encode("ascii")
@@ -94,14 +98,13 @@ class StaticHandler:
 
     def _from_cache(self, request: Request, entry: CachedFile) -> Response:
         body = entry.body
-        for name, _ in request.headers:
-            if name[:3] == b"if-" or name == b"range":
-                if body is not None:
-                    return self._answer(request, entry.validators, entry.mime, entry.size,
-                                        partial(_slice, body), _nothing)
-                entry.acquire()
+        if request.conditional:
+            if body is not None:
                 return self._answer(request, entry.validators, entry.mime, entry.size,
-                                    partial(FileRange, entry.fd), entry.release)
+                                    partial(_slice, body), _nothing)
+            entry.acquire()
+            return self._answer(request, entry.validators, entry.mime, entry.size,
+                                partial(FileRange, entry.fd), entry.release)
         LEDGER.responses_from_cache += 1
         if body is not None:
             return Response(status=200, header_block=entry.header_block, body=body)

@@ -23,6 +23,9 @@ _HOST = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[
 _OTHER_PROTOCOL = re.compile(rb"(?:^|\n)[A-Z_-]+ [^ \r\n]+ (?:RTSP|ICE)/")
 _ENDED = RequestEnded()  # immutable and the same for every HTTP/1.1 request: shared
 _FRAMING_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect"))
+_CONDITIONAL_FIELDS = frozenset(
+    (b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"if-range", b"range"))
+_NOTED_FIELDS = _FRAMING_FIELDS | _CONDITIONAL_FIELDS
 _ABSOLUTE = re.compile(rb"^[hH][tT][tT][pP][sS]?://")
 # Raw head bytes beyond the measured fields: request-line framing ("OPTIONS ", " HTTP/1.1\r\n"), the
 # final CRLF and optional whitespace.
@@ -49,6 +52,7 @@ class H1Parser:
     __slots__ = (
         "_begun_in_feed",
         "_body_bytes",
+        "_conditional",
         "_content_length",
         "_events",
         "_expect",
@@ -85,6 +89,7 @@ class H1Parser:
         self._expect: bytes | None = None
         self._has_te = False
         self._te_values: list[bytes] | None = None
+        self._conditional = False
         self._begun_in_feed = False
         self.in_head = False  # some bytes of a request head arrived; the head is not complete
         self.in_body = False  # the head is complete; the body is not
@@ -138,6 +143,7 @@ class H1Parser:
         self._expect = None
         self._has_te = False
         self._te_values = None
+        self._conditional = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -149,7 +155,7 @@ class H1Parser:
         name = name.lower()
         value = value.rstrip(b" \t")  # RFC 9110 5.5: trailing whitespace is not part of the value
         headers.append((name, value))
-        if name in _FRAMING_FIELDS:
+        if name in _NOTED_FIELDS:
             self._note_framing(name, value)
         self._field_bytes += len(name) + len(value) + 4  # "name: value\r\n"
         if len(headers) > self._limits.max_header_count:
@@ -158,7 +164,7 @@ class H1Parser:
             raise RemoteProtocolError("request header block too large", status=431)
 
     def _note_framing(self, name: bytes, value: bytes) -> None:
-        """Remember the fields that decide framing and routing, as they arrive."""
+        """Remember the fields that decide framing and routing, and whether any is conditional."""
         if name == b"host":
             self._host = value
             self._host_count += 1
@@ -169,8 +175,10 @@ class H1Parser:
             if self._te_values is None:
                 self._te_values = []
             self._te_values.append(value)
-        else:
+        elif name == b"expect":
             self._expect = value
+        else:
+            self._conditional = True
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -236,6 +244,7 @@ class H1Parser:
             keep_alive=parser.should_keep_alive(),
             expect_continue=expect_continue,
             has_body=has_te or bool(content_length),
+            conditional=self._conditional,
         )
 
     def _check_partial_head(self, data: bytes, began_before: bool, no_events: bool) -> None:
