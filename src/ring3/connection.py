@@ -62,6 +62,7 @@ class Connection:
         "_log_sent",
         "_log_status",
         "_loop",
+        "_max_requests",
         "_output",
         "_parser",
         "_peer",
@@ -100,6 +101,7 @@ class Connection:
         self._cleanup: Callable[[], None] | None = None
         self._task: asyncio.Future[Any] | None = None
         self._served = 0
+        self._max_requests = server.config.limits.max_requests_per_connection
         self._pumping = False
         self._closed = False
         self._eof = False
@@ -290,16 +292,20 @@ class Connection:
         status = response.status
         body = response.body
         keep = (request.keep_alive and not response.close and not server.draining
-                and self._served < server.config.limits.max_requests_per_connection
+                and self._served < self._max_requests
                 and not self._parser.upgraded and not self._parser.dead)
         if request.expect_continue and not self._continue_sent and not self._body_complete:
             keep = False  # the client may or may not send the body it announced: framing in doubt
-        head_only = request.method == b"HEAD" or status in NO_BODY_STATUSES
+        no_body = status in NO_BODY_STATUSES
+        head_only = no_body or request.method == b"HEAD"
         headers = response.headers
         stream: AsyncIterator[bytes] | None = None
         fixed: FixedBody | None = None
         length: int | None = None
-        if isinstance(body, bytes | FileRange | list):
+        if type(body) is bytes:
+            fixed = body
+            length = len(body)
+        elif isinstance(body, bytes | FileRange | list):
             fixed = body
             length = body_length(body)
         else:
@@ -308,7 +314,7 @@ class Connection:
                 headers = [*headers, (b"transfer-encoding", b"chunked")]
             else:
                 keep = False  # HTTP/1.0: the end of the body is the end of the connection
-        if status in NO_BODY_STATUSES:
+        if no_body:
             length = None
         self._keep_alive = keep
         connection = _CLOSE if not keep else b"" if request.http_version == "1.1" else _KEEP_ALIVE_10

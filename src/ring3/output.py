@@ -79,8 +79,9 @@ class OutputPath:
 
     @property
     def blocked(self) -> bool:
-        """Bytes are waiting for the socket to become writable."""
-        return bool(self._queue)
+        """The socket is full: bytes are waiting for it to become writable. (Bytes held back by
+        cork() are not blocked: they leave at uncork().)"""
+        return self._writing
 
     def cork(self) -> None:
         """Hold back whole in-memory responses until uncork(), so a batch leaves in one call."""
