@@ -20,7 +20,8 @@ Start = Callable[..., RunningServer]
 ADMIN = re.compile(r"ring3 admin on (http://\S+)/metrics")
 # strace's name for each ledger kind (several names where libc may pick either).
 STRACE_NAMES = {
-    "accept": ("accept4", "accept"), "recv": ("recvfrom", "recv"), "send": ("sendto", "send"),
+    "accept": ("accept4", "accept"), "getsockname": ("getsockname",), "recv": ("recvfrom", "recv"),
+    "send": ("sendto", "send"),
     "sendmsg": ("sendmsg",), "sendfile": ("sendfile", "sendfile64"), "pread": ("pread64",),
     "open": ("openat", "open"), "fstat": ("fstat", "newfstatat"), "readlink": ("readlink", "readlinkat"),
     "close": ("close",), "shutdown": ("shutdown",), "epoll_wait": ("epoll_wait", "epoll_pwait"),

@@ -21,6 +21,7 @@ SETTLE_S = 0.3  # after the load, so connection teardown is counted too
 # ledger kind -> the syscalls strace names for it
 STRACE_NAMES: dict[str, tuple[str, ...]] = {
     "accept": ("accept4", "accept"),
+    "getsockname": ("getsockname",),
     "recv": ("recvfrom", "recv"),
     "send": ("sendto", "send"),
     "sendmsg": ("sendmsg",),

@@ -106,6 +106,7 @@ class Server:
                     return
                 continue  # ECONNABORTED and the like: that client is gone
             ledger.connections_accepted += 1
+            ledger.getsockname += 1
             ledger.ioctl += 1
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:

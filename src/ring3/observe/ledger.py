@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SYSCALL_KINDS = (
-    "accept", "recv", "send", "sendmsg", "sendfile", "pread", "open", "fstat", "readlink", "close",
-    "shutdown", "epoll_wait", "epoll_ctl", "write", "setsockopt", "ioctl",
+    "accept", "getsockname", "recv", "send", "sendmsg", "sendfile", "pread", "open", "fstat",
+    "readlink", "close", "shutdown", "epoll_wait", "epoll_ctl", "write", "setsockopt", "ioctl",
 )
 
 
@@ -24,6 +24,7 @@ class Ledger:
     """Per-worker counters of syscalls by kind, bytes by path, and responses by status."""
 
     accept: int = 0
+    getsockname: int = 0  # CPython's socket.accept() asks the new socket's own address
     recv: int = 0
     send: int = 0
     sendmsg: int = 0
