@@ -49,12 +49,13 @@ class OutputPath:
         "_corked",
         "_drain_waiter",
         "_fd",
+        "_held",
+        "_held_size",
         "_ledger",
         "_loop",
         "_on_done",
         "_on_error",
         "_queue",
-        "_queued_bytes",
         "_sendfile_min",
         "_sock",
         "_writing",
@@ -70,7 +71,8 @@ class OutputPath:
         self._sendfile_min = sendfile_min
         self._on_error = on_error
         self._queue: deque[Item] = deque()
-        self._queued_bytes = 0  # memory bytes queued since the queue was last empty
+        self._held: list[bytes] = []  # whole responses held back while corked
+        self._held_size = 0
         self._corked = False
         self._on_done: Callable[[], None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -88,26 +90,63 @@ class OutputPath:
         self._corked = True
 
     def uncork(self) -> None:
-        """Send what cork() held back."""
+        """Send what cork() held back: straight from the held bytes when nothing else is queued."""
         self._corked = False
-        if self._queue and not self._writing:
-            self._flush()
+        held = self._held
+        if not held:
+            return
+        data = held[0] if len(held) == 1 else b"".join(held)
+        self._held = []
+        self._held_size = 0
+        if self._queue or self._writing:
+            self._queue_bytes(data)
+            return  # the writer callback sends it after what is queued
+        self._ledger.send += 1
+        try:
+            sent = self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._on_error(SendFailed(os.strerror(exc.errno or 0)))
+            return
+        self._ledger.bytes_copied += sent
+        if sent < len(data):
+            self._queue_bytes(data[sent:])
+            self._flush()  # finds the socket full: waits for writability
 
     def send(self, head: bytes, body: FixedBody | None, on_done: Callable[[], None],
              *, may_cork: bool = False) -> None:
         """Queue a response head and its (non-stream) body; `on_done` runs once all has left.
 
         With `may_cork` and the output corked, a response that lies wholly in memory counts as done
-        once queued: it leaves with the rest of the batch at uncork().
+        once held: it leaves with the rest of the batch at uncork().
         """
-        if body is None or body == b"":
+        if body is None or (type(body) is bytes and len(body) <= JOIN_LIMIT):
+            data = head + body if body else head
+            if may_cork and self._corked and self._held_size < CORK_LIMIT:
+                self._held.append(data)
+                self._held_size += len(data)
+                on_done()
+                return
+            self._release_held()
+            self._queue_bytes(data)
+        else:
+            self._release_held()
+            self._queue_body(head, body)
+        self._on_done = on_done
+        self._flush()
+
+    def _release_held(self) -> None:
+        """Queue held bytes ahead of what comes next, so the order on the wire is kept."""
+        if self._held:
+            self._queue_bytes(b"".join(self._held))
+            self._held = []
+            self._held_size = 0
+
+    def _queue_body(self, head: bytes, body: FixedBody) -> None:
+        if isinstance(body, bytes):
             self._queue_bytes(head)
-        elif isinstance(body, bytes):
-            if len(body) <= JOIN_LIMIT:
-                self._queue_bytes(head + body)
-            else:
-                self._queue_bytes(head)
-                self._queue_bytes(body)
+            self._queue_bytes(body)
         elif isinstance(body, FileRange):
             self._queue_file(head, body)
         else:
@@ -120,15 +159,10 @@ class OutputPath:
                     pending = b""
             if pending:
                 self._queue_bytes(pending)
-        if (may_cork and self._corked and self._queued_bytes < CORK_LIMIT
-                and not isinstance(self._queue[-1], _FileItem)):
-            on_done()
-            return
-        self._on_done = on_done
-        self._flush()
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         """Run `callback` once everything queued has left (now, if nothing is queued)."""
+        self._release_held()
         if not self._queue:
             callback()
         else:
@@ -136,6 +170,7 @@ class OutputPath:
 
     def write(self, data: bytes) -> None:
         """Queue bytes outside a whole response (100 Continue, stream chunks) and flush."""
+        self._release_held()
         self._queue_bytes(data)
         self._flush()
 
@@ -149,6 +184,8 @@ class OutputPath:
     def close(self) -> None:
         """Drop whatever is queued and stop watching the socket for writability."""
         self._queue.clear()
+        self._held = []
+        self._held_size = 0
         self._on_done = None
         if self._writing:
             self._writing = False
@@ -162,7 +199,6 @@ class OutputPath:
 
     def _queue_bytes(self, data: bytes) -> None:
         if data:
-            self._queued_bytes += len(data)
             self._queue.append(memoryview(data))
 
     def _queue_file(self, before: bytes, part: FileRange) -> None:
@@ -187,7 +223,6 @@ class OutputPath:
             self._on_error(exc)
             return
         if done:
-            self._queued_bytes = 0
             if self._writing:
                 self._writing = False
                 self._loop.remove_writer(self._fd)
