@@ -326,7 +326,7 @@ def test_render_toml_round_trips_the_defaults(tmp_path: Path) -> None:
 
 def test_render_toml_round_trips_every_setting_changed(tmp_path: Path) -> None:
     config = build_config({
-        "server": {"listen": ["[::1]:0", "unix:/tmp/a b.sock"], "admin": "127.0.0.1:9",
+        "server": {"listen": ["[::1]:0", "unix:/tmp/a b.sock"], "admin": "127.0.0.1:9", "loop": "uvloop",
                    "server_header": 'say "hi" \\o/',
                    "access_log": "/var/log/ring3 \u00e9.log", "log_level": "error",
                    "shutdown_grace": 0.25},

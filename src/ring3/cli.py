@@ -111,6 +111,14 @@ def _serve(config: Config) -> int:
         source = "static.root" if config.static.root else "demo site"
         print(f"ring3: config error: {source}: {root!r} is not a directory", file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        from ring3.server import loop_factory
+
+        loop_factory(config.server.loop)
+    except ImportError:
+        print("ring3: config error: server.loop: uvloop is not installed (pip install 'ring3[uvloop]')",
+              file=sys.stderr)
+        return EXIT_CONFIG
     handler = StaticHandler(config.static, root)
     if not config.static.root:
         print(f"ring3: no ROOT given, serving the built-in demo site from {handler.root}", flush=True)

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 
 from ring3.config import Config, parse_listen
 from ring3.connection import Connection
@@ -199,7 +200,19 @@ async def serve(config: Config, handler: Handler, *, announce: bool = True) -> N
             signal.signal(signum, signal.SIG_IGN)
 
 
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop to run on: the standard library's with a counting selector, or uvloop's.
+
+    Raises ImportError when uvloop is asked for but not installed.
+    """
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return lambda: asyncio.SelectorEventLoop(CountingSelector())
+
+
 def run(config: Config, handler: Handler) -> None:
-    """Run `serve` on an event loop whose selector counts its calls in the ledger."""
-    with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(CountingSelector())) as runner:
+    """Run `serve` on the configured event loop until it is stopped."""
+    with asyncio.Runner(loop_factory=loop_factory(config.server.loop)) as runner:
         runner.run(serve(config, handler))

@@ -49,6 +49,10 @@ class ServerSection:
     log_level: str = setting(
         "info", "Level of the error log on stderr.",
         choices=("debug", "info", "warning", "error", "critical"), flag="--log-level")
+    loop: str = setting(
+        "asyncio", "Event loop: 'asyncio' (the standard library's; the ledger counts its epoll calls) or "
+        "'uvloop' (install ring3[uvloop]; its epoll calls are not counted).",
+        choices=("asyncio", "uvloop"), flag="--loop")
     shutdown_grace: float = setting(
         10.0, "On SIGTERM/SIGINT, how long in-flight responses may take to finish before the "
         "connections are closed.", unit="seconds", minimum=0)
