@@ -29,8 +29,7 @@ def scenario_names() -> list[str]:
 @pytest.mark.timeout(240)
 def test_quick_benchmark_measures_every_scenario(tmp_path: Path) -> None:
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} (scripts/test installs them)")
+    assert not missing, f"needs {', '.join(missing)} (scripts/test installs them)"
     out = tmp_path / "results"
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(out)],
                          capture_output=True, text=True, timeout=220)

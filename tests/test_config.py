@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import subprocess
@@ -359,8 +360,9 @@ def config_actions() -> dict[str, list[str]]:
     """dest -> option strings of the generated config flags of `serve` (and check-config's)."""
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command")
+    choices: dict[str, argparse.ArgumentParser] = dict(subparsers.choices or {})
     found: dict[str, dict[str, list[str]]] = {}
-    for command, sub in subparsers.choices.items():  # type: ignore[union-attr]
+    for command, sub in choices.items():
         found[command] = {a.dest: list(a.option_strings) for a in sub._actions
                           if a.dest.startswith("cfg__")}
     assert found["serve"] == found["check-config"]
@@ -382,7 +384,8 @@ def test_generated_flags_are_unique() -> None:
     flags = [flag for options in actions.values() for flag in options]
     assert len(flags) == len(set(flags))
     parser = build_parser()
-    serve = next(a for a in parser._actions if a.dest == "command").choices["serve"]  # type: ignore[index]
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    serve: argparse.ArgumentParser = dict(commands or {})["serve"]
     other = [o for a in serve._actions if not a.dest.startswith("cfg__") for o in a.option_strings]
     assert not set(flags) & set(other)
 
