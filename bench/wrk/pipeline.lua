@@ -1,5 +1,5 @@
--- DEPTH requests (the script argument, default 16) written at once on each connection, then the same
--- JSON totals as summary.lua.
+-- DEPTH requests (the script argument, default 16) written at once on each connection; totals as in
+-- summary.lua.
 local batch
 
 init = function(args)
@@ -15,11 +15,6 @@ request = function()
   return batch
 end
 
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_JSON {"requests": %d, "bytes": %d, "duration_us": %d, "p50_us": %.0f, "p99_us": %.0f, ' ..
-    '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "status_errors": %d, "timeouts": %d}\n',
-    summary.requests, summary.bytes, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.connect, e.read, e.write, e.status, e.timeout))
-end
+-- The `done` that prints the JSON totals is summary.lua's (wrk takes a single script).
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+dofile(here .. "summary.lua")
