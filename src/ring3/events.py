@@ -84,7 +84,8 @@ Body = FixedBody | AsyncIterator[bytes]
 
 @dataclass(slots=True, kw_only=True)
 class Response:
-    """What a handler wants sent. The output path alone decides how.
+    """What a handler wants sent. The output path alone decides how. The connection only reads it, so
+    a handler may hand out the same Response (without cleanup) many times.
 
     `content_length` is computed from the body unless the body is a stream. `cleanup` runs once the body
     has been sent or abandoned (to close file descriptors). `header_block` holds header lines already

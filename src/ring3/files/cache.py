@@ -15,6 +15,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from ring3.events import Response
 from ring3.files.conditional import Validators
 from ring3.files.resolve import close_file
 from ring3.observe.ledger import LEDGER
@@ -46,6 +47,11 @@ class CachedFile:
     used_at: float
     users: int = 0
     dropped: bool = False
+    response: Response | None = None  # for a body entry: the whole 200 response, built once, shared
+
+    def __post_init__(self) -> None:
+        if self.body is not None:
+            self.response = Response(status=200, header_block=self.header_block, body=self.body)
 
     def acquire(self) -> None:
         self.users += 1

@@ -106,8 +106,9 @@ class StaticHandler:
             return self._answer(request, entry.validators, entry.mime, entry.size,
                                 partial(FileRange, entry.fd), entry.release)
         LEDGER.responses_from_cache += 1
-        if body is not None:
-            return Response(status=200, header_block=entry.header_block, body=body)
+        response = entry.response
+        if response is not None:
+            return response  # shared: the connection only reads a Response
         entry.acquire()
         return Response(status=200, header_block=entry.header_block, body=FileRange(entry.fd, 0, entry.size),
                         cleanup=entry.release)
