@@ -198,3 +198,39 @@ def test_a_missing_file_created_later_is_served_within_a_second(ring3_process: S
         while client.get(f"{server.url}/later.txt").status_code != 200:
             assert time.monotonic() - created_at < 1.5, "still 404 after 1.5 s"
             time.sleep(0.05)
+
+
+def test_cache_budgets_evict_the_least_recently_used(ring3_process: Start, site: Path) -> None:
+    """cache_max_bytes and open_files_max are crossed: old entries go, and kept-open files are closed."""
+    for index in range(4):
+        (site / f"small{index}.txt").write_bytes(b"%d" % index * 600)
+        (site / f"large{index}.bin").write_bytes(os.urandom(40_000))
+    server, admin = start(ring3_process, site, "--cache-max-bytes", "1300", "--open-files-max", "2")
+    with httpx.Client() as client:
+        for index in range(4):  # each admitted on its second request; only two fit each budget
+            for _ in range(2):
+                assert client.get(f"{server.url}/small{index}.txt").status_code == 200
+                assert client.get(f"{server.url}/large{index}.bin").status_code == 200
+        before = scrape(admin)[FROM_CACHE]
+        for index in (2, 3):  # the most recent two of each kind are still cached
+            assert client.get(f"{server.url}/small{index}.txt").content == b"%d" % index * 600
+            assert client.get(f"{server.url}/large{index}.bin").status_code == 200
+        assert scrape(admin)[FROM_CACHE] == before + 4
+        for index in (0, 1):  # the oldest were evicted: served again from disk, not the cache
+            assert client.get(f"{server.url}/small{index}.txt").content == b"%d" % index * 600
+            assert client.get(f"{server.url}/large{index}.bin").status_code == 200
+        assert scrape(admin)[FROM_CACHE] == before + 4
+    open_fds = [os.readlink(f"/proc/{server.process.pid}/fd/{fd}")
+                for fd in os.listdir(f"/proc/{server.process.pid}/fd")]
+    kept_open = [path for path in open_fds if path.endswith(".bin")]
+    assert len(kept_open) <= 2  # evicted descriptors were closed
+
+
+def test_too_many_ranges_get_the_whole_file(ring3_process: Start, site: Path) -> None:
+    server, _ = start(ring3_process, site, "--max-ranges", "2")
+    data = (site / "data.bin").read_bytes()
+    with httpx.Client() as client:
+        two = client.get(f"{server.url}/data.bin", headers={"range": "bytes=0-0,5-5"})
+        three = client.get(f"{server.url}/data.bin", headers={"range": "bytes=0-0,5-5,9-9"})
+    assert two.status_code == 206
+    assert three.status_code == 200 and three.content == data
