@@ -339,7 +339,11 @@ def test_render_toml_round_trips_every_setting_changed(tmp_path: Path) -> None:
                    "dotfiles": True, "follow_symlinks_outside_root": True,
                    "sendfile_min_size": 1, "max_ranges": 1, "cache_max_bytes": "1m",
                    "cache_max_file_size": 100, "cache_recheck": "250ms",
-                   "open_files_max": 7},
+                   "open_files_max": 7, "mount": "/files"},
+        "app": {"target": "pkg.mod:make.app", "factory": True, "interface": "wsgi", "app_dir": "/srv/x y",
+                "mount": "/api", "root_path": "/prefix", "lifespan": "off", "wsgi_threads": 3,
+                "websocket_max_message": "4k", "websocket_ping_interval": 0,
+                "websocket_ping_timeout": "2s", "websocket_compression": False},
     })
     for section, f in ALL_FIELDS:  # the test changes every setting
         assert getattr(getattr(config, section), f.name) != f.default, f.name
@@ -476,3 +480,23 @@ def test_serve_a_missing_directory_exits_2(tmp_path: Path) -> None:
     assert "config error" in result.stderr
     assert "Traceback" not in result.stderr
     assert "listening" not in result.stdout
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("app.target", "no_colon"), ("app.target", "mod:"), ("app.mount", "api"), ("app.mount", "/a?b"),
+    ("app.root_path", "/api/"), ("static.mount", "static"), ("static.mount", "/a b"),
+])
+def test_app_and_mount_values_are_checked(key: str, value: str) -> None:
+    section, name = key.split(".")
+    with pytest.raises(ConfigError) as info:
+        build_config({section: {name: value}}, "site.toml")
+    assert info.value.key == key
+
+
+def test_an_app_and_static_files_cannot_share_a_mount() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config({"app": {"target": "m:app"}, "static": {"root": "/srv"}}, "site.toml")
+    assert info.value.key == "static.mount"
+    assert "/static" in info.value.reason
+    config = build_config({"app": {"target": "m:app"}, "static": {"root": "/srv", "mount": "/static/"}})
+    assert config.static.mount == "/static/"

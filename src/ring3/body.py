@@ -6,6 +6,8 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
+from ring3.errors import ClientDisconnected
+
 # Buffered body bytes above which the connection stops reading until the handler catches up.
 BODY_HIGH_WATER = 256 * 1024
 
@@ -13,7 +15,8 @@ BODY_HIGH_WATER = 256 * 1024
 class RequestBody:
     """Fed by the connection, read by an async handler. `read()` returns b"" at the end."""
 
-    __slots__ = ("_chunks", "_ended", "_loop", "_on_first_read", "_on_resume", "_waiter", "buffered")
+    __slots__ = ("_chunks", "_discarding", "_ended", "_gone", "_loop", "_on_first_read", "_on_resume",
+                 "_waiter", "buffered")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_first_read: Callable[[], None] | None,
                  on_resume: Callable[[], None]) -> None:
@@ -23,6 +26,8 @@ class RequestBody:
         self._waiter: asyncio.Future[None] | None = None
         self._on_first_read = on_first_read
         self._on_resume = on_resume
+        self._discarding = False
+        self._gone = False
         self.buffered = 0
 
     @property
@@ -30,8 +35,21 @@ class RequestBody:
         return self._ended
 
     def feed(self, data: bytes) -> None:
+        if self._discarding:
+            return
         self._chunks.append(data)
         self.buffered += len(data)
+        self._wake()
+
+    def discard(self) -> None:
+        """The response is out and nobody will read the rest: drop what is buffered and what comes."""
+        self._discarding = True
+        self._chunks.clear()
+        self.buffered = 0
+
+    def abort(self) -> None:
+        """The client is gone: a pending or later read raises ClientDisconnected."""
+        self._gone = True
         self._wake()
 
     def end(self) -> None:
@@ -51,6 +69,8 @@ class RequestBody:
         while not self._chunks:
             if self._ended:
                 return b""
+            if self._gone:
+                raise ClientDisconnected("the client closed the connection")
             self._waiter = self._loop.create_future()
             await self._waiter
             self._waiter = None

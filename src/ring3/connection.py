@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from ring3.body import BODY_HIGH_WATER, EMPTY_BODY, RequestBody
-from ring3.errors import LocalProtocolError
+from ring3.errors import LocalProtocolError, ResponseAborted
 from ring3.events import (
+    ConnectionInfo,
     Event,
     FileRange,
     FixedBody,
@@ -24,6 +25,8 @@ from ring3.events import (
     RequestData,
     RequestEnded,
     Response,
+    Segment,
+    Upgrade,
     body_length,
 )
 from ring3.handlers import BodyReader
@@ -55,6 +58,7 @@ class Connection:
         "_eof",
         "_events",
         "_fd",
+        "_info",
         "_keep_alive",
         "_last_read",
         "_lingering",
@@ -78,15 +82,19 @@ class Connection:
         "_task",
         "_timer",
         "_timer_at",
+        "_upgrade",
     )
 
-    def __init__(self, server: Server, sock: socket.socket, peer: str) -> None:
+    def __init__(self, server: Server, sock: socket.socket, peer: str,
+                 info: ConnectionInfo | None = None) -> None:
         loop = server.loop
         self._server = server
         self._loop = loop
         self._sock = sock
         self._fd = sock.fileno()
         self._peer = peer
+        self._info = info or ConnectionInfo(client=None, server=None)
+        self._upgrade: Upgrade | None = None
         self._parser = H1Parser(server.h1_limits)
         self._output = OutputPath(sock, loop, server.ledger, server.config.static.sendfile_min_size,
                                   self._on_send_failed)
@@ -131,6 +139,15 @@ class Connection:
             self.close()
             return
         ledger.bytes_received += len(data)
+        upgrade = self._upgrade
+        if upgrade is not None:
+            if data:
+                upgrade.data_received(data)
+            else:
+                self._eof = True
+                self._pause_reading()
+                upgrade.eof_received()
+            return
         if not data:
             self._on_eof()
             return
@@ -139,6 +156,8 @@ class Connection:
         parser = self._parser
         was_in_head = parser.in_head
         events = parser.receive_data(data)
+        if parser.upgraded:
+            self._pause_reading()  # what follows is another protocol's, if the handler switches
         if parser.in_head and not was_in_head:
             self._phase_since = now = self._loop.time()
             self._arm(now + self._server.config.limits.header_timeout)
@@ -165,6 +184,8 @@ class Connection:
             self._close_when_flushed()
         elif not self._body_complete:
             self.close()  # the body can never complete
+        elif self._task is not None and not self._events:
+            self.close()  # an application is at work for a client that has gone: tell it so
         # else: answer what was received, then close (see _end_exchange)
 
     # -- the exchange loop ------------------------------------------------------------------------
@@ -217,6 +238,7 @@ class Connection:
                 self._watch_output()
 
     def _start(self, request: Request) -> None:
+        request.conn = self._info
         self._request = request
         self._served += 1
         self._body_complete = False
@@ -248,7 +270,10 @@ class Connection:
         if task.cancelled() or self._closed:
             return
         error = task.exception()
-        if error is not None:
+        if isinstance(error, ResponseAborted):
+            logger.debug("%s: the handler aborted its response", self._peer)
+            self.close()
+        elif error is not None:
             request = self._request
             logger.error("handler failed for %r", request and request.target, exc_info=error)
             self._respond(status_response(500))
@@ -299,9 +324,11 @@ class Connection:
         no_body = status in NO_BODY_STATUSES
         head_only = no_body or request.method == b"HEAD"
         headers = response.headers
-        stream: AsyncIterator[bytes] | None = None
+        stream: AsyncIterator[Segment] | None = None
         fixed: FixedBody | None = None
         length: int | None = None
+        declared = response.content_length
+        chunked = False
         if type(body) is bytes:
             fixed = body
             length = len(body)
@@ -310,15 +337,25 @@ class Connection:
             length = body_length(body)
         else:
             stream = body
-            if request.http_version == "1.1":
+            if declared is not None:
+                length = declared
+            elif request.http_version == "1.1":
+                chunked = True
                 headers = [*headers, (b"transfer-encoding", b"chunked")]
             else:
                 keep = False  # HTTP/1.0: the end of the body is the end of the connection
+        if declared is not None and request.method == b"HEAD":
+            length = declared
         if no_body:
             length = None
+        upgrade = response.upgrade
+        if upgrade is not None:
+            keep = True  # no Connection: close on a 101; the new protocol owns the connection
         self._keep_alive = keep
         connection = _CLOSE if not keep else b"" if request.http_version == "1.1" else _KEEP_ALIVE_10
         try:
+            if upgrade is not None and (status != 101 or not request.upgrade or not self._parser.upgraded):
+                raise LocalProtocolError("a protocol switch needs status 101 and a request to upgrade")
             head = serialize_head(status, server.dates.common_headers(), headers, length, connection,
                                   response.header_block)
         except LocalProtocolError as exc:
@@ -333,12 +370,14 @@ class Connection:
         self._log_status = status
         self._log_sent = 0 if head_only else (length or 0)
         try:
-            if head_only:
+            if upgrade is not None:
+                self._output.send(head, None, lambda: self._switch_protocols(upgrade))
+            elif head_only:
                 self._run_cleanup()
                 self._output.send(head, None, self._on_response_sent, may_cork=keep)
             elif stream is not None:
                 self._task = self._loop.create_task(
-                    self._send_stream(head, stream, request.http_version == "1.1"))
+                    self._send_stream(head, stream, chunked, declared))
             else:
                 self._output.send(head, fixed, self._on_response_sent, may_cork=keep)
         except (SendFailed, OSError) as exc:
@@ -353,30 +392,62 @@ class Connection:
         if output.blocked and not self._closed:
             self._arm(output.progress_at + self._server.config.limits.send_timeout)
 
-    async def _send_stream(self, head: bytes, stream: AsyncIterator[bytes], chunked: bool) -> None:
+    async def _send_stream(self, head: bytes, stream: AsyncIterator[Segment], chunked: bool,
+                           declared: int | None) -> None:
+        """Send a stream body: chunked, close-delimited, or (`declared`) exactly that many bytes.
+
+        The head leaves with the first piece; pieces leave without being copied (writev, sendfile).
+        """
         output = self._output
-        output.write(head)
+        pending: bytes = head
         sent = 0
         try:
-            async for chunk in stream:
-                if not chunk:
+            async for piece in stream:
+                size = len(piece) if isinstance(piece, bytes) else piece.count
+                if not size:
                     continue
-                sent += len(chunk)
-                output.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                sent += size
+                if declared is not None and sent > declared:
+                    raise LocalProtocolError(f"the body is longer than its Content-Length {declared}")
+                if chunked:
+                    output.write_segments([pending + b"%x\r\n" % size, piece, b"\r\n"])
+                else:
+                    output.write_segments([pending, piece] if pending else [piece])
+                pending = b""
                 if output.blocked:
                     self._watch_output()
                     await output.drain()
+            if declared is not None and sent != declared:
+                raise LocalProtocolError(f"the body is {declared - sent} bytes short of its length")
         except SendFailed:
             return
-        except Exception:
-            logger.exception("response stream failed for %r", self._request and self._request.target)
-            self.close()  # the head is out: the only honest signal left is to abort
+        except Exception as exc:
+            if isinstance(exc, ResponseAborted):
+                logger.debug("%s: the handler aborted its response", self._peer)
+            else:
+                logger.exception("response stream failed for %r",
+                                 self._request and self._request.target)
+            self.close()  # the head may be out: the only honest signal left is to abort
             return
         self._task = None
         self._log_sent = sent
-        output.send(b"0\r\n\r\n" if chunked else b"", None, self._on_response_sent)
+        output.send(pending + b"0\r\n\r\n" if chunked else pending, None, self._on_response_sent)
 
     def _on_response_sent(self) -> None:
+        self._account()
+        if not self._keep_alive:
+            self._close_after_response()
+        elif self._body_complete:
+            self._end_exchange()
+            self._pump()
+        else:  # the body is still arriving and nobody will read it: RequestEnded ends the exchange
+            body = self._body
+            if body is not None:
+                body.discard()
+            self._resume_reading()
+
+    def _account(self) -> None:
+        """The response has left: release what it held, count it and log it."""
         self._run_cleanup()
         self._response_sent = True
         self._server.ledger.count_status(self._log_status)
@@ -387,12 +458,18 @@ class Connection:
             access_log.log(self._peer, self._server.dates.log_time(), self._log_line,
                            self._log_status, self._log_sent, request.header(b"referer"),
                            request.header(b"user-agent"))
-        if not self._keep_alive:
-            self._close_after_response()
-        elif self._body_complete:
-            self._end_exchange()
-            self._pump()
-        # else: the body is still arriving; RequestEnded ends the exchange.
+
+    def _switch_protocols(self, upgrade: Upgrade) -> None:
+        """The 101 head has left: from now on the bytes belong to `upgrade`."""
+        self._account()
+        self._upgrade = upgrade
+        self._request = None
+        self._body = None
+        self._events.clear()
+        upgrade.start(_Channel(self), self._parser.upgrade_data)
+        if not self._closed and not self._eof and not self._reading:
+            self._reading = True
+            self._loop.add_reader(self._fd, self._on_readable)
 
     def _end_exchange(self) -> None:
         self._request = None
@@ -464,7 +541,15 @@ class Connection:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        if self._body is not None:
+            self._body.abort()
         self._run_cleanup()
+        if self._upgrade is not None:
+            upgrade, self._upgrade = self._upgrade, None
+            try:
+                upgrade.connection_lost()
+            except Exception:
+                logger.exception("%s: the upgraded protocol failed while closing", self._peer)
         self._server.ledger.close += 1
         self._sock.close()
         self._server.connection_closed(self)
@@ -506,6 +591,8 @@ class Connection:
             return self._phase_since + limits.lingering_timeout, self.close
         if self._output.blocked:
             return self._output.progress_at + limits.send_timeout, self._send_timed_out
+        if self._upgrade is not None:
+            return None, self.close  # the protocol that took over keeps its own time
         if self._request is not None:
             if not self._body_complete:
                 return self._last_read + limits.body_timeout, self._body_timed_out
@@ -531,3 +618,39 @@ class Connection:
         self._parser.dead = True
         self._events.clear()
         self._fail_current(408)
+
+
+class _Channel:
+    """The connection as a protocol that took it over (WebSocket) sees it."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def write(self, data: bytes) -> None:
+        connection = self._connection
+        if not connection._closed:
+            connection._output.write(data)
+            connection._watch_output()
+
+    @property
+    def blocked(self) -> bool:
+        return self._connection._output.blocked
+
+    async def drain(self) -> None:
+        await self._connection._output.drain()
+
+    def pause_reading(self) -> None:
+        self._connection._pause_reading()
+
+    def resume_reading(self) -> None:
+        self._connection._resume_reading()
+
+    def close(self) -> None:
+        connection = self._connection
+        if not connection._closed:
+            connection._close_when_flushed()
+
+    def abort(self) -> None:
+        self._connection.close()

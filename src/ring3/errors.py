@@ -18,3 +18,11 @@ class RemoteProtocolError(Ring3Error):
 
 class LocalProtocolError(Ring3Error):
     """ring3 itself (or an application) tried to send something invalid."""
+
+
+class ResponseAborted(Ring3Error):
+    """A handler gives up on a response it has started: the connection is closed without one."""
+
+
+class ClientDisconnected(OSError):
+    """The client went away; raised to an application that still reads or sends."""

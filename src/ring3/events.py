@@ -8,8 +8,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """Facts about the connection a request came on, made once per connection.
+
+    `client` and `server` are (host, port); `client` is None on a Unix socket, where `server` is
+    (path, None). `scheme` is "http" or "https".
+    """
+
+    client: tuple[str, int] | None
+    server: tuple[str, int | None] | None
+    scheme: str = "http"
+
+
+NO_CONNECTION_INFO = ConnectionInfo(client=None, server=None)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -31,7 +48,9 @@ class Request:
     expect_continue: bool = False
     has_body: bool = False
     conditional: bool = False  # it has If-* or Range fields: the answer depends on more than the path
+    upgrade: bool = False  # it asks to switch protocols (Connection: upgrade with an Upgrade field)
     stream_id: int = 1
+    conn: ConnectionInfo = NO_CONNECTION_INFO  # set by the connection before a handler sees it
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header (name in lower case), or None."""
@@ -79,7 +98,48 @@ class FileRange:
 
 Segment = bytes | FileRange
 FixedBody = bytes | FileRange | list[Segment]  # its length is known before sending
-Body = FixedBody | AsyncIterator[bytes]
+Body = FixedBody | AsyncIterator[Segment]
+
+
+class Channel(Protocol):
+    """What a protocol that took over a connection (see Upgrade) may do with it."""
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes and send what the socket takes now."""
+
+    @property
+    def blocked(self) -> bool:
+        """The socket is full: stop producing until drain() returns."""
+
+    async def drain(self) -> None:
+        """Wait until everything written has left (raises SendFailed if the peer is gone)."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def close(self) -> None:
+        """Close once what was written has left."""
+
+    def abort(self) -> None:
+        """Close now, dropping anything unsent."""
+
+
+class Upgrade(Protocol):
+    """A protocol that takes a connection over after a 101 response (WebSocket).
+
+    The connection calls `start` once the 101 head has been queued, with the bytes the client sent
+    after its request head; then `data_received` for every read, `eof_received` at the client's
+    end of stream and `connection_lost` exactly once when the connection closes, whoever closes it.
+    """
+
+    def start(self, channel: Channel, data: bytes) -> None: ...
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def eof_received(self) -> None: ...
+
+    def connection_lost(self) -> None: ...
 
 
 @dataclass(slots=True, kw_only=True)
@@ -87,9 +147,13 @@ class Response:
     """What a handler wants sent. The output path alone decides how. The connection only reads it, so
     a handler may hand out the same Response (without cleanup) many times.
 
-    `content_length` is computed from the body unless the body is a stream. `cleanup` runs once the body
-    has been sent or abandoned (to close file descriptors). `header_block` holds header lines already
-    serialised (each ending in CRLF), sent after `headers`: a cache keeps them prebuilt.
+    The Content-Length is computed from a fixed body. A stream body is sent chunked, unless
+    `content_length` declares its length: then it is sent as is, and the connection is aborted if the
+    stream yields more or fewer bytes. For HEAD, `content_length` is what the head announces.
+    `cleanup` runs once the body has been sent or abandoned (to close file descriptors).
+    `header_block` holds header lines already serialised (each ending in CRLF), sent after `headers`:
+    a cache keeps them prebuilt. With `upgrade` (status 101), that protocol takes the connection over
+    once the head is sent.
     """
 
     status: int
@@ -98,6 +162,8 @@ class Response:
     body: Body = b""
     cleanup: Callable[[], None] | None = None
     close: bool = False
+    content_length: int | None = None
+    upgrade: Upgrade | None = None
 
 
 def body_length(body: FixedBody) -> int:

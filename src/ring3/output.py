@@ -13,7 +13,7 @@ import socket
 from collections import deque
 from collections.abc import Callable
 
-from ring3.events import FileRange, FixedBody
+from ring3.events import FileRange, FixedBody, Segment
 from ring3.observe.ledger import Ledger
 
 # Joining the head and a body by copying is cheaper than a second iovec below this size.
@@ -172,6 +172,21 @@ class OutputPath:
         """Queue bytes outside a whole response (100 Continue, stream chunks) and flush."""
         self._release_held()
         self._queue_bytes(data)
+        self._flush()
+
+    def write_segments(self, segments: list[Segment]) -> None:
+        """Queue pieces of a stream body as they are (bytes by writev, file ranges by sendfile or
+        pread) and flush."""
+        self._release_held()
+        try:
+            for segment in segments:
+                if type(segment) is bytes:
+                    self._queue_bytes(segment)
+                else:
+                    self._queue_file(b"", segment)  # type: ignore[arg-type]
+        except (SendFailed, OSError) as exc:
+            self._on_error(exc)
+            return
         self._flush()
 
     async def drain(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from ring3.config import Config, parse_listen
 from ring3.connection import Connection
 from ring3.dates import DateCache
+from ring3.events import ConnectionInfo
 from ring3.handlers import Handler
 from ring3.http1.parser import H1Limits
 from ring3.listeners import bind, describe
@@ -50,6 +51,7 @@ class Server:
         self.draining = False
         self.connections: set[Connection] = set()
         self.listeners: list[socket.socket] = []
+        self._addresses: dict[socket.socket, tuple[str, int | None]] = {}
         self._accepting = False
         self._backoff: asyncio.TimerHandle | None = None
         self._idle: asyncio.Event = asyncio.Event()
@@ -66,6 +68,9 @@ class Server:
                 sock.close()
             self.listeners.clear()
             raise
+        for sock in self.listeners:
+            name = sock.getsockname()
+            self._addresses[sock] = (name, None) if sock.family == socket.AF_UNIX else name[:2]
         self.access_log = AccessLog.open(self.config.server.access_log, self.loop)
         self._resume_accepting()
         return [describe(sock) for sock in self.listeners]
@@ -114,10 +119,12 @@ class Server:
                 ledger.setsockopt += 1
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 peer = address[0]
+                info = ConnectionInfo((peer, address[1]), self._addresses.get(listener))
             else:
                 peer = "unix"
+                info = ConnectionInfo(None, self._addresses.get(listener))
             self._idle.clear()
-            self.connections.add(Connection(self, sock, peer))
+            self.connections.add(Connection(self, sock, peer, info))
 
     def _end_backoff(self) -> None:
         self._backoff = None

@@ -8,9 +8,10 @@ from ring3.config.loader import (
     parse_listen,
     render_toml,
 )
-from ring3.config.schema import Config, LimitsSection, ServerSection, StaticSection
+from ring3.config.schema import AppSection, Config, LimitsSection, ServerSection, StaticSection
 
 __all__ = [
+    "AppSection",
     "Config",
     "ConfigError",
     "LimitsSection",

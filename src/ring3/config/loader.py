@@ -160,7 +160,22 @@ def build_config(file_data: dict[str, Any] | None = None, source: str = "<config
     for (section_name, key), raw in (overrides or {}).items():
         sections[section_name][key] = _check(override_source, section_name, key, raw)
     built = {name: SECTIONS[name](**values) for name, values in sections.items()}
-    return Config(**built)
+    config = Config(**built)
+    _check_mounts(config, override_source if ("static", "mount") in (overrides or {}) else source)
+    return config
+
+
+def _check_mounts(config: Config, source: str) -> None:
+    app, static = config.app, config.static
+    if app.target and static.root and mount_prefix(app.mount) == mount_prefix(static.mount):
+        raise ConfigError(source, "static.mount",
+                          f"the application is mounted at {app.mount!r} too; give the static files "
+                          "their own prefix, such as '/static'")
+
+
+def mount_prefix(mount: str) -> str:
+    """A mount point as routing compares it: without a trailing slash ('' for the root)."""
+    return mount.rstrip("/")
 
 
 def _check(source: str, section_name: str, key: str, raw: Any) -> Any:
@@ -216,11 +231,40 @@ def _check_index(names: tuple[str, ...]) -> str | None:
 
 # Checks of single values beyond their type, run wherever the value comes from, so errors name the
 # right source (the file or the command line).
+def _check_mount(prefix: str) -> str | None:
+    if not prefix.startswith("/") or "?" in prefix or "#" in prefix or "//" in prefix:
+        return "a URL path prefix starting with '/' is needed, such as '/' or '/static'"
+    if any(not ("!" <= c <= "~") for c in prefix):
+        return "only printable ASCII without spaces is allowed (percent-encode the rest)"
+    return None
+
+
+def _check_root_path(prefix: str) -> str | None:
+    if not prefix:
+        return None
+    if prefix.endswith("/"):
+        return "give it without a trailing '/', such as '/api'"
+    return _check_mount(prefix)
+
+
+def _check_app_target(target: str) -> str | None:
+    if not target:
+        return None
+    module, colon, attribute = target.partition(":")
+    if not colon or not module or not attribute:
+        return "give it as 'module:attribute', such as 'myproject.asgi:application'"
+    return None
+
+
 _VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "server.listen": _check_listen,
     "server.admin": _check_admin,
     "server.server_header": _check_header_value,
     "static.index": _check_index,
+    "static.mount": _check_mount,
+    "app.target": _check_app_target,
+    "app.mount": _check_mount,
+    "app.root_path": _check_root_path,
 }
 
 

@@ -136,6 +136,50 @@ class StaticSection:
     max_ranges: int = setting(
         16, "Most ranges honoured in one Range header; more (or overlapping ranges larger than "
         "the file) get the whole file with 200.", minimum=1)
+    mount: str = setting(
+        "/", "URL path prefix the static files are served under (the prefix is not part of the file "
+        "path). With an application at '/', give the files their own prefix, such as '/static'.",
+        flag="--static-mount")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AppSection:
+    """A Python web application (ASGI 3 or WSGI) served next to the static files."""
+
+    target: str = setting(
+        "", "The application, as 'module:attribute' (the attribute may be dotted); empty for none.",
+        flag="--app")
+    factory: bool = setting(
+        False, "The target is a callable that takes no arguments and returns the application.",
+        flag="--factory")
+    interface: str = setting(
+        "auto", "How to call the application: 'asgi' (ASGI 3), 'wsgi' (PEP 3333), or 'auto': ASGI "
+        "when it is a coroutine function (or its __call__ is), else WSGI.",
+        choices=("auto", "asgi", "wsgi"), flag="--interface")
+    app_dir: str = setting(
+        ".", "Directory put first on sys.path before the application is imported.", flag="--app-dir")
+    mount: str = setting(
+        "/", "URL path prefix the application is served under; it is added to the ASGI root_path "
+        "(WSGI SCRIPT_NAME) and the paths it gets still carry it.", flag="--mount")
+    root_path: str = setting(
+        "", "ASGI root_path (WSGI SCRIPT_NAME) for an application behind a proxy that strips a "
+        "prefix: it is prepended to every path the application sees.", flag="--root-path")
+    lifespan: str = setting(
+        "auto", "ASGI lifespan protocol: 'on' (a startup failure stops the server), 'off', or 'auto' "
+        "(used when the application supports it).", choices=("auto", "on", "off"), flag="--lifespan")
+    wsgi_threads: int = setting(
+        10, "Threads running WSGI requests; more requests wait for a free thread.", minimum=1)
+    websocket_max_message: int = setting(
+        16 * MiB, "Largest WebSocket message accepted; a larger one closes the socket with 1009.",
+        unit="bytes", minimum=1)
+    websocket_ping_interval: float = setting(
+        20.0, "Idle time after which a WebSocket is sent a ping; 0 for never.", unit="seconds",
+        minimum=0)
+    websocket_ping_timeout: float = setting(
+        20.0, "How long a ping may go unanswered before the WebSocket is closed.", unit="seconds",
+        minimum=0.01)
+    websocket_compression: bool = setting(
+        True, "Offer permessage-deflate to WebSocket clients that ask for it.")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -145,6 +189,7 @@ class Config:
     server: ServerSection = field(default_factory=ServerSection)
     limits: LimitsSection = field(default_factory=LimitsSection)
     static: StaticSection = field(default_factory=StaticSection)
+    app: AppSection = field(default_factory=AppSection)
 
 
 # Section name -> section class, in the order of Config's fields.
@@ -152,4 +197,5 @@ SECTIONS: dict[str, type[Any]] = {
     "server": ServerSection,
     "limits": LimitsSection,
     "static": StaticSection,
+    "app": AppSection,
 }

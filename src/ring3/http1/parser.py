@@ -70,6 +70,7 @@ class H1Parser:
         "dead",
         "in_body",
         "in_head",
+        "upgrade_data",
         "upgraded",
     )
 
@@ -95,6 +96,7 @@ class H1Parser:
         self.in_body = False  # the head is complete; the body is not
         self.dead = False  # a request was rejected; nothing more is parsed
         self.upgraded = False  # the peer asked to switch protocols; later bytes are not HTTP/1.1
+        self.upgrade_data = b""  # bytes received after the head of a request that upgrades
 
     # -- the sans-IO interface ------------------------------------------------------------------------
 
@@ -107,8 +109,9 @@ class H1Parser:
         self._begun_in_feed = False
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as exc:
             self.upgraded = True
+            self.upgrade_data = data[exc.args[0]:] if exc.args else b""
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, RemoteProtocolError):
@@ -245,6 +248,7 @@ class H1Parser:
             expect_continue=expect_continue,
             has_body=has_te or bool(content_length),
             conditional=self._conditional,
+            upgrade=parser.should_upgrade(),
         )
 
     def _check_partial_head(self, data: bytes, began_before: bool, no_events: bool) -> None:
