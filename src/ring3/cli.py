@@ -17,6 +17,7 @@ from ring3.config import Config, ConfigError, build_config, load_toml, render_to
 from ring3.config.schema import SECTIONS, flag_name
 
 EXIT_CONFIG = 2
+EXIT_APP_STARTUP = 3
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ring3", description="A web server that pays the least toll at the kernel boundary.")
     parser.add_argument("--version", action="version", version=f"ring3 {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = commands.add_parser("serve", help="serve a directory (or the built-in demo site)")
+    serve = commands.add_parser(
+        "serve", help="serve a directory, an ASGI/WSGI application (--app), or the built-in demo site")
     serve.add_argument("root_dir", nargs="?", metavar="ROOT", help="directory to serve")
     serve.add_argument("--config", metavar="FILE", help="TOML config file")
     _add_config_flags(serve)
@@ -101,13 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(config: Config) -> int:
-    from ring3.handlers.static import StaticHandler
+    from ring3.apps import build_site
+    from ring3.handlers.lifespan import LifespanFailed
     from ring3.server import run
 
     logging.basicConfig(level=config.server.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
     root = config.static.root or demo_root()
-    if not os.path.isdir(root):
+    if (config.static.root or not config.app.target) and not os.path.isdir(root):
         source = "static.root" if config.static.root else "demo site"
         print(f"ring3: config error: {source}: {root!r} is not a directory", file=sys.stderr)
         return EXIT_CONFIG
@@ -119,14 +122,23 @@ def _serve(config: Config) -> int:
         print("ring3: config error: server.loop: uvloop is not installed (pip install 'ring3[uvloop]')",
               file=sys.stderr)
         return EXIT_CONFIG
-    handler = StaticHandler(config.static, root)
-    if not config.static.root:
-        print(f"ring3: no ROOT given, serving the built-in demo site from {handler.root}", flush=True)
     try:
-        run(config, handler)
+        site = build_site(config, root)
+    except ConfigError as exc:
+        print(f"ring3: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if not config.static.root and not config.app.target:
+        print(f"ring3: no ROOT given, serving the built-in demo site from {root}", flush=True)
+    else:
+        print(f"ring3: serving {site.description}", flush=True)
+    try:
+        run(config, site.handler, startup=site.startup, shutdown=site.shutdown)
     except OSError as exc:
         print(f"ring3: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    except LifespanFailed as exc:
+        print(f"ring3: the application failed to start: {exc}", file=sys.stderr)
+        return EXIT_APP_STARTUP
     except KeyboardInterrupt:
         pass
     return 0

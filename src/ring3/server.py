@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ring3.config import Config, parse_listen
 from ring3.connection import Connection
@@ -173,12 +173,25 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
 
 
-async def serve(config: Config, handler: Handler, *, announce: bool = True) -> None:
+Startup = Callable[[], Awaitable[None]]
+Shutdown = Callable[[float], Awaitable[None]]
+
+
+async def serve(config: Config, handler: Handler, *, announce: bool = True,
+                startup: Startup | None = None, shutdown: Shutdown | None = None) -> None:
     """Run a Server (and the admin listener, if configured) until SIGTERM or SIGINT, then shut down
-    gracefully."""
+    gracefully. `startup` runs before the listeners open (the ASGI lifespan); `shutdown` after the last
+    connection closed, with the grace period as its time limit."""
     loop = asyncio.get_running_loop()
+    if startup is not None:
+        await startup()
     server = Server(config, handler, loop)
-    urls = server.start()
+    try:
+        urls = server.start()
+    except OSError:
+        if shutdown is not None:
+            await shutdown(config.server.shutdown_grace)
+        raise
     admin: Server | None = None
     if config.server.admin:
         admin_config = dataclasses.replace(config, server=dataclasses.replace(
@@ -199,6 +212,8 @@ async def serve(config: Config, handler: Handler, *, announce: bool = True) -> N
         await server.shutdown()
         if admin is not None:
             await admin.shutdown(0)
+        if shutdown is not None:
+            await shutdown(config.server.shutdown_grace)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
@@ -219,7 +234,8 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     return lambda: asyncio.SelectorEventLoop(CountingSelector())
 
 
-def run(config: Config, handler: Handler) -> None:
+def run(config: Config, handler: Handler, *, startup: Startup | None = None,
+        shutdown: Shutdown | None = None) -> None:
     """Run `serve` on the configured event loop until it is stopped."""
     with asyncio.Runner(loop_factory=loop_factory(config.server.loop)) as runner:
-        runner.run(serve(config, handler))
+        runner.run(serve(config, handler, startup=startup, shutdown=shutdown))

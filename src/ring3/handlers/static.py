@@ -14,6 +14,7 @@ from collections.abc import Callable
 from functools import partial
 
 from ring3.config import StaticSection
+from ring3.config.loader import mount_prefix
 from ring3.events import FileRange, Headers, Request, Response, Segment
 from ring3.files.cache import CachedFile, FileCache, header_block, identity_of
 from ring3.files.conditional import (
@@ -45,12 +46,13 @@ def _slice(body: bytes, offset: int, count: int) -> bytes:
 class StaticHandler:
     """Serves one directory tree."""
 
-    __slots__ = ("_cache", "_dotfiles", "_max_ranges", "_resolver")
+    __slots__ = ("_cache", "_dotfiles", "_max_ranges", "_prefix", "_resolver")
 
     def __init__(self, settings: StaticSection, root: str) -> None:
         self._resolver = FileResolver(root, index=settings.index,
                                       follow_symlinks_outside=settings.follow_symlinks_outside_root)
         self._dotfiles = settings.dotfiles
+        self._prefix = mount_prefix(settings.mount).encode("ascii")  # b"" when mounted at '/'
         self._max_ranges = settings.max_ranges
         self._cache: FileCache | None = None
         if settings.cache_max_bytes or settings.open_files_max:
@@ -66,35 +68,43 @@ class StaticHandler:
     def __call__(self, request: Request, body: BodyReader) -> Response:
         if request.method not in (b"GET", b"HEAD"):
             return status_response(405, [(b"allow", ALLOW)])
+        path = request.path
+        if self._prefix:  # a router sent it here: the path starts with the prefix
+            path = path[len(self._prefix):]
+            if not path:
+                return self._redirect(self._prefix + b"/", request.query)
         cache = self._cache
         now = 0.0
         if cache is not None:
             now = time.monotonic()
-            entry = cache.get(request.path, now)
+            entry = cache.get(path, now)
             if entry is not None:
                 return self._from_cache(request, entry)
-            if cache.known_missing(request.path, now):
+            if cache.known_missing(path, now):
                 return status_response(404)
         try:
-            decoded = decode_path(request.path, dotfiles=self._dotfiles)
+            decoded = decode_path(path, dotfiles=self._dotfiles)
             found = self._resolver.open(decoded)
         except PathRefused as refused:
             if refused.status == 404 and cache is not None:
-                cache.note_missing(request.path, now)
+                cache.note_missing(path, now)
             return status_response(refused.status)
         if isinstance(found, IsDirectory):
-            location = found.location.encode("ascii")
-            if request.query:
-                location += b"?" + request.query
-            return status_response(301, [(b"location", location)])
-        if cache is not None and cache.wants(request.path, found.stat.st_size, now):
+            return self._redirect(self._prefix + found.location.encode("ascii"), request.query)
+        if cache is not None and cache.wants(path, found.stat.st_size, now):
             entry = _load(found, now, keep_open=found.stat.st_size > cache.max_file_size)
             if entry is not None:
-                cache.store(request.path, entry)
+                cache.store(path, entry)
                 return self._from_cache(request, entry)
         fd = found.fd
         return self._answer(request, Validators.of(found.stat), content_type(found.name),
                             found.stat.st_size, partial(FileRange, fd), partial(close_file, fd))
+
+    @staticmethod
+    def _redirect(location: bytes, query: bytes) -> Response:
+        if query:
+            location += b"?" + query
+        return status_response(301, [(b"location", location)])
 
     def _from_cache(self, request: Request, entry: CachedFile) -> Response:
         body = entry.body

@@ -1,0 +1,153 @@
+"""From the config to what serves requests: import the application, tell ASGI from WSGI, and mount it
+next to the static files.
+
+The result is a Site: the handler the server calls for every request, plus the startup and shutdown
+work around it (the ASGI lifespan, the WSGI thread pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ring3.config import Config, ConfigError
+from ring3.config.loader import mount_prefix
+from ring3.config.schema import AppSection
+from ring3.handlers import Handler
+from ring3.handlers.asgi import ASGIApp, ASGIHandler
+from ring3.handlers.lifespan import Lifespan
+from ring3.handlers.static import StaticHandler
+from ring3.routing import MountRouter
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class AppLoadError(ConfigError):
+    """The application named by app.target cannot be imported or called."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("app", "app.target", reason)
+
+
+@dataclass
+class Site:
+    """What one worker serves: the handler, and the work before the first and after the last request."""
+
+    handler: Handler
+    description: str
+    startup_hooks: list[Hook] = field(default_factory=list)
+    shutdown_hooks: list[Callable[[float], Awaitable[None]]] = field(default_factory=list)
+
+    async def startup(self) -> None:
+        for hook in self.startup_hooks:
+            await hook()
+
+    async def shutdown(self, timeout: float) -> None:
+        for hook in reversed(self.shutdown_hooks):
+            await hook(timeout)
+
+
+def load_app(settings: AppSection) -> Any:
+    """Import `module:attribute` from app_dir (first on sys.path); call it if it is a factory."""
+    module_name, _, attribute = settings.target.partition(":")
+    app_dir = os.path.abspath(settings.app_dir)
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise AppLoadError(f"cannot import module {module_name!r} (from {app_dir}): {exc}") from exc
+        raise  # the module exists but fails to import something: the traceback is the message
+    app: Any = module
+    for name in attribute.split("."):
+        try:
+            app = getattr(app, name)
+        except AttributeError:
+            raise AppLoadError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if settings.factory:
+        if not callable(app):
+            raise AppLoadError(f"{settings.target} is not callable, so it cannot be a factory")
+        app = app()
+    if not callable(app):
+        raise AppLoadError(f"{settings.target} is not callable: it is not an ASGI or WSGI application")
+    return app
+
+
+def interface_of(app: Any, wanted: str) -> str:
+    """'asgi' or 'wsgi': as configured, or (auto) ASGI when the app or its __call__ is a coroutine
+    function."""
+    if wanted != "auto":
+        return wanted
+    if inspect.iscoroutinefunction(app):
+        return "asgi"
+    if not inspect.isfunction(app) and inspect.iscoroutinefunction(type(app).__call__):
+        return "asgi"
+    return "wsgi"
+
+
+def build_site(config: Config, demo_root: str) -> Site:
+    """The handler for `config`: static files, an application, or both under their mounts."""
+    static, app_settings = config.static, config.app
+    mounts: list[tuple[str, Handler]] = []
+    startup: list[Hook] = []
+    shutdown: list[Callable[[float], Awaitable[None]]] = []
+    described: list[str] = []
+    if app_settings.target:
+        app = load_app(app_settings)
+        kind = interface_of(app, app_settings.interface)
+        handler = _app_handler(app, kind, app_settings, startup, shutdown)
+        mounts.append((app_settings.mount, handler))
+        described.append(f"{kind.upper()} application {app_settings.target} at {app_settings.mount}")
+    if static.root or not app_settings.target:
+        root = static.root or demo_root
+        files = StaticHandler(static, root)
+        mounts.append((static.mount, files))
+        what = "files from" if static.root else "the built-in demo site from"
+        described.append(f"{what} {files.root} at {static.mount}")
+    if len(mounts) == 1 and not mount_prefix(mounts[0][0]):
+        top: Handler = mounts[0][1]
+    else:
+        top = MountRouter(mounts)
+    return Site(top, "; ".join(described), startup, shutdown)
+
+
+def _app_handler(app: Any, kind: str, settings: AppSection, startup: list[Hook],
+                 shutdown: list[Callable[[float], Awaitable[None]]]) -> Handler:
+    if kind == "wsgi":
+        from ring3.handlers.wsgi import WSGIHandler
+
+        wsgi = WSGIHandler(app, settings)
+        startup.append(wsgi.startup)
+        shutdown.append(lambda timeout: wsgi.shutdown())
+        return wsgi
+    asgi_app: ASGIApp = app
+    handler = ASGIHandler(asgi_app, settings)
+    _attach_websocket(handler, asgi_app, settings)
+    lifespan = Lifespan(asgi_app, settings.lifespan)
+
+    async def start() -> None:
+        handler.state = await lifespan.startup()
+
+    async def stop(timeout: float) -> None:
+        if handler.running:
+            await asyncio.wait(list(handler.running), timeout=timeout)
+        await lifespan.shutdown(timeout)
+
+    startup.append(start)
+    shutdown.append(stop)
+    return handler
+
+
+def _attach_websocket(handler: ASGIHandler, app: ASGIApp, settings: AppSection) -> None:
+    try:
+        from ring3.websocket.asgi import WebSocketEndpoint  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # wsproto missing: upgrade requests are answered as plain HTTP
+        return
+    handler.websocket = WebSocketEndpoint(app, settings)

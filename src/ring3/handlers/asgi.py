@@ -1,0 +1,423 @@
+"""The ASGI 3 handler (spec 2.4): runs an application for each HTTP request and turns what it sends into
+a Response that the connection sends like any other.
+
+How an exchange maps onto ring3's handler contract:
+- The handler returns a Future of the Response at once; the application runs in a Task of its own.
+- The head the application sends waits for its first body message. A body complete in one message
+  becomes a plain bytes body (head and body leave in one send); `more_body` turns it into a stream whose
+  pieces the connection pulls one at a time, so an application never runs more than one piece ahead of
+  the socket (backpressure).
+- `http.response.pathsend` and `http.response.zerocopysend` become FileRange bodies: sendfile, no copy.
+- `receive()` reads the request body as the connection receives it (reading pauses while the application
+  does not read), then waits and returns `http.disconnect` once the response is sent or the client goes.
+- An application that fails before its response starts gets a 500; after, the connection is aborted.
+  Errors go to the log with their traceback, never to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from ring3.body import EmptyBody
+from ring3.config.loader import mount_prefix
+from ring3.config.schema import AppSection
+from ring3.errors import ClientDisconnected, ResponseAborted
+from ring3.events import FileRange, Headers, Request, Response, Segment
+from ring3.handlers import BodyReader
+from ring3.handlers.status import status_response
+from ring3.observe.ledger import LEDGER
+
+logger = logging.getLogger("ring3.error")
+
+Scope = dict[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+EXTENSIONS: dict[str, dict[str, Any]] = {
+    "http.response.pathsend": {},
+    "http.response.zerocopysend": {},
+}
+# Response header fields the connection owns: it decides the framing and the connection's fate.
+_FRAMING_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
+
+
+def _disconnect_message() -> Message:
+    return {"type": "http.disconnect"}
+
+
+class ASGIHandler:
+    """Serves every request with one ASGI 3 application."""
+
+    __slots__ = ("_loop", "_path_prefix", "_raw_path_prefix", "_root_path", "app", "running", "state",
+                 "websocket")
+
+    def __init__(self, app: ASGIApp, settings: AppSection) -> None:
+        self.app = app
+        # root_path is what a proxy stripped plus where ring3 mounts the application; the paths the
+        # application sees carry both (the mount is still in the request's path).
+        self._root_path = settings.root_path + mount_prefix(settings.mount)
+        self._path_prefix = settings.root_path
+        self._raw_path_prefix = settings.root_path.encode("ascii")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.state: dict[str, Any] | None = None  # lifespan state, copied into every scope
+        self.websocket: Callable[[Request, Scope], Awaitable[Response]] | None = None
+        self.running: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+
+    def __call__(self, request: Request, body: BodyReader) -> Awaitable[Response]:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        if request.upgrade and self.websocket is not None and _asks_for_websocket(request):
+            return self.websocket(request, self.scope(request, "websocket"))
+        exchange = HTTPExchange(loop, request, body)
+        task = loop.create_task(exchange.run(self.app, self.scope(request, "http")))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+        return exchange.response
+
+    def scope(self, request: Request, kind: str) -> Scope:
+        """The scope of a request: what the application knows of it (ASGI 2.4 'http'/'websocket')."""
+        path = request.path
+        decoded = unquote_to_bytes(path) if b"%" in path else path
+        conn = request.conn
+        scope: Scope = {
+            "type": kind,
+            "asgi": ASGI_VERSION,
+            "http_version": request.http_version,
+            "scheme": conn.scheme if kind == "http" else ("wss" if conn.scheme == "https" else "ws"),
+            "path": self._path_prefix + decoded.decode("utf-8", "surrogateescape"),
+            "raw_path": self._raw_path_prefix + path if self._raw_path_prefix else path,
+            "query_string": request.query,
+            "root_path": self._root_path,
+            "headers": request.headers,
+            "client": conn.client,
+            "server": conn.server,
+            "extensions": EXTENSIONS,
+        }
+        if kind == "http":
+            scope["method"] = request.method.decode("ascii")
+        if self.state is not None:
+            scope["state"] = dict(self.state)
+        return scope
+
+
+def _asks_for_websocket(request: Request) -> bool:
+    value = request.header(b"upgrade")
+    return request.method == b"GET" and value is not None and value.lower() == b"websocket"
+
+
+class HTTPExchange:
+    """One HTTP request as an ASGI application sees it: receive(), send(), and the Response that
+    results."""
+
+    __slots__ = (
+        "_body",
+        "_body_done",
+        "_complete",
+        "_declared",
+        "_disconnected",
+        "_finished",
+        "_head_request",
+        "_headers",
+        "_loop",
+        "_sent",
+        "_status",
+        "_stream",
+        "_waiter",
+        "response",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, request: Request, body: BodyReader) -> None:
+        self._loop = loop
+        self._body = body
+        self._body_done = False
+        self._head_request = request.method == b"HEAD"
+        self._status = 0  # 0 until http.response.start
+        self._headers: Headers = []
+        self._declared: int | None = None
+        self._stream: _AppStream | None = None
+        self._complete = False  # the application has sent its whole response
+        self._finished = False  # the connection is done with the response (sent or abandoned)
+        self._disconnected = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._sent: asyncio.Future[None] | None = None
+        self.response: asyncio.Future[Response] = loop.create_future()
+        self.response.add_done_callback(self._on_response_taken)
+
+    async def run(self, app: ASGIApp, scope: Scope) -> None:
+        try:
+            await app(scope, self.receive, self.send)
+        except Exception as exc:
+            self._failed(exc)
+        except asyncio.CancelledError:
+            self._failed(None)
+            raise
+        else:
+            self._returned()
+
+    # -- receive ----------------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        if not self._body_done:
+            return await self._next_body_message()
+        if not self._disconnected and not self._finished:
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        return _disconnect_message()
+
+    async def _next_body_message(self) -> Message:
+        body = self._body
+        if isinstance(body, EmptyBody):
+            self._body_done = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        try:
+            data = await body.read()
+        except ClientDisconnected:
+            self._body_done = True
+            self._disconnected = True
+            return _disconnect_message()
+        more = bool(data) and not (body.ended and body.buffered == 0)
+        if not more:
+            self._body_done = True
+        return {"type": "http.request", "body": data, "more_body": more}
+
+    def _wake_receiver(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- send -------------------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if self._disconnected:
+            raise ClientDisconnected("the client closed the connection")
+        if kind == "http.response.start":
+            if self._status:
+                raise RuntimeError("http.response.start sent twice")
+            self._start(message)
+            return
+        if not self._status:
+            raise RuntimeError(f"{kind} sent before http.response.start")
+        if self._finished and self._head_request:
+            return  # HEAD: the body an application sends anyway goes nowhere
+        if self._complete:
+            raise RuntimeError(f"{kind} sent after the response was complete")
+        if kind == "http.response.body":
+            await self._send_piece(bytes(message.get("body", b"")), bool(message.get("more_body", False)))
+        elif kind == "http.response.pathsend":
+            self._send_path(message["path"])
+        elif kind == "http.response.zerocopysend":
+            await self._send_file(message)
+        else:
+            raise RuntimeError(f"unknown message type {kind!r}")
+
+    def _start(self, message: Message) -> None:
+        status = message["status"]
+        if type(status) is not int or not 100 <= status <= 599:
+            raise RuntimeError(f"invalid status {status!r}")
+        self._status = status
+        self._headers = headers = []
+        for name, value in message.get("headers", ()):
+            name = bytes(name).lower()
+            if name in _FRAMING_FIELDS:
+                if name == b"content-length":
+                    self._declared = int(value)
+                continue
+            headers.append((name, bytes(value)))
+
+    async def _send_piece(self, piece: Segment, more: bool) -> None:
+        stream = self._stream
+        if stream is None:
+            if not more:
+                self._complete = True
+                self._commit(piece)
+                return
+            stream = self._stream = _AppStream(self._loop, self)
+            self._commit(stream)
+        if not more:
+            self._complete = True
+        await stream.put(piece, more)
+
+    def _send_path(self, path: str) -> None:
+        if self._stream is not None:
+            raise RuntimeError("http.response.pathsend after a streamed body")
+        LEDGER.open += 1
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            LEDGER.fstat += 1
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise RuntimeError(f"http.response.pathsend of {path!r}, which is not a regular file")
+        except BaseException:
+            _close(fd)
+            raise
+        self._complete = True
+        self._commit(FileRange(fd, 0, info.st_size), lambda: _close(fd))
+
+    async def _send_file(self, message: Message) -> None:
+        """zerocopysend: the application's open file, sent with sendfile; send() returns once the
+        bytes have left, so the application may close the file then."""
+        fd = message["file"].fileno()
+        offset = message.get("offset")
+        count = message.get("count")
+        if offset is None:
+            offset = os.lseek(fd, 0, os.SEEK_CUR)
+        if count is None:
+            count = os.fstat(fd).st_size - offset
+        more = bool(message.get("more_body", False))
+        await self._send_piece(FileRange(fd, offset, count), more)
+        if not more and not self._finished:
+            sent = self._sent = self._loop.create_future()
+            await sent
+
+    def _commit(self, body: Segment | _AppStream, cleanup: Callable[[], None] | None = None) -> None:
+        """Hand the response to the connection."""
+        def done() -> None:
+            if cleanup is not None:
+                cleanup()
+            self._on_finished()
+
+        if self.response.done():  # the client left before the response was ready
+            done()
+            raise ClientDisconnected("the client closed the connection")
+        self.response.set_result(Response(status=self._status, headers=self._headers, body=body,
+                                          content_length=self._declared, cleanup=done))
+
+    # -- endings ----------------------------------------------------------------------------------
+
+    def _on_response_taken(self, future: asyncio.Future[Response]) -> None:
+        if future.cancelled():  # the connection closed before the response was ready
+            self._gone()
+
+    def _on_finished(self) -> None:
+        """The connection is done with the response: sent, or abandoned because the client left."""
+        self._finished = True
+        stream = self._stream
+        if stream is not None and not stream.ended:
+            self._gone()
+        sent = self._sent
+        if sent is not None and not sent.done():
+            sent.set_result(None)
+        self._wake_receiver()
+
+    def _gone(self) -> None:
+        head_done = self._head_request and self._finished
+        if not head_done:
+            self._disconnected = True
+        if self._stream is not None:
+            self._stream.abandon(error=not head_done)
+        self._wake_receiver()
+
+    def _failed(self, error: BaseException | None) -> None:
+        if error is not None and not (isinstance(error, ClientDisconnected) and self._disconnected):
+            logger.error("ASGI application failed", exc_info=error)
+        if self.response.done():
+            if self._stream is not None:
+                self._stream.fail()
+        elif self._status:
+            self.response.set_exception(ResponseAborted())
+        else:
+            self.response.set_result(status_response(500))
+
+    def _returned(self) -> None:
+        if self._complete:
+            return
+        if not self._status:
+            logger.error("ASGI application returned without sending a response")
+            if not self.response.done():
+                self.response.set_result(status_response(500))
+            return
+        logger.error("ASGI application returned before completing its response")
+        self._failed(None)
+
+
+class _AppStream:
+    """The body of a streamed response: pieces pass from the application's send() to the connection
+    one at a time. send() returns when the connection comes back for the next piece, which it does
+    only once the previous one has left."""
+
+    __slots__ = ("_exchange", "_failed", "_item", "_loop", "_putter", "_taker", "ended")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, exchange: HTTPExchange) -> None:
+        self._loop = loop
+        self._exchange = exchange
+        self._item: Segment | None = None
+        self._putter: asyncio.Future[None] | None = None
+        self._taker: asyncio.Future[None] | None = None
+        self._failed = False
+        self.ended = False
+
+    def __aiter__(self) -> _AppStream:
+        return self
+
+    async def __anext__(self) -> Segment:
+        putter = self._putter
+        if putter is not None:
+            self._putter = None
+            if not putter.done():
+                putter.set_result(None)
+        while self._item is None:
+            if self._failed:
+                raise ResponseAborted()
+            if self.ended:
+                raise StopAsyncIteration
+            taker = self._taker = self._loop.create_future()
+            try:
+                await taker
+            except asyncio.CancelledError:
+                self._exchange._gone()
+                raise
+            finally:
+                self._taker = None
+        item, self._item = self._item, None
+        return item
+
+    async def put(self, item: Segment, more: bool) -> None:
+        if not more:
+            self.ended = True
+        if item:
+            self._item = item
+        self._wake_taker()
+        if more and item:
+            putter = self._putter = self._loop.create_future()
+            await putter
+
+    def _wake_taker(self) -> None:
+        taker = self._taker
+        if taker is not None and not taker.done():
+            taker.set_result(None)
+
+    def fail(self) -> None:
+        """The application failed mid-body: the connection must abort."""
+        self._failed = True
+        self._wake_taker()
+
+    def abandon(self, *, error: bool) -> None:
+        """Nobody will take more pieces: a waiting send() returns, or with `error` (the client is
+        gone) raises ClientDisconnected."""
+        putter = self._putter
+        self._putter = None
+        if putter is not None and not putter.done():
+            if error:
+                putter.set_exception(ClientDisconnected("the client closed the connection"))
+            else:
+                putter.set_result(None)
+
+
+def _close(fd: int) -> None:
+    LEDGER.close += 1
+    os.close(fd)
+
