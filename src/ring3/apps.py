@@ -74,7 +74,10 @@ def load_app(settings: AppSection) -> Any:
     if settings.factory:
         if not callable(app):
             raise AppLoadError(f"{settings.target} is not callable, so it cannot be a factory")
-        app = app()
+        try:
+            app = app()
+        except TypeError as exc:
+            raise AppLoadError(f"calling the factory {settings.target}() failed: {exc}") from exc
     if not callable(app):
         raise AppLoadError(f"{settings.target} is not callable: it is not an ASGI or WSGI application")
     return app

@@ -1,0 +1,471 @@
+"""ASGI 3 over real sockets: the scope, request bodies, streamed and zero-copy responses, disconnects and
+application errors. Each test runs an application in an in-process ring3 on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import InProcessServer, ResponseReader, exchange, recv_until_closed
+from ring3.config import AppSection, StaticSection
+from ring3.errors import ClientDisconnected
+from ring3.handlers.asgi import ASGIHandler, Message, Receive, Scope, Send
+from ring3.handlers.static import StaticHandler
+from ring3.observe.ledger import LEDGER
+from ring3.routing import MountRouter
+
+Start = Callable[..., InProcessServer]
+App = Callable[[Scope, Receive, Send], Any]
+
+
+def serve(in_process: Start, app: App, settings: AppSection | None = None, **overrides: object
+          ) -> InProcessServer:
+    return in_process(ASGIHandler(app, settings or AppSection()), **overrides)
+
+
+async def read_body(receive: Receive) -> tuple[bytes, int]:
+    """The whole request body and the number of http.request messages it came in."""
+    parts, messages = [], 0
+    while True:
+        message = await receive()
+        assert message["type"] == "http.request"
+        messages += 1
+        parts.append(message["body"])
+        if not message.get("more_body"):
+            return b"".join(parts), messages
+
+
+async def respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+                  ) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers or []})
+    await send({"type": "http.response.body", "body": body})
+
+
+# -- the scope --------------------------------------------------------------------------------------
+
+
+def test_scope_describes_the_request(in_process: Start) -> None:
+    seen: list[Scope] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope)
+        await respond(send, 200, b"ok")
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        status, _, body = exchange(
+            sock, b"GET /caf%C3%A9/a%20b?x=1&y=%20 HTTP/1.1\r\nHost: t\r\nX-Thing: One\r\n\r\n")
+        client_port = sock.getsockname()[1]
+    assert (status, body) == (200, b"ok")
+    scope = seen[0]
+    assert scope["type"] == "http"
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    assert scope["http_version"] == "1.1"
+    assert scope["method"] == "GET"
+    assert scope["scheme"] == "http"
+    assert scope["path"] == "/caf\u00e9/a b"
+    assert scope["raw_path"] == b"/caf%C3%A9/a%20b"
+    assert scope["query_string"] == b"x=1&y=%20"
+    assert scope["root_path"] == ""
+    assert [tuple(pair) for pair in scope["headers"]] == [(b"host", b"t"), (b"x-thing", b"One")]
+    assert scope["client"] == ("127.0.0.1", client_port)
+    assert scope["server"] == ("127.0.0.1", server.port)
+    assert "http.response.pathsend" in scope["extensions"]
+    assert "http.response.zerocopysend" in scope["extensions"]
+    assert "state" not in scope
+
+
+def test_mount_and_root_path_reach_the_scope(in_process: Start, tmp_path: Path) -> None:
+    seen: list[Scope] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope)
+        await respond(send, 200, scope["path"].encode())
+
+    (tmp_path / "f.txt").write_text("file\n")
+    settings = AppSection(mount="/api", root_path="/proxy")
+    router = MountRouter([("/api", ASGIHandler(app, settings)),
+                          ("/", StaticHandler(StaticSection(root=str(tmp_path)), str(tmp_path)))])
+    server = in_process(router)
+    with httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as client:
+        assert client.get("/api/items/1").text == "/proxy/api/items/1"
+        assert client.get("/f.txt").text == "file\n"
+        assert client.get("/apix").status_code == 404  # not the app's: a prefix ends at a '/'
+    assert seen[0]["root_path"] == "/proxy/api"
+    assert seen[0]["raw_path"] == b"/proxy/api/items/1"
+
+
+# -- request bodies -----------------------------------------------------------------------------------
+
+
+def test_a_large_body_arrives_in_pieces_and_whole(in_process: Start) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await asyncio.sleep(0.05)  # the body piles up meanwhile: reading pauses at the high-water mark
+        body, messages = await read_body(receive)
+        await respond(send, 200, b"%d %d %s" % (len(body), messages, body[-8:]))
+
+    server = serve(in_process, app, limits__max_body_size="4m")
+    payload = os.urandom(3 * 1024 * 1024)
+    with httpx.Client() as client:
+        answer = client.post(f"http://127.0.0.1:{server.port}/", content=payload)
+    size, messages, tail = answer.content.split(b" ", 2)
+    assert int(size) == len(payload)
+    assert int(messages) > 1
+    assert tail == payload[-8:]
+
+
+def test_a_chunked_body_reaches_the_app(in_process: Start) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        body, _ = await read_body(receive)
+        await respond(send, 200, body)
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        status, _, body = exchange(sock, b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                         b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    assert (status, body) == (200, b"hello world")
+
+
+def test_a_body_over_the_limit_gets_413_without_the_app_answering(in_process: Start) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await read_body(receive)
+        await respond(send, 200, b"accepted")
+
+    server = serve(in_process, app, limits__max_body_size=1000)
+    with server.connect() as sock:
+        status, headers, _ = exchange(sock, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n")
+    assert status == 413
+    assert headers[b"connection"] == b"close"
+
+
+def test_disconnect_is_received_when_the_client_leaves(in_process: Start) -> None:
+    got: list[Message] = []
+    done = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        got.append(await receive())  # the (empty) body
+        got.append(await receive())  # blocks until the client is gone
+        done.set()
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        sock.sendall(b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(0.1)
+    assert done.wait(5)
+    assert got[0] == {"type": "http.request", "body": b"", "more_body": False}
+    assert got[1] == {"type": "http.disconnect"}
+
+
+def test_disconnect_follows_a_complete_response(in_process: Start) -> None:
+    got: list[Message] = []
+    done = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await read_body(receive)
+        await respond(send, 200, b"bye")
+        got.append(await receive())
+        done.set()
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        assert exchange(sock, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[2] == b"bye"
+        assert done.wait(5)  # while the connection is still open
+    assert got == [{"type": "http.disconnect"}]
+
+
+def test_a_client_leaving_mid_stream_makes_send_raise(in_process: Start) -> None:
+    raised: list[BaseException] = []
+    done = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            for _ in range(1000):
+                await send({"type": "http.response.body", "body": b"x" * 1000, "more_body": True})
+                await asyncio.sleep(0.01)
+        except OSError as exc:
+            raised.append(exc)
+        done.set()
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 200 ")
+    assert done.wait(5)
+    assert isinstance(raised[0], ClientDisconnected)
+
+
+# -- responses ----------------------------------------------------------------------------------------
+
+
+def test_a_one_message_response_leaves_in_one_send(in_process: Start) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 201, b"created", [(b"content-type", b"text/plain"), (b"x-a", b"1")])
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # warm the connection
+        ResponseReader(sock).read()
+        sends = LEDGER.send + LEDGER.sendmsg
+        status, headers, body = exchange(sock, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert LEDGER.send + LEDGER.sendmsg - sends == 1
+    assert (status, body) == (201, b"created")
+    assert headers[b"content-length"] == b"7"
+    assert headers[b"x-a"] == b"1"
+
+
+def test_a_streamed_response_is_chunked_and_complete(in_process: Start) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(5):
+            await send({"type": "http.response.body", "body": b"piece %d;" % i, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    server = serve(in_process, app)
+    with httpx.Client() as client:
+        answer = client.get(f"http://127.0.0.1:{server.port}/")
+    assert answer.headers["transfer-encoding"] == "chunked"
+    assert answer.content == b"".join(b"piece %d;" % i for i in range(5))
+
+
+def test_a_declared_length_sends_the_stream_unchunked(in_process: Start) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"Content-Length", b"10")]})
+        await send({"type": "http.response.body", "body": b"01234", "more_body": True})
+        await send({"type": "http.response.body", "body": b"56789"})
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        status, headers, body = exchange(sock, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert (status, body) == (200, b"0123456789")
+        assert b"transfer-encoding" not in headers
+        assert headers[b"content-length"] == b"10"
+        assert exchange(sock, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[2] == b"0123456789"  # still alive
+
+
+def test_a_body_shorter_than_its_declared_length_aborts(in_process: Start) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
+        await send({"type": "http.response.body", "body": b"short", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = recv_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert data.endswith(b"short")  # then the connection closed: the client sees a truncated body
+
+
+def test_head_announces_the_declared_length(in_process: Start) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1234")]})
+        await send({"type": "http.response.body", "body": b"", "more_body": True})
+        await send({"type": "http.response.body", "body": b"ignored for HEAD"})
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        status, headers, body = exchange(sock, b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert (status, headers[b"content-length"], body) == (200, b"1234", b"")
+        status, headers, _ = exchange(sock, b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert status == 200
+
+
+def test_pathsend_goes_out_with_sendfile(in_process: Start, tmp_path: Path) -> None:
+    content = os.urandom(200_000)
+    path = tmp_path / "big.bin"
+    path.write_bytes(content)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/octet-stream")]})
+        await send({"type": "http.response.pathsend", "path": str(path)})
+
+    server = serve(in_process, app)
+    before_calls, before_bytes = LEDGER.sendfile, LEDGER.bytes_zero_copy
+    with httpx.Client() as client:
+        answer = client.get(f"http://127.0.0.1:{server.port}/")
+        head = client.head(f"http://127.0.0.1:{server.port}/")
+    assert answer.content == content
+    assert answer.headers["content-length"] == str(len(content))
+    assert head.headers["content-length"] == str(len(content))
+    assert LEDGER.sendfile > before_calls
+    assert LEDGER.bytes_zero_copy - before_bytes == len(content)
+
+
+def test_zerocopysend_sends_a_slice_and_returns_once_sent(in_process: Start, tmp_path: Path) -> None:
+    content = os.urandom(100_000)
+    path = tmp_path / "data.bin"
+    path.write_bytes(content)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        with path.open("rb") as file:
+            await send({"type": "http.response.zerocopysend", "file": file, "offset": 1000,
+                        "count": 50_000, "more_body": True})
+            file.seek(90_000)  # no offset: from the file's position
+            await send({"type": "http.response.zerocopysend", "file": file})
+        # the file is closed now: everything must already have been sent
+
+    server = serve(in_process, app)
+    with httpx.Client() as client:
+        answer = client.get(f"http://127.0.0.1:{server.port}/")
+    assert answer.content == content[1000:51_000] + content[90_000:]
+
+
+# -- application errors -----------------------------------------------------------------------------
+
+
+def test_an_error_before_the_response_gets_500_without_a_traceback(in_process: Start) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise ValueError("secret detail")
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        status, _, body = exchange(sock, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert status == 500
+        assert b"secret" not in body and b"Traceback" not in body
+        assert exchange(sock, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 500  # connection kept
+
+
+def test_an_error_after_the_start_aborts_the_connection(in_process: Start) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise ValueError("too late")
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert recv_until_closed(sock) == b""
+
+
+def test_an_error_mid_stream_aborts_the_connection(in_process: Start) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        raise ValueError("broken")
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = recv_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert not data.endswith(b"0\r\n\r\n")  # never the chunked terminator: the client knows it is cut
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_an_app_returning_without_a_response(in_process: Start, started: bool) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if started:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        if started:
+            assert recv_until_closed(sock) == b""
+        else:
+            assert ResponseReader(sock).read()[0] == 500
+
+
+def test_a_header_that_would_split_the_response_gets_500(in_process: Start) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 200, b"x", [(b"x-evil", b"a\r\nSet-Cookie: b")])
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        status, headers, _ = exchange(sock, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert status == 500
+    assert b"set-cookie" not in headers
+
+
+def test_messages_out_of_order_are_refused(in_process: Start) -> None:
+    errors: list[BaseException] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.body", "body": b"no start"})
+        except RuntimeError as exc:
+            errors.append(exc)
+        await respond(send, 200, b"ok")
+        try:
+            await send({"type": "http.response.body", "body": b"after the end"})
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        assert exchange(sock, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[2] == b"ok"
+    time.sleep(0.05)
+    assert len(errors) == 2
+
+
+# -- exchanges ----------------------------------------------------------------------------------------
+
+
+def test_pipelined_requests_are_answered_in_order(in_process: Start) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/slow":
+            await asyncio.sleep(0.1)
+        await respond(send, 200, scope["path"].encode())
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /fast HTTP/1.1\r\nHost: t\r\n\r\n")
+        reader = ResponseReader(sock)
+        assert reader.read()[2] == b"/slow"
+        assert reader.read()[2] == b"/fast"
+
+
+def test_concurrent_clients_are_served_concurrently(in_process: Start) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await asyncio.sleep(0.3)
+        await respond(send, 200, json.dumps({"path": scope["path"]}).encode())
+
+    server = serve(in_process, app)
+    sockets = [server.connect() for _ in range(20)]
+    began = time.monotonic()
+    for index, sock in enumerate(sockets):
+        sock.sendall(b"GET /%d HTTP/1.1\r\nHost: t\r\n\r\n" % index)
+    for index, sock in enumerate(sockets):
+        assert json.loads(ResponseReader(sock).read()[2]) == {"path": f"/{index}"}
+        sock.close()
+    assert time.monotonic() - began < 3  # 20 x 0.3 s one after the other would be 6 s
+
+
+def test_the_server_header_and_date_are_added(in_process: Start) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 200, b"")
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        _, headers, _ = exchange(sock, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert headers[b"server"] == b"ring3"
+    assert headers[b"date"].endswith(b" GMT")
+
+
+def test_a_raw_socket_client_can_half_close_without_hanging_the_app(in_process: Start) -> None:
+    finished = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        message = await receive()  # the client is gone: this must not block forever
+        assert message["type"] == "http.disconnect"
+        finished.set()
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        recv_until_closed(sock, timeout=2)
+    assert finished.wait(5)
