@@ -469,3 +469,53 @@ def test_a_raw_socket_client_can_half_close_without_hanging_the_app(in_process: 
         sock.shutdown(socket.SHUT_WR)
         recv_until_closed(sock, timeout=2)
     assert finished.wait(5)
+
+
+def test_apps_run_inside_a_real_task_even_when_started_eagerly(in_process: Start) -> None:
+    import anyio
+
+    seen: list[object] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(asyncio.current_task())
+        async with asyncio.timeout(5):  # needs the current task
+            with anyio.CancelScope():
+                if scope["path"] == "/wait":
+                    await asyncio.sleep(0.01)
+                await respond(send, 200, b"fine")
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        assert exchange(sock, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[2] == b"fine"
+        assert exchange(sock, b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n")[2] == b"fine"
+    assert all(isinstance(task, asyncio.Task) for task in seen)
+
+
+def test_an_app_that_never_waits_is_answered_in_the_same_loop_turn() -> None:
+    from ring3.body import EMPTY_BODY
+    from ring3.events import Request, Response
+    from ring3.http1.parser import H1Parser
+    from ring3.loops import SelectorLoop, start_task
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 200, b"now")
+
+    request = H1Parser().receive_data(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0]
+    assert isinstance(request, Request)
+    handler = ASGIHandler(app, AppSection())
+    outcomes: list[object] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        # Called as the connection calls it: from a plain callback, outside any task.
+        loop.call_soon(lambda: (outcomes.append(handler(request, EMPTY_BODY)), done.set_result(None)))
+        await done
+        task = start_task(loop, asyncio.sleep(0))  # inside a task, tasks start the usual way
+        assert not task.done()
+        await task
+
+    with asyncio.Runner(loop_factory=SelectorLoop) as runner:
+        runner.run(main())
+    assert isinstance(outcomes[0], Response)  # not a Future: no further turn of the loop is needed
+    assert outcomes[0].body == b"now"

@@ -115,7 +115,7 @@ def _serve(config: Config) -> int:
         print(f"ring3: config error: {source}: {root!r} is not a directory", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        from ring3.server import loop_factory
+        from ring3.loops import loop_factory
 
         loop_factory(config.server.loop)
     except ImportError:

@@ -19,8 +19,9 @@ from ring3.events import ConnectionInfo
 from ring3.handlers import Handler
 from ring3.http1.parser import H1Limits
 from ring3.listeners import bind, describe
+from ring3.loops import loop_factory
 from ring3.observe.access_log import AccessLog
-from ring3.observe.ledger import LEDGER, CountingSelector
+from ring3.observe.ledger import LEDGER
 from ring3.observe.metrics import MetricsHandler
 
 logger = logging.getLogger("ring3.error")
@@ -220,18 +221,6 @@ async def serve(config: Config, handler: Handler, *, announce: bool = True,
             # A second signal while exiting must not turn a clean exit into death by signal:
             # shutdown_grace already bounds how long the exit takes.
             signal.signal(signum, signal.SIG_IGN)
-
-
-def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
-    """The event loop to run on: the standard library's with a counting selector, or uvloop's.
-
-    Raises ImportError when uvloop is asked for but not installed.
-    """
-    if name == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop
-    return lambda: asyncio.SelectorEventLoop(CountingSelector())
 
 
 def run(config: Config, handler: Handler, *, startup: Startup | None = None,

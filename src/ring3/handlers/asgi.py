@@ -2,7 +2,9 @@
 a Response that the connection sends like any other.
 
 How an exchange maps onto ring3's handler contract:
-- The handler returns a Future of the Response at once; the application runs in a Task of its own.
+- The application runs in a Task of its own, started eagerly (ring3.loops): an application that answers
+  without waiting has its Response returned directly, and it leaves in the same turn of the loop.
+  Otherwise the handler returns a Future of the Response.
 - The head the application sends waits for its first body message. A body complete in one message
   becomes a plain bytes body (head and body leave in one send); `more_body` turns it into a stream whose
   pieces the connection pulls one at a time, so an application never runs more than one piece ahead of
@@ -31,6 +33,7 @@ from ring3.errors import ClientDisconnected, ResponseAborted
 from ring3.events import FileRange, Headers, Request, Response, Segment
 from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
+from ring3.loops import start_task
 from ring3.observe.ledger import LEDGER
 
 logger = logging.getLogger("ring3.error")
@@ -72,17 +75,18 @@ class ASGIHandler:
         self.websocket: Callable[[Request, Scope], Awaitable[Response]] | None = None
         self.running: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
-    def __call__(self, request: Request, body: BodyReader) -> Awaitable[Response]:
+    def __call__(self, request: Request, body: BodyReader) -> Response | Awaitable[Response]:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         if request.upgrade and self.websocket is not None and _asks_for_websocket(request):
             return self.websocket(request, self.scope(request, "websocket"))
         exchange = HTTPExchange(loop, request, body)
-        task = loop.create_task(exchange.run(self.app, self.scope(request, "http")))
-        self.running.add(task)
-        task.add_done_callback(self.running.discard)
-        return exchange.response
+        task = start_task(loop, exchange.run(self.app, self.scope(request, "http")))
+        if not task.done():
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+        return exchange.outcome()
 
     def scope(self, request: Request, kind: str) -> Scope:
         """The scope of a request: what the application knows of it (ASGI 2.4 'http'/'websocket')."""
@@ -126,14 +130,16 @@ class HTTPExchange:
         "_declared",
         "_disconnected",
         "_finished",
+        "_future",
         "_head_request",
         "_headers",
         "_loop",
+        "_outcome",
         "_sent",
+        "_settled",
         "_status",
         "_stream",
         "_waiter",
-        "response",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, request: Request, body: BodyReader) -> None:
@@ -150,8 +156,32 @@ class HTTPExchange:
         self._disconnected = False
         self._waiter: asyncio.Future[None] | None = None
         self._sent: asyncio.Future[None] | None = None
-        self.response: asyncio.Future[Response] = loop.create_future()
-        self.response.add_done_callback(self._on_response_taken)
+        self._settled = False  # the outcome (a Response or ResponseAborted) is decided
+        self._outcome: Response | ResponseAborted | None = None
+        self._future: asyncio.Future[Response] | None = None
+
+    def outcome(self) -> Response | asyncio.Future[Response]:
+        """The Response if the application has decided it already, else a Future of it."""
+        outcome = self._outcome
+        if type(outcome) is Response:
+            return outcome
+        future = self._future = self._loop.create_future()
+        if isinstance(outcome, ResponseAborted):
+            future.set_exception(outcome)
+        else:
+            future.add_done_callback(self._on_response_taken)
+        return future
+
+    def _settle(self, outcome: Response | ResponseAborted) -> None:
+        self._settled = True
+        future = self._future
+        if future is None:
+            self._outcome = outcome
+        elif not future.done():
+            if isinstance(outcome, Response):
+                future.set_result(outcome)
+            else:
+                future.set_exception(outcome)
 
     async def run(self, app: ASGIApp, scope: Scope) -> None:
         try:
@@ -231,12 +261,15 @@ class HTTPExchange:
         self._status = status
         self._headers = headers = []
         for name, value in message.get("headers", ()):
-            name = bytes(name).lower()
-            if name in _FRAMING_FIELDS:
-                if name == b"content-length":
+            lowered = name.lower()
+            if lowered in _FRAMING_FIELDS:
+                if lowered == b"content-length":
                     self._declared = int(value)
                 continue
-            headers.append((name, bytes(value)))
+            if type(name) is bytes and type(value) is bytes:
+                headers.append((name, value))
+            else:  # ASGI allows any byte strings: make them bytes for the serialiser's checks
+                headers.append((bytes(name), bytes(value)))
 
     async def _send_piece(self, piece: Segment, more: bool) -> None:
         stream = self._stream
@@ -290,11 +323,11 @@ class HTTPExchange:
                 cleanup()
             self._on_finished()
 
-        if self.response.done():  # the client left before the response was ready
+        if self._future is not None and self._future.cancelled():  # the client left meanwhile
             done()
             raise ClientDisconnected("the client closed the connection")
-        self.response.set_result(Response(status=self._status, headers=self._headers, body=body,
-                                          content_length=self._declared, cleanup=done))
+        self._settle(Response(status=self._status, headers=self._headers, body=body,
+                              content_length=self._declared, cleanup=done))
 
     # -- endings ----------------------------------------------------------------------------------
 
@@ -324,21 +357,21 @@ class HTTPExchange:
     def _failed(self, error: BaseException | None) -> None:
         if error is not None and not (isinstance(error, ClientDisconnected) and self._disconnected):
             logger.error("ASGI application failed", exc_info=error)
-        if self.response.done():
+        if self._settled:
             if self._stream is not None:
                 self._stream.fail()
         elif self._status:
-            self.response.set_exception(ResponseAborted())
+            self._settle(ResponseAborted())
         else:
-            self.response.set_result(status_response(500))
+            self._settle(status_response(500))
 
     def _returned(self) -> None:
         if self._complete:
             return
         if not self._status:
             logger.error("ASGI application returned without sending a response")
-            if not self.response.done():
-                self.response.set_result(status_response(500))
+            if not self._settled:
+                self._settle(status_response(500))
             return
         logger.error("ASGI application returned before completing its response")
         self._failed(None)

@@ -1,0 +1,96 @@
+"""The event loops ring3 runs on, with one addition: tasks that start eagerly.
+
+An application's coroutine usually finishes its work for a request without ever waiting (a hello-world
+ASGI app, a cached page). Run as an ordinary Task, it would start on the next turn of the loop, and the
+response would go out one turn later still: two more epoll_wait calls and two more callbacks per
+request. `start_task` creates a real asyncio Task (so `current_task()`, cancellation, anyio cancel
+scopes and `asyncio.timeout` all behave) but runs its first step at once, as Python 3.12's
+`eager_start` does. If the coroutine finishes in that step, the caller has its result before
+`start_task` returns.
+
+It works because a Task schedules its first step through `loop.call_soon`: while `start_task` runs,
+the loop runs that one callback immediately instead of queueing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar, cast
+
+from ring3.observe.ledger import CountingSelector
+
+T = TypeVar("T")
+
+
+class _Ran:
+    """Stands for the handle of a callback that has already run."""
+
+    def cancel(self) -> None:
+        return None
+
+
+_RAN = cast(asyncio.Handle, _Ran())
+
+
+class _EagerStart:
+    """Mixin for an event loop class: `start_task` and the call_soon hook it relies on."""
+
+    _eager_step = False
+
+    def start_task(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """A Task for `coro` whose first step has already run (unless a task is running now: a task
+        cannot start inside another, so then it starts on the next turn as usual)."""
+        loop: Any = self
+        if asyncio.current_task(loop) is not None:
+            task: asyncio.Task[T] = loop.create_task(coro)
+            return task
+        self._eager_step = True
+        try:
+            task = loop.create_task(coro)
+        finally:
+            self._eager_step = False
+        return task
+
+    def call_soon(self, callback: Callable[..., object], *args: Any,
+                  context: contextvars.Context | None = None) -> asyncio.Handle:
+        if self._eager_step:
+            self._eager_step = False  # only the Task's first step; what it schedules is queued
+            if context is None:
+                callback(*args)
+            else:
+                context.run(callback, *args)  # a Task's step handles its coroutine's exceptions
+            return _RAN  # the Task drops the handle
+
+        handle: asyncio.Handle = super().call_soon(callback, *args, context=context)  # type: ignore[misc]
+        return handle
+
+
+class SelectorLoop(_EagerStart, asyncio.SelectorEventLoop):  # type: ignore[misc]
+    """The standard library's loop on a selector that counts its epoll calls."""
+
+    def __init__(self) -> None:
+        super().__init__(CountingSelector())
+
+
+def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """Start `coro` eagerly on ring3's loops, as a plain Task on any other loop."""
+    if isinstance(loop, _EagerStart):
+        return loop.start_task(coro)
+    return loop.create_task(coro)
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop to run on: the standard library's (with counted epoll calls) or uvloop's.
+
+    Raises ImportError when uvloop is asked for but not installed.
+    """
+    if name == "uvloop":
+        import uvloop
+
+        class UVLoop(_EagerStart, uvloop.Loop):  # type: ignore[misc]
+            pass
+
+        return UVLoop
+    return SelectorLoop
