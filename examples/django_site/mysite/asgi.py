@@ -1,0 +1,9 @@
+"""The site as an ASGI application: `ring3 serve --app mysite.asgi:application`."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+
+application = get_asgi_application()
