@@ -264,10 +264,11 @@ class Connection:
             task.add_done_callback(self._on_handler_done)
 
     def _on_handler_done(self, task: asyncio.Future[Response]) -> None:
-        if task is not self._task:
-            return  # cancelled and replaced: nothing to answer
+        if task is not self._task or self._closed:
+            _abandon(task)  # nothing to answer any more: release what the response holds
+            return
         self._task = None
-        if task.cancelled() or self._closed:
+        if task.cancelled():
             return
         error = task.exception()
         if isinstance(error, ResponseAborted):
@@ -489,8 +490,8 @@ class Connection:
             self._cleanup = None
             try:
                 cleanup()
-            except OSError as exc:
-                logger.warning("response cleanup failed: %s", exc)
+            except Exception:
+                logger.exception("%s: response cleanup failed", self._peer)
 
     # -- closing ----------------------------------------------------------------------------------
 
@@ -618,6 +619,18 @@ class Connection:
         self._parser.dead = True
         self._events.clear()
         self._fail_current(408)
+
+
+def _abandon(result: asyncio.Future[Response]) -> None:
+    """Run the cleanup of a Response that will never be sent."""
+    if result.cancelled() or result.exception() is not None:
+        return
+    cleanup = result.result().cleanup
+    if cleanup is not None:
+        try:
+            cleanup()
+        except Exception:
+            logger.exception("response cleanup failed")
 
 
 class _Channel:
