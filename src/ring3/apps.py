@@ -139,8 +139,11 @@ def _app_handler(app: Any, kind: str, settings: AppSection, startup: list[Hook],
         handler.state = await lifespan.startup()
 
     async def stop(timeout: float) -> None:
-        if handler.running:
-            await asyncio.wait(list(handler.running), timeout=timeout)
+        running = set(handler.running)
+        if handler.websocket is not None:
+            running |= handler.websocket.running
+        if running:
+            await asyncio.wait(running, timeout=timeout)
         await lifespan.shutdown(timeout)
 
     startup.append(start)
@@ -149,8 +152,6 @@ def _app_handler(app: Any, kind: str, settings: AppSection, startup: list[Hook],
 
 
 def _attach_websocket(handler: ASGIHandler, app: ASGIApp, settings: AppSection) -> None:
-    try:
-        from ring3.websocket.asgi import WebSocketEndpoint  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # wsproto missing: upgrade requests are answered as plain HTTP
-        return
+    from ring3.websocket.asgi import WebSocketEndpoint
+
     handler.websocket = WebSocketEndpoint(app, settings)

@@ -15,12 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from ring3.body import BODY_HIGH_WATER, EMPTY_BODY, RequestBody
-from ring3.errors import LocalProtocolError, ResponseAborted
+from ring3.errors import ClientDisconnected, LocalProtocolError, ResponseAborted
 from ring3.events import (
     ConnectionInfo,
     Event,
     FileRange,
     FixedBody,
+    PushedBody,
     Request,
     RequestData,
     RequestEnded,
@@ -330,6 +331,7 @@ class Connection:
         length: int | None = None
         declared = response.content_length
         chunked = False
+        pushed: PushedBody | None = None
         if type(body) is bytes:
             fixed = body
             length = len(body)
@@ -337,7 +339,10 @@ class Connection:
             fixed = body
             length = body_length(body)
         else:
-            stream = body
+            if isinstance(body, PushedBody):
+                pushed = body
+            else:
+                stream = body
             if declared is not None:
                 length = declared
             elif request.http_version == "1.1":
@@ -376,6 +381,8 @@ class Connection:
             elif head_only:
                 self._run_cleanup()
                 self._output.send(head, None, self._on_response_sent, may_cork=keep)
+            elif pushed is not None:
+                pushed.start(_PushWriter(self, head, chunked, declared))
             elif stream is not None:
                 self._task = self._loop.create_task(
                     self._send_stream(head, stream, chunked, declared))
@@ -556,7 +563,11 @@ class Connection:
         self._server.connection_closed(self)
 
     def drain(self) -> None:
-        """Server shutdown: close now if idle; otherwise the current response ends with close."""
+        """Server shutdown: close now if idle; otherwise the current response ends with close. A
+        protocol that took the connection over is asked to end its session."""
+        if self._upgrade is not None:
+            self._upgrade.shutdown()
+            return
         if self._request is None and not self._events and not self._parser.in_head:
             self._close_when_flushed()
 
@@ -619,6 +630,79 @@ class Connection:
         self._parser.dead = True
         self._events.clear()
         self._fail_current(408)
+
+
+class _PushWriter:
+    """The BodyWriter of one pushed body: frames pieces, holds the head back to join the first piece,
+    and holds the producer to the length it declared."""
+
+    __slots__ = ("_chunked", "_connection", "_declared", "_done", "_pending", "_sent")
+
+    def __init__(self, connection: Connection, head: bytes, chunked: bool, declared: int | None) -> None:
+        self._connection = connection
+        self._pending = head
+        self._chunked = chunked
+        self._declared = declared
+        self._sent = 0
+        self._done = False
+
+    def write(self, piece: Segment) -> None:
+        connection = self._connection
+        if connection._closed or self._done:
+            raise ClientDisconnected("the connection is closed")
+        size = len(piece) if isinstance(piece, bytes) else piece.count
+        if not size:
+            return
+        self._sent += size
+        declared = self._declared
+        if declared is not None and self._sent > declared:
+            self._fail(f"the body is longer than its Content-Length {declared}")
+            raise ClientDisconnected("the response was aborted")
+        pending, self._pending = self._pending, b""
+        output = connection._output
+        if self._chunked:
+            output.write_segments([pending + b"%x\r\n" % size, piece, b"\r\n"])
+        else:
+            output.write_segments([pending, piece] if pending else [piece])
+        connection._watch_output()
+
+    @property
+    def blocked(self) -> bool:
+        return self._connection._output.blocked
+
+    async def drain(self) -> None:
+        try:
+            await self._connection._output.drain()
+        except SendFailed:
+            raise ClientDisconnected("the client closed the connection") from None
+
+    def end(self) -> None:
+        connection = self._connection
+        if connection._closed or self._done:
+            return
+        declared = self._declared
+        if declared is not None and self._sent != declared:
+            self._fail(f"the body is {declared - self._sent} bytes short of its length")
+            return
+        self._done = True
+        connection._log_sent = self._sent
+        tail = self._pending + b"0\r\n\r\n" if self._chunked else self._pending
+        try:
+            connection._output.send(tail, None, connection._on_response_sent)
+        except (SendFailed, OSError) as exc:
+            logger.warning("%s: response aborted: %s", connection._peer, exc)
+            connection.close()
+            return
+        connection._watch_output()
+
+    def abort(self) -> None:
+        self._done = True
+        self._connection.close()
+
+    def _fail(self, reason: str) -> None:
+        request = self._connection._request
+        logger.error("response for %r aborted: %s", request and request.target, reason)
+        self.abort()
 
 
 def _abandon(result: asyncio.Future[Response]) -> None:

@@ -98,7 +98,40 @@ class FileRange:
 
 Segment = bytes | FileRange
 FixedBody = bytes | FileRange | list[Segment]  # its length is known before sending
-Body = FixedBody | AsyncIterator[Segment]
+
+
+class BodyWriter(Protocol):
+    """Where a PushedBody writes: the connection frames each piece (chunked, or as is under a declared
+    length) and sends it at once, without copying it."""
+
+    def write(self, piece: Segment) -> None:
+        """Send a piece (raises ClientDisconnected once the client is gone)."""
+
+    @property
+    def blocked(self) -> bool:
+        """The socket is full: await drain() before writing more."""
+
+    async def drain(self) -> None:
+        """Wait until what was written has left (raises ClientDisconnected if the client goes)."""
+
+    def end(self) -> None:
+        """The body is complete."""
+
+    def abort(self) -> None:
+        """Give the response up: the connection closes, so the client sees it cut short."""
+
+
+class PushedBody:
+    """A body its producer writes as it goes (an ASGI application's send()), instead of one the
+    connection pulls: `start` hands it the writer once the head is ready to leave."""
+
+    __slots__ = ()
+
+    def start(self, writer: BodyWriter) -> None:
+        raise NotImplementedError
+
+
+Body = FixedBody | PushedBody | AsyncIterator[Segment]
 
 
 class Channel(Protocol):
@@ -130,7 +163,8 @@ class Upgrade(Protocol):
 
     The connection calls `start` once the 101 head has been queued, with the bytes the client sent
     after its request head; then `data_received` for every read, `eof_received` at the client's
-    end of stream and `connection_lost` exactly once when the connection closes, whoever closes it.
+    end of stream, `shutdown` when the server stops, and `connection_lost` exactly once when the
+    connection closes, whoever closes it.
     """
 
     def start(self, channel: Channel, data: bytes) -> None: ...
@@ -140,6 +174,9 @@ class Upgrade(Protocol):
     def eof_received(self) -> None: ...
 
     def connection_lost(self) -> None: ...
+
+    def shutdown(self) -> None:
+        """The server is stopping: end the protocol's session gracefully, then close the channel."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -6,9 +6,9 @@ How an exchange maps onto ring3's handler contract:
   without waiting has its Response returned directly, and it leaves in the same turn of the loop.
   Otherwise the handler returns a Future of the Response.
 - The head the application sends waits for its first body message. A body complete in one message
-  becomes a plain bytes body (head and body leave in one send); `more_body` turns it into a stream whose
-  pieces the connection pulls one at a time, so an application never runs more than one piece ahead of
-  the socket (backpressure).
+  becomes a plain bytes body (head and body leave in one send); `more_body` turns it into a pushed body:
+  each send() writes its piece to the socket at once (writev, no copy) and waits only while the socket
+  is full (backpressure).
 - `http.response.pathsend` and `http.response.zerocopysend` become FileRange bodies: sendfile, no copy.
 - `receive()` reads the request body as the connection receives it (reading pauses while the application
   does not read), then waits and returns `http.disconnect` once the response is sent or the client goes.
@@ -23,17 +23,20 @@ import logging
 import os
 import stat
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from ring3.body import EmptyBody
 from ring3.config.loader import mount_prefix
 from ring3.config.schema import AppSection
 from ring3.errors import ClientDisconnected, ResponseAborted
-from ring3.events import FileRange, Headers, Request, Response, Segment
+from ring3.events import BodyWriter, FileRange, Headers, PushedBody, Request, Response, Segment
 from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
 from ring3.loops import start_task
+
+if TYPE_CHECKING:
+    from ring3.websocket.asgi import WebSocketEndpoint
 from ring3.observe.ledger import LEDGER
 
 logger = logging.getLogger("ring3.error")
@@ -72,7 +75,7 @@ class ASGIHandler:
         self._raw_path_prefix = settings.root_path.encode("ascii")
         self._loop: asyncio.AbstractEventLoop | None = None
         self.state: dict[str, Any] | None = None  # lifespan state, copied into every scope
-        self.websocket: Callable[[Request, Scope], Awaitable[Response]] | None = None
+        self.websocket: WebSocketEndpoint | None = None
         self.running: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
     def __call__(self, request: Request, body: BodyReader) -> Response | Awaitable[Response]:
@@ -150,7 +153,7 @@ class HTTPExchange:
         self._status = 0  # 0 until http.response.start
         self._headers: Headers = []
         self._declared: int | None = None
-        self._stream: _AppStream | None = None
+        self._stream: _PushStream | None = None
         self._complete = False  # the application has sent its whole response
         self._finished = False  # the connection is done with the response (sent or abandoned)
         self._disconnected = False
@@ -278,7 +281,7 @@ class HTTPExchange:
                 self._complete = True
                 self._commit(piece)
                 return
-            stream = self._stream = _AppStream(self._loop, self)
+            stream = self._stream = _PushStream(self._loop)
             self._commit(stream)
         if not more:
             self._complete = True
@@ -316,7 +319,7 @@ class HTTPExchange:
             sent = self._sent = self._loop.create_future()
             await sent
 
-    def _commit(self, body: Segment | _AppStream, cleanup: Callable[[], None] | None = None) -> None:
+    def _commit(self, body: Segment | _PushStream, cleanup: Callable[[], None] | None = None) -> None:
         """Hand the response to the connection."""
         def done() -> None:
             if cleanup is not None:
@@ -377,77 +380,79 @@ class HTTPExchange:
         self._failed(None)
 
 
-class _AppStream:
-    """The body of a streamed response: pieces pass from the application's send() to the connection
-    one at a time. send() returns when the connection comes back for the next piece, which it does
-    only once the previous one has left."""
+class _PushStream(PushedBody):
+    """The body of a streamed response: the application's send() writes each piece straight to the
+    connection (no task or future in between) and waits only when the socket is full. Pieces sent before
+    the connection takes the response (its head is still being decided) are kept until it does."""
 
-    __slots__ = ("_exchange", "_failed", "_item", "_loop", "_putter", "_taker", "ended")
+    __slots__ = ("_ended", "_failed", "_loop", "_pending", "_waiter", "_writer")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, exchange: HTTPExchange) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._exchange = exchange
-        self._item: Segment | None = None
-        self._putter: asyncio.Future[None] | None = None
-        self._taker: asyncio.Future[None] | None = None
+        self._writer: BodyWriter | None = None
+        self._pending: list[Segment] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False
         self._failed = False
-        self.ended = False
 
-    def __aiter__(self) -> _AppStream:
-        return self
+    @property
+    def ended(self) -> bool:
+        return self._ended
 
-    async def __anext__(self) -> Segment:
-        putter = self._putter
-        if putter is not None:
-            self._putter = None
-            if not putter.done():
-                putter.set_result(None)
-        while self._item is None:
-            if self._failed:
-                raise ResponseAborted()
-            if self.ended:
-                raise StopAsyncIteration
-            taker = self._taker = self._loop.create_future()
-            try:
-                await taker
-            except asyncio.CancelledError:
-                self._exchange._gone()
-                raise
-            finally:
-                self._taker = None
-        item, self._item = self._item, None
-        return item
+    def start(self, writer: BodyWriter) -> None:
+        self._writer = writer
+        if self._failed:
+            writer.abort()
+            return
+        try:
+            for piece in self._pending:
+                writer.write(piece)
+        except ClientDisconnected:
+            return  # the connection is closing: its cleanup tells the exchange
+        self._pending = []
+        if self._ended:
+            writer.end()
+        self._wake(None)
 
-    async def put(self, item: Segment, more: bool) -> None:
+    async def put(self, piece: Segment, more: bool) -> None:
         if not more:
-            self.ended = True
-        if item:
-            self._item = item
-        self._wake_taker()
-        if more and item:
-            putter = self._putter = self._loop.create_future()
-            await putter
-
-    def _wake_taker(self) -> None:
-        taker = self._taker
-        if taker is not None and not taker.done():
-            taker.set_result(None)
+            self._ended = True
+        writer = self._writer
+        if writer is None:
+            if piece:
+                self._pending.append(piece)
+            if more:
+                waiter = self._waiter = self._loop.create_future()
+                await waiter  # until the connection takes the response: one piece ahead at most
+                if self._writer is not None and self._writer.blocked:
+                    await self._writer.drain()  # a file piece must have left before send() returns
+            return
+        if piece:
+            writer.write(piece)
+        if not more:
+            writer.end()
+        elif writer.blocked:
+            await writer.drain()
 
     def fail(self) -> None:
         """The application failed mid-body: the connection must abort."""
         self._failed = True
-        self._wake_taker()
+        if self._writer is not None:
+            self._writer.abort()
 
     def abandon(self, *, error: bool) -> None:
         """Nobody will take more pieces: a waiting send() returns, or with `error` (the client is
         gone) raises ClientDisconnected."""
-        putter = self._putter
-        self._putter = None
-        if putter is not None and not putter.done():
-            if error:
-                putter.set_exception(ClientDisconnected("the client closed the connection"))
+        self._wake(ClientDisconnected("the client closed the connection") if error else None)
+
+    def _wake(self, error: BaseException | None) -> None:
+        waiter = self._waiter
+        self._waiter = None
+        if waiter is not None and not waiter.done():
+            if error is None:
+                waiter.set_result(None)
             else:
-                putter.set_result(None)
+                waiter.set_exception(error)
 
 
 def _close(fd: int) -> None:
