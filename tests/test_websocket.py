@@ -633,8 +633,8 @@ def test_ring3_serve_app_speaks_websocket(tmp_path: Path,
         assert closed_by_server(ws).rcvd.code == 1009  # type: ignore[union-attr]
 
 
-def test_server_shutdown_closes_websockets_with_going_away(tmp_path: Path,
-                                                          ring3_process: Callable[..., RunningServer]) -> None:
+def test_server_shutdown_closes_websockets_with_going_away(
+        tmp_path: Path, ring3_process: Callable[..., RunningServer]) -> None:
     import signal
 
     (tmp_path / "wsapp.py").write_text(_CLI_APP)

@@ -122,7 +122,37 @@ def _asks_for_websocket(request: Request) -> bool:
     return request.method == b"GET" and value is not None and value.lower() == b"websocket"
 
 
-class HTTPExchange:
+class AppExchange:
+    """What every ASGI exchange does: run the application and tell how it ended."""
+
+    __slots__ = ()
+
+    async def run(self, app: ASGIApp, scope: Scope) -> None:
+        try:
+            await app(scope, self.receive, self.send)
+        except Exception as exc:
+            self._failed(exc)
+        except asyncio.CancelledError:
+            self._failed(None)
+            raise
+        else:
+            self._returned()
+
+    async def receive(self) -> Message:
+        raise NotImplementedError
+
+    async def send(self, message: Message) -> None:
+        raise NotImplementedError
+
+    def _failed(self, error: BaseException | None) -> None:
+        """The application raised `error` (None: it was cancelled)."""
+        raise NotImplementedError
+
+    def _returned(self) -> None:
+        raise NotImplementedError
+
+
+class HTTPExchange(AppExchange):
     """One HTTP request as an ASGI application sees it: receive(), send(), and the Response that
     results."""
 
@@ -185,17 +215,6 @@ class HTTPExchange:
                 future.set_result(outcome)
             else:
                 future.set_exception(outcome)
-
-    async def run(self, app: ASGIApp, scope: Scope) -> None:
-        try:
-            await app(scope, self.receive, self.send)
-        except Exception as exc:
-            self._failed(exc)
-        except asyncio.CancelledError:
-            self._failed(None)
-            raise
-        else:
-            self._returned()
 
     # -- receive ----------------------------------------------------------------------------------
 

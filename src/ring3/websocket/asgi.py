@@ -27,7 +27,7 @@ from wsproto.extensions import Extension
 from ring3.config.schema import AppSection
 from ring3.errors import ClientDisconnected
 from ring3.events import Headers, Request, Response
-from ring3.handlers.asgi import ASGIApp, Message, Scope
+from ring3.handlers.asgi import AppExchange, ASGIApp, Message, Scope
 from ring3.handlers.status import status_response
 from ring3.websocket import handshake
 from ring3.websocket.session import (
@@ -95,7 +95,7 @@ def _disconnect(closed: Closed) -> Message:
     return {"type": "websocket.disconnect", "code": closed.code, "reason": closed.reason}
 
 
-class WebSocketExchange:
+class WebSocketExchange(AppExchange):
     """One WebSocket request as an ASGI application sees it: receive(), send(), and the Response that
     settles the handshake."""
 
@@ -115,17 +115,6 @@ class WebSocketExchange:
         self._decided = asyncio.Event()  # the Response is settled (or the client left first)
         self.response: asyncio.Future[Response] = loop.create_future()
         self.response.add_done_callback(lambda _: self._decided.set())
-
-    async def run(self, app: ASGIApp, scope: Scope) -> None:
-        try:
-            await app(scope, self.receive, self.send)
-        except Exception as exc:
-            self._failed(exc)
-        except asyncio.CancelledError:
-            self._failed(None)
-            raise
-        else:
-            self._returned()
 
     # -- receive ----------------------------------------------------------------------------------
 
