@@ -519,3 +519,31 @@ def test_an_app_that_never_waits_is_answered_in_the_same_loop_turn() -> None:
         runner.run(main())
     assert isinstance(outcomes[0], Response)  # not a Future: no further turn of the loop is needed
     assert outcomes[0].body == b"now"
+
+
+def test_hot_pathsend_files_come_from_the_file_cache(in_process: Start, tmp_path: Path) -> None:
+    from ring3.files.cache import FileCache
+
+    small, large = tmp_path / "small.txt", tmp_path / "large.bin"
+    small.write_bytes(b"small and hot\n")
+    large.write_bytes(os.urandom(100_000))
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": str(tmp_path / scope["path"][1:])})
+
+    files = FileCache(max_bytes=1 << 20, max_file_size=16_384, max_open=10, recheck=0.2)
+    server = in_process(ASGIHandler(app, AppSection(), files))
+    with server.connect() as sock:
+        for name, content in (("small.txt", small.read_bytes()), ("large.bin", large.read_bytes())):
+            request = b"GET /%s HTTP/1.1\r\nHost: t\r\n\r\n" % name.encode()
+            for _ in range(2):  # the second request admits the file
+                assert exchange(sock, request)[2] == content
+            opens, hits = LEDGER.open, LEDGER.responses_from_cache
+            for _ in range(3):
+                assert exchange(sock, request)[2] == content
+            assert LEDGER.open == opens  # no open, fstat or close: the cache answered
+            assert LEDGER.responses_from_cache - hits == 3
+        small.write_bytes(b"changed on disk\n")
+        time.sleep(0.25)
+        assert exchange(sock, b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n")[2] == b"changed on disk\n"

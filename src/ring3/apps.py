@@ -19,6 +19,7 @@ from typing import Any
 from ring3.config import Config, ConfigError
 from ring3.config.loader import mount_prefix
 from ring3.config.schema import AppSection
+from ring3.files.cache import FileCache
 from ring3.handlers import Handler
 from ring3.handlers.asgi import ASGIApp, ASGIHandler
 from ring3.handlers.lifespan import Lifespan
@@ -105,7 +106,7 @@ def build_site(config: Config, demo_root: str) -> Site:
     if app_settings.target:
         app = load_app(app_settings)
         kind = interface_of(app, app_settings.interface)
-        handler = _app_handler(app, kind, app_settings, startup, shutdown)
+        handler = _app_handler(app, kind, config, startup, shutdown)
         mounts.append((app_settings.mount, handler))
         described.append(f"{kind.upper()} application {app_settings.target} at {app_settings.mount}")
     if static.root or not app_settings.target:
@@ -121,8 +122,9 @@ def build_site(config: Config, demo_root: str) -> Site:
     return Site(top, "; ".join(described), startup, shutdown)
 
 
-def _app_handler(app: Any, kind: str, settings: AppSection, startup: list[Hook],
+def _app_handler(app: Any, kind: str, config: Config, startup: list[Hook],
                  shutdown: list[Callable[[float], Awaitable[None]]]) -> Handler:
+    settings = config.app
     if kind == "wsgi":
         from ring3.handlers.wsgi import WSGIHandler
 
@@ -131,7 +133,12 @@ def _app_handler(app: Any, kind: str, settings: AppSection, startup: list[Hook],
         shutdown.append(lambda timeout: wsgi.shutdown())
         return wsgi
     asgi_app: ASGIApp = app
-    handler = ASGIHandler(asgi_app, settings)
+    static = config.static
+    files = None
+    if static.cache_max_bytes or static.open_files_max:
+        files = FileCache(max_bytes=static.cache_max_bytes, max_file_size=static.cache_max_file_size,
+                          max_open=static.open_files_max, recheck=static.cache_recheck)
+    handler = ASGIHandler(asgi_app, settings, files)
     _attach_websocket(handler, asgi_app, settings)
     lifespan = Lifespan(asgi_app, settings.lifespan)
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from ring3.events import Response
 from ring3.files.conditional import Validators
-from ring3.files.resolve import close_file
+from ring3.files.mime import content_type
+from ring3.files.resolve import OpenedFile, close_file
 from ring3.observe.ledger import LEDGER
 
 ADMIT_HITS = 2  # HTTP.sys: two hits ...
@@ -190,3 +191,26 @@ class FileCache:
         else:
             self._open -= 1
         entry.drop()
+
+
+def load_entry(found: OpenedFile, now: float, keep_open: bool) -> CachedFile | None:
+    """A cache entry for an opened file: read whole (and closed), or kept open."""
+    size = found.stat.st_size
+    body: bytes | None = None
+    fd = found.fd
+    if not keep_open:
+        fd = -1
+        try:
+            LEDGER.pread += 1
+            body = os.pread(found.fd, size, 0)
+        except OSError:
+            return None
+        finally:
+            close_file(found.fd)
+        if len(body) != size:
+            return None  # changed while being read: serve it the slow way next time
+    validators = Validators.of(found.stat)
+    mime = content_type(found.name)
+    return CachedFile(fs_path=found.path, identity=identity_of(found.stat), validators=validators,
+                      mime=mime, size=size, body=body, fd=fd, header_block=header_block(validators, mime),
+                      checked_at=now, used_at=now)

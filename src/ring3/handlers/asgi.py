@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import stat
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -31,6 +32,8 @@ from ring3.config.loader import mount_prefix
 from ring3.config.schema import AppSection
 from ring3.errors import ClientDisconnected, ResponseAborted
 from ring3.events import BodyWriter, FileRange, Headers, PushedBody, Request, Response, Segment
+from ring3.files.cache import CachedFile, FileCache, load_entry
+from ring3.files.resolve import OpenedFile
 from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
 from ring3.loops import start_task
@@ -63,11 +66,12 @@ def _disconnect_message() -> Message:
 class ASGIHandler:
     """Serves every request with one ASGI 3 application."""
 
-    __slots__ = ("_loop", "_path_prefix", "_raw_path_prefix", "_root_path", "app", "running", "state",
-                 "websocket")
+    __slots__ = ("_files", "_loop", "_path_prefix", "_raw_path_prefix", "_root_path", "app", "running",
+                 "state", "websocket")
 
-    def __init__(self, app: ASGIApp, settings: AppSection) -> None:
+    def __init__(self, app: ASGIApp, settings: AppSection, files: FileCache | None = None) -> None:
         self.app = app
+        self._files = files  # for http.response.pathsend: hot files answered without a syscall
         # root_path is what a proxy stripped plus where ring3 mounts the application; the paths the
         # application sees carry both (the mount is still in the request's path).
         self._root_path = settings.root_path + mount_prefix(settings.mount)
@@ -84,7 +88,7 @@ class ASGIHandler:
             loop = self._loop = asyncio.get_running_loop()
         if request.upgrade and self.websocket is not None and _asks_for_websocket(request):
             return self.websocket(request, self.scope(request, "websocket"))
-        exchange = HTTPExchange(loop, request, body)
+        exchange = HTTPExchange(loop, request, body, self._files)
         task = start_task(loop, exchange.run(self.app, self.scope(request, "http")))
         if not task.done():
             self.running.add(task)
@@ -162,6 +166,7 @@ class HTTPExchange(AppExchange):
         "_complete",
         "_declared",
         "_disconnected",
+        "_files",
         "_finished",
         "_future",
         "_head_request",
@@ -175,8 +180,10 @@ class HTTPExchange(AppExchange):
         "_waiter",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, request: Request, body: BodyReader) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, request: Request, body: BodyReader,
+                 files: FileCache | None = None) -> None:
         self._loop = loop
+        self._files = files
         self._body = body
         self._body_done = False
         self._head_request = request.method == b"HEAD"
@@ -307,8 +314,18 @@ class HTTPExchange(AppExchange):
         await stream.put(piece, more)
 
     def _send_path(self, path: str) -> None:
+        """pathsend: the file by sendfile, or from the file cache once it is hot (no syscall at all)."""
         if self._stream is not None:
             raise RuntimeError("http.response.pathsend after a streamed body")
+        cache = self._files
+        now = 0.0
+        key = os.fsencode(path)
+        if cache is not None:
+            now = time.monotonic()
+            entry = cache.get(key, now)
+            if entry is not None:
+                self._send_entry(entry)
+                return
         LEDGER.open += 1
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
@@ -319,8 +336,24 @@ class HTTPExchange(AppExchange):
         except BaseException:
             _close(fd)
             raise
+        if cache is not None and cache.wants(key, info.st_size, now):
+            opened = OpenedFile(fd=fd, stat=info, name=os.path.basename(path), path=path)
+            entry = load_entry(opened, now, keep_open=info.st_size > cache.max_file_size)
+            if entry is not None:
+                cache.store(key, entry)
+                self._send_entry(entry)
+                return
         self._complete = True
         self._commit(FileRange(fd, 0, info.st_size), lambda: _close(fd))
+
+    def _send_entry(self, entry: CachedFile) -> None:
+        self._complete = True
+        LEDGER.responses_from_cache += 1
+        if entry.body is not None:
+            self._commit(entry.body)
+        else:
+            entry.acquire()
+            self._commit(FileRange(entry.fd, 0, entry.size), entry.release)
 
     async def _send_file(self, message: Message) -> None:
         """zerocopysend: the application's open file, sent with sendfile; send() returns once the

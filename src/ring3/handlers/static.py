@@ -7,7 +7,6 @@ Preconditions and ranges are worked out the same way for both sources.
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from functools import partial
 from ring3.config import StaticSection
 from ring3.config.loader import mount_prefix
 from ring3.events import FileRange, Headers, Request, Response, Segment
-from ring3.files.cache import CachedFile, FileCache, header_block, identity_of
+from ring3.files.cache import CachedFile, FileCache, load_entry
 from ring3.files.conditional import (
     Unsatisfiable,
     Validators,
@@ -25,7 +24,7 @@ from ring3.files.conditional import (
     precondition_status,
 )
 from ring3.files.mime import content_type
-from ring3.files.resolve import FileResolver, IsDirectory, OpenedFile, PathRefused, close_file, decode_path
+from ring3.files.resolve import FileResolver, IsDirectory, PathRefused, close_file, decode_path
 from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
 from ring3.observe.ledger import LEDGER
@@ -92,7 +91,7 @@ class StaticHandler:
         if isinstance(found, IsDirectory):
             return self._redirect(self._prefix + found.location.encode("ascii"), request.query)
         if cache is not None and cache.wants(path, found.stat.st_size, now):
-            entry = _load(found, now, keep_open=found.stat.st_size > cache.max_file_size)
+            entry = load_entry(found, now, keep_open=found.stat.st_size > cache.max_file_size)
             if entry is not None:
                 cache.store(path, entry)
                 return self._from_cache(request, entry)
@@ -149,29 +148,6 @@ class StaticHandler:
                 return _multipart(headers, slice_of, mime, size, ranges, cleanup)
         headers.append((b"content-type", mime))
         return Response(status=200, headers=headers, body=slice_of(0, size), cleanup=cleanup)
-
-
-def _load(found: OpenedFile, now: float, keep_open: bool) -> CachedFile | None:
-    """A cache entry for an opened file: read whole (and closed), or kept open."""
-    size = found.stat.st_size
-    body: bytes | None = None
-    fd = found.fd
-    if not keep_open:
-        fd = -1
-        try:
-            LEDGER.pread += 1
-            body = os.pread(found.fd, size, 0)
-        except OSError:
-            return None
-        finally:
-            close_file(found.fd)
-        if len(body) != size:
-            return None  # changed while being read: serve it the slow way next time
-    validators = Validators.of(found.stat)
-    mime = content_type(found.name)
-    return CachedFile(fs_path=found.path, identity=identity_of(found.stat), validators=validators,
-                      mime=mime, size=size, body=body, fd=fd, header_block=header_block(validators, mime),
-                      checked_at=now, used_at=now)
 
 
 def _multipart(headers: Headers, slice_of: Slicer, mime: bytes, size: int,
