@@ -1,7 +1,8 @@
 """Draws bench/results/latest.png from a results JSON: `bench/.venv/bin/python bench/chart.py JSON PNG`.
 
-One panel per scenario (requests/s, or MB/s for the large file, median with min..max bars) and one of
-server CPU time per request. Run by bench/run.py with bench/.venv's matplotlib.
+One panel per scenario (requests/s, MB/s for the large bodies, messages/s for WebSocket; median with
+min..max bars) and one of server CPU time per request (per message). Run by bench/run.py with
+bench/.venv's matplotlib.
 """
 
 from __future__ import annotations
@@ -19,13 +20,18 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
 Record = dict[str, Any]
-COLORS = {"ring3": "#d62728", "nginx": "#2ca02c", "nginx-nopush-off": "#98df8a", "granian": "#1f77b4",
-          "uvicorn": "#9467bd"}
+COLORS = {"ring3": "#d62728", "ring3-static": "#ff9896", "nginx": "#2ca02c", "nginx-nopush-off": "#98df8a",
+          "granian": "#1f77b4", "granian-rsgi": "#aec7e8", "uvicorn": "#9467bd",
+          "uvicorn-websockets": "#7b4fa6", "uvicorn-wsproto": "#c5b0d5", "gunicorn": "#8c564b"}
 COLUMNS = 4
 
 
 def _metric(scenario: Record) -> tuple[str, str]:
-    return ("mb_per_s", "MB/s") if scenario["file"].startswith("10m") else ("requests_per_s", "requests/s")
+    """The scenario's headline rate: MB/s for the large bodies, messages/s for WebSocket, else requests/s."""
+    key = scenario.get("rate_key") or ("mb_per_s" if scenario["file"].startswith("10m") else "requests_per_s")
+    if key == "mb_per_s":
+        return key, "MB/s"
+    return key, "messages/s" if scenario.get("unit") == "message" else "requests/s"
 
 
 def rate_panel(ax: Axes, scenario: Record) -> None:
@@ -56,7 +62,7 @@ def cpu_panel(ax: Axes, scenarios: list[Record]) -> None:
         ax.bar(positions, values, width, label=name, color=COLORS.get(name, "grey"))
     ax.set_yscale("log")
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(scenarios))], [s["name"] for s in scenarios])
-    ax.set_title("server CPU µs per request (log)", fontsize=9)
+    ax.set_title("server CPU µs per request or message (log)", fontsize=9)
     ax.tick_params(axis="x", labelrotation=30, labelsize=7)
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(fontsize=6)

@@ -1,8 +1,10 @@
-"""ring3's benchmark against nginx, granian and uvicorn: `python3 bench/run.py` (or `--quick`: ring3 alone).
+"""ring3's benchmark against nginx, granian, uvicorn and gunicorn: `python3 bench/run.py` (or `--quick`:
+ring3 alone).
 
-Installs what it needs (wrk, h2load, strace, nginx from apt; the Python peers and matplotlib in bench/.venv),
-runs every scenario with interleaved repetitions, counts syscalls per request with strace (and, for ring3,
-with its own ledger), and writes Markdown, JSON and a chart under bench/results/.
+Installs what it needs (wrk, h2load, strace, nginx, gcc from apt; the Python peers and matplotlib in
+bench/.venv), runs every scenario (static files, then applications hosted over ASGI, WSGI and WebSocket)
+with interleaved repetitions, counts syscalls per request with strace (and, for ring3, with its own
+ledger), and writes Markdown, JSON and a chart under bench/results/.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchkit import load, report, servers, syscalls, tools
+from benchkit import lineups, load, report, servers, syscalls, tools
 from benchkit.procs import cpu_seconds, peak_rss_kib
-from benchkit.scenarios import SCENARIOS, Scenario, make_site
+from benchkit.scenarios import SCENARIOS, STATIC, WEBSOCKET, Scenario, make_site
 from benchkit.servers import Server, ServerSpec
 
 import ring3
@@ -40,16 +42,22 @@ class Settings:
     repetitions: int
     warmup_s: int
     strace_scale: float
-    specs: tuple[ServerSpec, ...]
+    wanted: frozenset[str] | None  # --servers: names or families (granian picks granian-rsgi too)
     scenarios: tuple[Scenario, ...]
+    skipped: dict[str, str]  # scenario -> why ring3 cannot run it here (--quick leaves it out)
     with_admin: bool
     out: Path
 
     def specs_for(self, scenario: Scenario) -> list[ServerSpec]:
-        specs = list(self.specs)
-        if scenario.nopush_variants and servers.NGINX in specs:
-            specs.insert(specs.index(servers.NGINX) + 1, servers.NGINX_NOPUSH_OFF)
-        return specs
+        """The scenario's servers: ring3's alone with --quick (ring3-static too), those named with
+        --servers."""
+        specs = list(lineups.lineup(scenario))
+        if self.wanted is not None:
+            return [spec for spec in specs if spec.name in self.wanted or spec.family in self.wanted]
+        return [spec for spec in specs if not self.quick or spec.family == "ring3"]
+
+    def all_specs(self) -> list[ServerSpec]:
+        return list({spec.name: spec for s in self.scenarios for spec in self.specs_for(s)}.values())
 
     def strace_requests(self, scenario: Scenario, spec: ServerSpec) -> int:
         scaled = round(scenario.strace_requests * self.strace_scale * spec.strace_share)
@@ -64,32 +72,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "bench/results/tmp with --quick)")
     parser.add_argument("--duration", type=int, help="seconds per run (default 5, 1 with --quick)")
     parser.add_argument("--repetitions", type=int, help="interleaved repetitions (default 3, 1 with --quick)")
-    parser.add_argument("--servers", help="comma-separated subset of ring3,nginx,granian,uvicorn")
+    parser.add_argument("--servers", help="comma-separated subset of ring3,nginx,granian,uvicorn,gunicorn "
+                        "(a name picks its variants too: granian-rsgi, uvicorn-wsproto, ring3-static, ...)")
     parser.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS],
                         help="run only this scenario (repeatable)")
     return parser.parse_args(argv)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    specs: tuple[ServerSpec, ...] = (servers.RING3,) if args.quick else (servers.RING3, *servers.PEERS)
-    if args.servers:
-        wanted = args.servers.split(",")
-        specs = tuple(spec for spec in (servers.RING3, *servers.PEERS) if spec.name in wanted)
+    wanted = frozenset(args.servers.split(",")) if args.servers else None
     scenarios = tuple(s for s in SCENARIOS if not args.scenario or s.name in args.scenario)
+    skipped: dict[str, str] = {}
+    if args.quick:  # a full run installs a C compiler; ring3 without an interface fails in its row
+        skipped = {s.name: reason for s in scenarios if (reason := lineups.missing_for(s)) is not None}
+        scenarios = tuple(s for s in scenarios if s.name not in skipped)
     return Settings(
         quick=args.quick, duration_s=args.duration or (1 if args.quick else 5),
         repetitions=args.repetitions or (1 if args.quick else 3), warmup_s=0 if args.quick else 1,
-        strace_scale=0.1 if args.quick else 1.0, specs=specs, scenarios=scenarios,
+        strace_scale=0.1 if args.quick else 1.0, wanted=wanted, scenarios=scenarios, skipped=skipped,
         with_admin=servers.ring3_has_admin(), out=args.out or (QUICK_RESULTS if args.quick else RESULTS))
 
 
-def prepare(settings: Settings) -> None:
-    peers = any(spec.peer for spec in settings.specs)
+def prepare(settings: Settings, work: Path) -> None:
+    """Tools and peers (none with --quick), then the WebSocket load generator, built into `work`."""
+    peers = any(spec.family != "ring3" for spec in settings.all_specs())
+    websocket = any(s.kind == WEBSOCKET for s in settings.scenarios)
     if settings.quick and not peers:
         tools.require_load_tools()
-        return
-    tools.ensure_system_tools(with_peers=peers)
-    tools.ensure_venv()
+    else:
+        tools.ensure_system_tools(with_peers=peers, with_websocket=websocket)
+        tools.ensure_venv()
+    if websocket:
+        load.build_wsload(work)
 
 
 def log(message: str) -> None:
@@ -97,15 +111,19 @@ def log(message: str) -> None:
 
 
 def measure_once(server: Server, scenario: Scenario, seconds: int) -> tuple[load.WrkResult, float]:
-    """One wrk run and the server's CPU time per request during it (µs)."""
+    """One rate run (wrk, or wsload) and the server's CPU time per request (message) during it (µs)."""
     before = cpu_seconds(server.pid)
-    result = load.run_wrk(server.url(scenario.file), scenario, seconds)
+    result = load.run_rate(server.url(scenario.file), scenario, seconds)
     spent = cpu_seconds(server.pid) - before
-    return result, spent / max(result.requests, 1) * 1e6
+    if result.requests == 0:  # a stalled server is a failure, not a rate of 0
+        raise RuntimeError(f"no {scenario.unit} answered in {seconds} s ({spent:.2f} s of server CPU)")
+    return result, spent / result.requests * 1e6
 
 
 def check_status(server: Server, scenario: Scenario) -> None:
-    result = load.run_h2load(server.url(scenario.file), scenario, scenario.pipeline, timeout=30)
+    """One request answered with the expected status (WebSocket: one echo on every connection)."""
+    count = scenario.connections if scenario.kind == WEBSOCKET else scenario.pipeline
+    result = load.run_count(server.url(scenario.file), scenario, count, timeout=30)
     wanted = f"{scenario.expect_status // 100}xx"
     if result.status.get(wanted, 0) != result.requests or result.requests == 0:
         raise RuntimeError(f"{server.spec.name}: expected {scenario.expect_status}, got {result.status}")
@@ -117,7 +135,7 @@ def measure_rates(running: list[Server], scenario: Scenario, settings: Settings)
     errors: dict[str, str] = {}
     for server in running if settings.warmup_s else []:
         try:
-            load.run_wrk(server.url(scenario.file), scenario, settings.warmup_s)
+            load.run_rate(server.url(scenario.file), scenario, settings.warmup_s)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             errors[server.spec.name] = f"warm-up: {exc}"
     for rep in range(settings.repetitions):
@@ -141,6 +159,7 @@ def rate_record(samples: list[tuple[load.WrkResult, float]], error: str | None,
         "cpu_us_per_request": report.stat([cpu for _, cpu in samples]),
         "p50_ms": report.stat([r.p50_ms for r in wrk if r.p50_ms is not None]),
         "p99_ms": report.stat([r.p99_ms for r in wrk if r.p99_ms is not None]),
+        "load_cpu_share": report.stat([r.load_cpu_share for r in wrk if r.load_cpu_share is not None]),
         "socket_errors": sum(r.socket_errors for r in wrk),
         "unexpected_status": unexpected,
         "error": error,
@@ -148,14 +167,15 @@ def rate_record(samples: list[tuple[load.WrkResult, float]], error: str | None,
 
 
 def count_syscalls(server: Server, scenario: Scenario, settings: Settings, work: Path) -> Record:
-    """strace -f -c attached while h2load sends a fixed number of requests; ring3's ledger beside it."""
+    """strace -f -c attached while h2load sends a fixed number of requests (wsload: messages); ring3's
+    ledger beside it."""
     requests = settings.strace_requests(scenario, server.spec)
     admin = server.launch.admin_port
     before = syscalls.scrape(admin) if admin else None
     out_file = work / f"strace-{server.spec.name}-{scenario.name}.txt"
     started = time.monotonic()
     with syscalls.strace_attached(server.pid, out_file):
-        result = load.run_h2load(server.url(scenario.file), scenario, requests, timeout=STRACE_TIMEOUT)
+        result = load.run_count(server.url(scenario.file), scenario, requests, timeout=STRACE_TIMEOUT)
     elapsed = time.monotonic() - started
     after = syscalls.scrape(admin) if admin else None
     done = max(result.requests, 1)
@@ -208,7 +228,8 @@ def add_costs(record: Record, server: Server, scenario: Scenario, settings: Sett
 def run_scenario(scenario: Scenario, settings: Settings, root: Path, work: Path) -> Record:
     log(f"scenario {scenario.name}: {scenario.title}")
     specs = settings.specs_for(scenario)
-    with servers.running(specs, root, work, PROBE_FILE, settings.with_admin) as (running, failed):
+    probe = PROBE_FILE if scenario.kind == STATIC else scenario.file
+    with servers.running(specs, root, work, probe, settings.with_admin) as (running, failed):
         drop_unverified(running, scenario, failed)
         results = measure_rates(running, scenario, settings)
         for server in running:
@@ -216,25 +237,37 @@ def run_scenario(scenario: Scenario, settings: Settings, root: Path, work: Path)
     for spec in specs:
         if spec.name in failed:
             results[spec.name] = {"error": failed[spec.name], "peer": spec.peer}
-    record = {"name": scenario.name, "title": scenario.title, "file": scenario.file,
+    record = {"name": scenario.name, "title": scenario.title, "file": scenario.file, "kind": scenario.kind,
+              "unit": scenario.unit, "rate_key": scenario.rate_key, "static_goal": scenario.static_goal,
               "connections": scenario.connections, "pipeline": scenario.pipeline,
               "browser_headers": scenario.browser_headers, "expect_status": scenario.expect_status,
+              "message_size": scenario.message_size,
               "results": {spec.name: results[spec.name] for spec in specs if spec.name in results}}
     record["ratios"] = report.ratios(record)
     return record
 
 
+# Versions of bench/.venv's packages shown when a server of this family ran.
+VENV_VERSIONS = {"granian": ("granian",), "gunicorn": ("gunicorn",),
+                 "uvicorn": ("uvicorn", "uvloop", "httptools", "websockets", "wsproto")}
+
+
 def versions(settings: Settings) -> dict[str, str]:
     found = {"ring3": f"{ring3.__version__} ({report.git_commit(REPO)})"}
-    names = {spec.name for spec in settings.specs}
-    if "nginx" in names:
+    families = {spec.family for spec in settings.all_specs()}
+    if "nginx" in families:
         found["nginx"] = tools.tool_version([tools.find_tool("nginx") or "nginx", "-v"]).split("/")[-1]
-    venv = tools.venv_versions() if names & {"granian", "uvicorn"} else {}
-    for name in ("granian", "uvicorn", "starlette", "uvloop", "httptools"):
-        if name in venv and (name in names or "uvicorn" in names):
+    venv = tools.venv_versions() if families - {"ring3", "nginx"} else {}
+    wanted = {name for family in families for name in VENV_VERSIONS.get(family, ())}
+    if families & {"granian", "uvicorn"}:
+        wanted.add("starlette")  # the static scenarios' uvicorn app and the starlette-file app
+    for name in (*VENV_VERSIONS["uvicorn"], "granian", "gunicorn", "starlette"):
+        if name in venv and name in wanted:
             found[name] = venv[name]
     found["wrk"] = tools.tool_version(["wrk", "-v"]).split()[1]
     found["h2load"] = tools.tool_version(["h2load", "--version"]).split("/")[-1]
+    if any(s.kind == WEBSOCKET for s in settings.scenarios):
+        found["wsload"] = f"bench/wsload ({tools.tool_version(['cc', '--version'])})"
     found["strace"] = tools.tool_version(["strace", "-V"]).split()[-1]
     return found
 
@@ -249,8 +282,9 @@ def build_report(settings: Settings, scenarios: list[Record], started: float,
                      "repetitions": settings.repetitions, "warmup_s": settings.warmup_s,
                      "server_cpu": servers.SERVER_CPU if servers.pinning_available() else None,
                      "load_cpu": servers.LOAD_CPU if servers.pinning_available() else None,
-                     "servers": [spec.name for spec in settings.specs],
+                     "servers": [spec.name for spec in settings.all_specs()],
                      "strace_scale": settings.strace_scale},
+        "skipped": settings.skipped,
         "versions": versions(settings),
         "ledger_available": settings.with_admin,
         "ledger_verdict_kinds": list(syscalls.VERDICT_KINDS),
@@ -293,11 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     load_before = [round(x, 2) for x in os.getloadavg()]  # other work on a shared machine shows here
     settings = settings_from(parse_args(argv))
-    prepare(settings)
+    for name, reason in settings.skipped.items():
+        log(f"scenario {name} left out: {reason}")
     if not servers.pinning_available():
         log("fewer than 2 CPUs: servers and load generators are not pinned")
     with tempfile.TemporaryDirectory(prefix="ring3-bench-") as tmp:
         work = Path(tmp)
+        prepare(settings, work)
         make_site(work / "site")
         scenarios = [run_scenario(s, settings, work / "site", work) for s in settings.scenarios]
     write_outputs(build_report(settings, scenarios, started, load_before), settings)

@@ -1,17 +1,26 @@
-"""The load generators, pinned to the load CPU: wrk for rates and latency, h2load for fixed counts."""
+"""The load generators, pinned to the load CPU: wrk for rates and latency, h2load for fixed counts, and
+bench/wsload (built here with cc) for WebSocket messages, both ways.
+
+Each rate run also reports the CPU time the load generator itself spent: a share of its core well below
+1 means it was not the bottleneck.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import resource
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from benchkit import tools
-from benchkit.scenarios import BROWSER_HEADERS, Scenario
-from benchkit.servers import LOAD_CPU, pinned
+from benchkit.scenarios import BROWSER_HEADERS, WEBSOCKET, Scenario
+from benchkit.servers import HOST, LOAD_CPU, pinned
 
 WRK_DIR = tools.BENCH_DIR / "wrk"
+WSLOAD_SOURCE = tools.BENCH_DIR / "wsload" / "wsload.c"
 SLACK_S = 30  # beyond its own duration, how long a load tool may run before it is killed
 MB = 1_000_000
 
@@ -27,10 +36,16 @@ class WrkResult:
     p99_ms: float | None
     socket_errors: int
     non_2xx_3xx: int
+    load_cpu_s: float | None = None  # the load generator's own CPU time (user+system)
 
     @property
     def requests_per_s(self) -> float:
         return self.requests / self.duration_s
+
+    @property
+    def load_cpu_share(self) -> float | None:
+        """The load generator's CPU time over the run's duration: the share of its core it used."""
+        return None if self.load_cpu_s is None else self.load_cpu_s / self.duration_s
 
     @property
     def mb_per_s(self) -> float:
@@ -52,10 +67,34 @@ def wrk_argv(url: str, scenario: Scenario, seconds: int) -> list[str]:
     return pinned(LOAD_CPU, argv)
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_rate(url: str, scenario: Scenario, seconds: int) -> WrkResult:
+    """The scenario's rate run: wrk, or wsload for WebSocket messages."""
+    if scenario.kind == WEBSOCKET:
+        return run_wsload(url, scenario, seconds=seconds)
+    return run_wrk(url, scenario, seconds)
+
+
+def run_count(url: str, scenario: Scenario, requests: int, timeout: float) -> H2loadResult:
+    """Exactly `requests` requests (h2load) or messages (wsload)."""
+    if scenario.kind != WEBSOCKET:
+        return run_h2load(url, scenario, requests, timeout)
+    result = run_wsload(url, scenario, messages=requests, timeout=timeout)
+    failed = result.socket_errors
+    return H2loadResult(result.requests, result.requests, {"2xx": result.requests, "3xx": 0, "4xx": 0,
+                                                           "5xx": failed})
+
+
 def run_wrk(url: str, scenario: Scenario, seconds: int) -> WrkResult:
     """One wrk run of `seconds` (whole seconds: wrk takes no fractions)."""
+    cpu_before = _children_cpu_s()
     out = subprocess.run(wrk_argv(url, scenario, seconds), capture_output=True, text=True,
                          timeout=seconds + SLACK_S)
+    load_cpu = _children_cpu_s() - cpu_before
     match = re.search(r"^BENCH_JSON (\{.*\})$", out.stdout, re.M)
     if out.returncode != 0 or match is None:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stdout[-1500:]} {out.stderr[-1500:]}")
@@ -66,7 +105,56 @@ def run_wrk(url: str, scenario: Scenario, seconds: int) -> WrkResult:
         requests=data["requests"], bytes=data["bytes"], duration_s=data["duration_us"] / 1e6,
         p50_ms=data["p50_us"] / 1000 if latency else None,
         p99_ms=data["p99_us"] / 1000 if latency else None,
-        socket_errors=errors, non_2xx_3xx=data["status_errors"])
+        socket_errors=errors, non_2xx_3xx=data["status_errors"], load_cpu_s=load_cpu)
+
+
+_wsload: Path | None = None  # the built binary
+
+
+def build_wsload(work: Path) -> Path:
+    """Compiles bench/wsload/wsload.c into `work` (once per run; about a second)."""
+    binary = work / "wsload"
+    out = subprocess.run(["cc", "-O2", "-Wall", "-o", str(binary), str(WSLOAD_SOURCE)], capture_output=True,
+                         text=True, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f"building wsload failed: {out.stderr[-2000:]}")
+    global _wsload
+    _wsload = binary
+    return binary
+
+
+def wsload_argv(url: str, scenario: Scenario, seconds: int | None, messages: int | None,
+                timeout: float) -> list[str]:
+    if _wsload is None:
+        raise RuntimeError("wsload is not built (load.build_wsload)")
+    parts = urlsplit(url)
+    if parts.hostname != HOST or parts.port is None:
+        raise RuntimeError(f"wsload aims at {HOST} only, not {url}")
+    bound = ["-d", str(seconds)] if seconds is not None else ["-n", str(messages)]
+    return pinned(LOAD_CPU, [str(_wsload), "-h", HOST, "-p", str(parts.port),
+                             "-u", parts.path or "/", "-c", str(scenario.connections),
+                             "-s", str(scenario.message_size), *bound, "-t", str(timeout)])
+
+
+def run_wsload(url: str, scenario: Scenario, seconds: int | None = None, messages: int | None = None,
+               timeout: float | None = None) -> WrkResult:
+    """Ping-pong over `scenario.connections` WebSockets for `seconds`, or until `messages` echoes are in.
+    WrkResult's requests are messages, its bytes the echoed payload."""
+    limit = timeout if timeout is not None else (seconds or 0) + SLACK_S
+    argv = wsload_argv(url, scenario, seconds, messages, limit)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=limit + 10)
+    match = re.search(r"^BENCH_JSON (\{.*\})$", out.stdout, re.M)
+    if out.returncode != 0 or match is None:
+        raise RuntimeError(f"wsload failed ({out.returncode}): {out.stdout[-1500:]} {out.stderr[-1500:]}")
+    data = json.loads(match.group(1))
+    if messages is not None and data["messages"] < messages:
+        raise RuntimeError(f"wsload: {data['messages']} of {messages} messages echoed in {limit} s")
+    errors = sum(data[key] for key in ("connect_errors", "handshake_errors", "read_errors",
+                                       "protocol_errors"))
+    return WrkResult(
+        requests=data["messages"], bytes=data["bytes"], duration_s=max(data["duration_us"], 1) / 1e6,
+        p50_ms=data["p50_us"] / 1000, p99_ms=data["p99_us"] / 1000, socket_errors=errors, non_2xx_3xx=0,
+        load_cpu_s=data["cpu_us"] / 1e6)
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,18 @@ README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
 TOP_SYSCALLS = 6
 NOTES = ("Syscalls/req come from `strace -f -c` attached to the running server while h2load sends a fixed "
-         "number of requests (uvicorn a fifth of it: strace slows it most); CPU µs/req is utime+stime of "
-         "all the server's processes; peak RSS is VmHWM summed over them; `nginx` runs with `tcp_nopush on`. "
-         "Pipelined latency is n/a (wrk's histogram is wrong with pipelining).")
+         "number of requests (uvicorn and gunicorn a fifth of it: strace slows them most); CPU µs/req is "
+         "utime+stime of all the server's processes; peak RSS is VmHWM summed over them; `nginx` runs with "
+         "`tcp_nopush on`. Pipelined latency is n/a (wrk's histogram is wrong with pipelining). "
+         "App scenarios host the same application (bench/apps/) on every server: ring3 on its default "
+         "asyncio loop, uvicorn on uvloop with httptools, gunicorn as `-k gthread --threads 10 -w 1`; "
+         "granian-rsgi (granian's own interface) and ring3-static (ring3 serving a 10 MiB file) are "
+         "references. WebSocket echo: rates, CPU, latency (round trip) and syscalls are per message, "
+         "64 clients each sending a 1 KiB binary message and waiting for its echo (bench/wsload; syscalls "
+         "under strace over a fixed count of messages). Load gen CPU: the share of its core the load "
+         "generator used (wrk, wsload); in bold from 90%: there the client's core is the ceiling, and the "
+         "rate a floor for the server (the 10 MiB scenarios: wrk copies every byte it receives).")
+RATE_LABELS = {"requests_per_s": "req/s", "mb_per_s": "MB/s"}
 
 
 def stat(samples: list[float]) -> Record | None:
@@ -53,21 +62,33 @@ def _ratio(mine: float | None, theirs: float | None) -> float | None:
     return mine / theirs if mine and theirs else None
 
 
+def rate_label(scenario: Record) -> str:
+    """The unit of the scenario's headline rate: req/s, MB/s or msg/s."""
+    if scenario.get("unit") == "message":
+        return "msg/s"
+    return RATE_LABELS.get(scenario.get("rate_key", "requests_per_s"), "req/s")
+
+
 def ratios(scenario: Record) -> Record:
-    """ring3 against nginx and against the best Python peer (by median requests/s)."""
+    """ring3 against each other server of the scenario, on the headline rate (higher is better for ring3)
+    and on CPU per request (lower is); the best Python peer (by that rate) named."""
     results: Record = scenario["results"]
-    ring3, nginx = results.get("ring3", {}), results.get("nginx", {})
-    found: Record = {}
-    for key in ("requests_per_s", "cpu_us_per_request"):
-        found[f"ring3/nginx {key}"] = _ratio(median(ring3, key), median(nginx, key))
-    python = {name: median(r, "requests_per_s") or 0.0 for name, r in results.items()
-              if r.get("peer") == "python"}
+    key = scenario.get("rate_key", "requests_per_s")
+    ring3 = results.get("ring3", {})
+    peers: Record = {}
+    for name, record in results.items():
+        if not record.get("peer"):
+            continue
+        rate = _ratio(median(ring3, key), median(record, key))
+        cpu = _ratio(median(ring3, "cpu_us_per_request"), median(record, "cpu_us_per_request"))
+        if rate is not None or cpu is not None:
+            peers[name] = {"rate": rate, "cpu_per_request": cpu}
+    found: Record = {"rate_key": key, "peers": peers}
+    python = {name: median(r, key) or 0.0 for name, r in results.items() if r.get("peer") == "python"}
     best = max(python, key=lambda name: python[name], default=None)
-    if best is not None and python[best]:
+    if best is not None and python[best] and best in peers:
         found["best_python"] = best
-        for key in ("requests_per_s", "cpu_us_per_request"):
-            found[f"ring3/best_python {key}"] = _ratio(median(ring3, key), median(results[best], key))
-    return {key: value for key, value in found.items() if value is not None}
+    return found
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -91,41 +112,91 @@ def _top_syscalls(record: Record) -> str:
     return ", ".join(f"{name} {value:.2f}" for name, value in top if value >= 0.005)
 
 
+LOAD_CEILING = 0.9  # a load generator this busy caps the rate: the figure is a floor for the server
+
+
+def _load_cell(record: Record) -> str:
+    value = median(record, "load_cpu_share")
+    if value is None:
+        return "n/a"
+    return f"**{value * 100:.0f}%**" if value >= LOAD_CEILING else f"{value * 100:.0f}%"
+
+
 def _result_row(scenario: Record, name: str, record: Record) -> str:
     if record.get("error") and not record.get("requests_per_s"):
-        return f"| {scenario['title']} | {name} | failed: {record['error'][:80]} |" + " |" * 7
+        reason = " ".join(record["error"].split())[:100].replace("|", "/")
+        return f"| {scenario['title']} | {name} | failed: {reason} |" + " |" * 8
     syscalls = record.get("syscalls") or {}
     errors = record.get("socket_errors", 0) + record.get("unexpected_status", 0)
     label = f"{name} ({errors} errors)" if errors else name
+    if record.get("error"):  # a repetition or the syscall count failed: the figures are the rest
+        label += f" (error: {' '.join(record['error'].split())[:60].replace('|', '/')})"
     cells = [scenario["title"], label, _rate_cell(record), _num(median(record, "mb_per_s")),
              _num(median(record, "cpu_us_per_request")), _num(median(record, "p50_ms"), 2),
              _num(median(record, "p99_ms"), 2), _num(record.get("peak_rss_mib")),
-             _num(syscalls.get("total_per_request"), 2), _top_syscalls(record)]
+             _num(syscalls.get("total_per_request"), 2), _top_syscalls(record),
+             _load_cell(record)]
     return "| " + " | ".join(cells) + " |"
 
 
 def results_table(report: Record) -> list[str]:
-    lines = ["| scenario | server | requests/s median (min..max) | MB/s | server CPU µs/req | p50 ms "
-             "| p99 ms | peak RSS MiB | syscalls/req | top syscalls/req |", "|" + "---|" * 10]
+    lines = ["| scenario | server | requests/s (msg/s) median (min..max) | MB/s | server CPU µs/req | p50 ms "
+             "| p99 ms | peak RSS MiB | syscalls/req | top syscalls/req | load gen CPU |", "|" + "---|" * 11]
     for scenario in report["scenarios"]:
         for name, record in scenario["results"].items():
             lines.append(_result_row(scenario, name, record))
     return lines
 
 
+PEER_NOTES = {"reference": " (reference)", "native-variant": " (variant)"}
+
+
 def ratio_table(report: Record) -> list[str]:
-    if not any(scenario.get("ratios") for scenario in report["scenarios"]):
+    """One row per scenario and server: ring3's rate over the server's, ring3's CPU per request over its."""
+    if not any((scenario.get("ratios") or {}).get("peers") for scenario in report["scenarios"]):
         return ["No peers in this run: no ratios."]
-    lines = ["| scenario | ring3/nginx req/s | ring3/nginx CPU/req | best Python peer "
-             "| ring3/best Python req/s | ring3/best Python CPU/req |", "|" + "---|" * 6]
+    lines = ["| scenario | against | ring3/it rate | ring3/it CPU per req (msg) |", "|" + "---|" * 4]
     for scenario in report["scenarios"]:
-        found = scenario.get("ratios", {})
-        cells = [scenario["title"], _num(found.get("ring3/nginx requests_per_s"), 2),
-                 _num(found.get("ring3/nginx cpu_us_per_request"), 2), found.get("best_python", "n/a"),
-                 _num(found.get("ring3/best_python requests_per_s"), 2),
-                 _num(found.get("ring3/best_python cpu_us_per_request"), 2)]
-        lines.append("| " + " | ".join(cells) + " |")
+        found = scenario.get("ratios") or {}
+        for name, ratio in found.get("peers", {}).items():
+            peer = scenario["results"][name].get("peer", "")
+            note = " (best Python)" if name == found.get("best_python") else PEER_NOTES.get(peer, "")
+            label = name + note
+            rate = ratio.get("rate")
+            rate_cell = "n/a" if rate is None else f"{rate:.2f} ({rate_label(scenario)})"
+            lines.append(f"| {scenario['title']} | {label} | {rate_cell} | "
+                         f"{_num(ratio.get('cpu_per_request'), 2)} |")
     return lines
+
+
+def goal_lines(report: Record) -> list[str]:
+    """ring3's ASGI stream against ring3 serving a file of the same size, in the same run."""
+    lines = []
+    for scenario in report["scenarios"]:
+        goal = scenario.get("static_goal")
+        if not goal:
+            continue
+        results = scenario["results"]
+        stream = median(results.get("ring3", {}), "mb_per_s")
+        static = median(results.get("ring3-static", {}), "mb_per_s")
+        if not stream or not static:
+            lines.append(f"- {scenario['title']}: not measured in this run (needs ring3 and ring3-static).")
+            continue
+        ratio = stream / static
+        verdict = "met" if ratio >= goal else "**not met**"
+        cpu = [_num(median(results[name], "cpu_us_per_request")) for name in ("ring3", "ring3-static")]
+        busy = max(median(results[name], "load_cpu_share") or 0.0 for name in ("ring3", "ring3-static"))
+        ceiling = (f" wrk used up to {busy:.0%} of its core, so both rates may be the client's ceiling."
+                   if busy >= LOAD_CEILING else "")
+        lines.append(f"- {scenario['title']}: ring3 streams {_num(stream)} MB/s from the ASGI app, and "
+                     f"serves the 10 MiB file at {_num(static)} MB/s (ring3-static, same run and "
+                     f"connections): {ratio:.2f}x of its static figure; goal >= {goal:.1f}x: {verdict}. "
+                     f"Server CPU per 10 MiB: {cpu[0]} µs streamed, {cpu[1]} µs from the file.{ceiling}")
+    return lines
+
+
+def skipped_lines(report: Record) -> list[str]:
+    return [f"- {name}: left out ({reason})." for name, reason in (report.get("skipped") or {}).items()]
 
 
 def ledger_table(report: Record) -> list[str]:
@@ -146,6 +217,19 @@ def ledger_table(report: Record) -> list[str]:
     return lines
 
 
+LEDGER_APP_NOTE = ("In app scenarios strace also counts what the application does in ring3's process "
+                   "(Starlette's os.stat beside ring3's own fstat) and asyncio's wake-ups from worker "
+                   "threads (the WSGI pool, anyio's to_thread): each call_soon_threadsafe sends a byte to "
+                   "the loop's self-pipe (a sendto) that the loop then reads (recvfrom). The ledger counts "
+                   "ring3's own calls only, so these kinds can disagree there.")
+
+
+def _ledger_app_note(report: Record) -> list[str]:
+    apps = any(s.get("kind", "static") != "static" and s["results"].get("ring3", {}).get("ledger")
+               for s in report["scenarios"])
+    return ["", LEDGER_APP_NOTE] if apps else []
+
+
 def header_lines(report: Record) -> list[str]:
     m, s, v = report["machine"], report["settings"], report["versions"]
     peers = ", ".join(f"{k} {val}" for k, val in v.items() if k != "ring3")
@@ -157,18 +241,23 @@ def header_lines(report: Record) -> list[str]:
             f"Linux {m['kernel']}.{load}",
             f"Mode: {s['mode']}: {s['repetitions']} interleaved repetition(s) of {s['duration_s']} s per "
             f"server and scenario after {warmup}; servers (one worker each) pinned to "
-            f"CPU {s['server_cpu']}, wrk/h2load to CPU {s['load_cpu']}; medians, requests/s with min..max.",
+            f"CPU {s['server_cpu']}, wrk/h2load/wsload to CPU {s['load_cpu']}; medians, requests/s with "
+            "min..max.",
             f"ring3 {v.get('ring3', '?')}; {peers}."]
 
 
 def markdown(report: Record) -> str:
     parts = ["# ring3 benchmark", "", *header_lines(report), "", "## Results", "", *results_table(report),
              "", NOTES, "", "## Ratios", "", *ratio_table(report)]
+    if goal_lines(report):
+        parts += ["", "## ring3's ASGI stream against its static file", "", *goal_lines(report)]
+    if skipped_lines(report):
+        parts += ["", "## Scenarios left out", "", *skipped_lines(report)]
     if report.get("ledger_available"):
         parts += ["", "## ring3's ledger against strace (calls per request: strace / ledger)", "",
                   *ledger_table(report), "",
                   f"Agreement: within {report['ledger_tolerance']:.0%} (or {report['ledger_slack']} calls, "
-                  "the two /metrics scrapes' own) on every kind shown."]
+                  "the two /metrics scrapes' own) on every kind shown.", *_ledger_app_note(report)]
     else:
         parts += ["", "ring3's ledger: not compared (this ring3 has no `--admin` /metrics listener)."]
     return "\n".join(parts) + "\n"
@@ -176,9 +265,11 @@ def markdown(report: Record) -> str:
 
 def readme_section(report: Record, chart: str | None) -> str:
     lines = [*header_lines(report), "", *results_table(report), "", NOTES, "", *ratio_table(report)]
+    if goal_lines(report):
+        lines += ["", "ring3's ASGI stream against its static file:", "", *goal_lines(report)]
     if report.get("ledger_available"):
         lines += ["", "ring3's ledger against strace (calls per request, strace / ledger):", "",
-                  *ledger_table(report)]
+                  *ledger_table(report), *_ledger_app_note(report)]
     if chart:
         lines += ["", f"![benchmark chart]({chart})"]
     return "\n".join(lines)

@@ -20,6 +20,7 @@ HOST = "127.0.0.1"
 SERVER_CPU = 1
 LOAD_CPU = 0
 PEERS_DIR = tools.BENCH_DIR / "peers"
+APPS_DIR = tools.BENCH_DIR / "apps"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 KEEPALIVE_REQUESTS = 1_000_000  # no server closes a benchmark connection part-way
@@ -40,11 +41,19 @@ class ServerSpec:
     name: str
     argv: Callable[[Launch], list[str]]
     prefix: str = ""  # URL path under which the files are served
-    peer: str = ""  # "", "native" or "python": what ring3 is compared with
+    # "" (ring3 itself), "native", "python" (what ring3 is compared with), "native-variant" or
+    # "reference" (shown for scale: another interface or ring3 serving a file)
+    peer: str = ""
     has_ledger: bool = False
     # Share of the scenario's request count sent under strace: uvicorn makes ~270 syscalls per request,
     # and strace stops the server at each one (5000 requests would take minutes).
     strace_share: float = 1.0
+    path: str | None = None  # fetched instead of the scenario's path (ring3-static in asgi-stream-10m)
+
+    @property
+    def family(self) -> str:
+        """What --servers names: granian-rsgi is granian's, nginx-nopush-off nginx's."""
+        return self.name.split("-")[0]
 
 
 @dataclass
@@ -59,7 +68,7 @@ class Server:
         return self.process.pid
 
     def url(self, file: str) -> str:
-        return f"http://{HOST}:{self.launch.port}{self.spec.prefix}/{file}"
+        return f"http://{HOST}:{self.launch.port}{self.spec.prefix}/{self.spec.path or file}"
 
 
 def pinning_available() -> bool:
@@ -85,12 +94,23 @@ def ring3_has_admin() -> bool:
     return "--admin" in out.stdout
 
 
-def ring3_argv(launch: Launch) -> list[str]:
-    argv = [sys.executable, "-m", "ring3", "serve", str(launch.root), "--listen", f"{HOST}:{launch.port}",
+def _ring3_argv(launch: Launch, what: list[str]) -> list[str]:
+    argv = [sys.executable, "-m", "ring3", "serve", *what, "--listen", f"{HOST}:{launch.port}",
             "--access-log", "off", "--log-level", "warning",
             "--max-requests-per-connection", str(KEEPALIVE_REQUESTS)]
     if launch.admin_port is not None:
         argv += ["--admin", f"{HOST}:{launch.admin_port}"]
+    return argv
+
+
+def ring3_argv(launch: Launch) -> list[str]:
+    return _ring3_argv(launch, [str(launch.root)])
+
+
+def ring3_app_argv(app: str, interface: str) -> Callable[[Launch], list[str]]:
+    """ring3 hosting `app` (module:attribute of bench/apps/), with its default (asyncio) loop."""
+    def argv(launch: Launch) -> list[str]:
+        return _ring3_argv(launch, ["--app", app, "--app-dir", str(APPS_DIR), "--interface", interface])
     return argv
 
 
@@ -146,10 +166,36 @@ def granian_argv(launch: Launch) -> list[str]:
             "--working-dir", str(PEERS_DIR), "granian_app:app"]
 
 
-def uvicorn_argv(launch: Launch) -> list[str]:
-    return [str(tools.VENV_PYTHON), "-m", "uvicorn", "starlette_app:app", "--app-dir", str(PEERS_DIR),
+def granian_app_argv(app: str, interface: str) -> Callable[[Launch], list[str]]:
+    def argv(launch: Launch) -> list[str]:
+        return [str(tools.VENV / "bin" / "granian"), "--interface", interface, "--host", HOST,
+                "--port", str(launch.port), "--workers", "1", "--no-access-log", "--log-level", "warning",
+                "--working-dir", str(APPS_DIR), app]
+    return argv
+
+
+def _uvicorn_argv(launch: Launch, app: str, app_dir: Path, ws: str) -> list[str]:
+    return [str(tools.VENV_PYTHON), "-m", "uvicorn", app, "--app-dir", str(app_dir),
             "--host", HOST, "--port", str(launch.port), "--workers", "1", "--loop", "uvloop",
-            "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+            "--http", "httptools", "--ws", ws, "--no-access-log", "--log-level", "warning"]
+
+
+def uvicorn_argv(launch: Launch) -> list[str]:
+    return _uvicorn_argv(launch, "starlette_app:app", PEERS_DIR, "auto")
+
+
+def uvicorn_app_argv(app: str, ws: str = "auto") -> Callable[[Launch], list[str]]:
+    def argv(launch: Launch) -> list[str]:
+        return _uvicorn_argv(launch, app, APPS_DIR, ws)
+    return argv
+
+
+def gunicorn_app_argv(app: str) -> Callable[[Launch], list[str]]:
+    """gunicorn's threaded worker: one process of 10 threads (and the arbiter)."""
+    def argv(launch: Launch) -> list[str]:
+        return [str(tools.VENV / "bin" / "gunicorn"), "-k", "gthread", "--threads", "10", "-w", "1",
+                "--bind", f"{HOST}:{launch.port}", "--chdir", str(APPS_DIR), "--log-level", "warning", app]
+    return argv
 
 
 RING3 = ServerSpec("ring3", ring3_argv, has_ledger=True)
@@ -157,10 +203,9 @@ NGINX = ServerSpec("nginx", nginx_argv(nopush=True), peer="native")
 NGINX_NOPUSH_OFF = ServerSpec("nginx-nopush-off", nginx_argv(nopush=False), peer="native-variant")
 GRANIAN = ServerSpec("granian", granian_argv, prefix="/static", peer="python")
 UVICORN = ServerSpec("uvicorn", uvicorn_argv, peer="python", strace_share=0.2)
-PEERS = (NGINX, GRANIAN, UVICORN)
 
 
-def start(spec: ServerSpec, root: Path, work: Path, probe_file: str, with_admin: bool) -> Server:
+def start(spec: ServerSpec, root: Path, work: Path, probe: str, with_admin: bool) -> Server:
     admin = free_port() if with_admin and spec.has_ledger else None
     launch = Launch(free_port(), root, work, admin)
     log_path = work / f"{spec.name}-{launch.port}.log"
@@ -170,7 +215,7 @@ def start(spec: ServerSpec, root: Path, work: Path, probe_file: str, with_admin:
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     server = Server(spec, process, launch, log_path)
     try:
-        wait_ready(server, probe_file)
+        wait_ready(server, spec.path or probe)
     except BaseException:
         stop(server)
         raise
@@ -188,10 +233,10 @@ def _get_status(port: int, path: str) -> int:
         conn.close()
 
 
-def wait_ready(server: Server, probe_file: str) -> None:
-    """Until the file is served with 200 (bounded by START_TIMEOUT)."""
+def wait_ready(server: Server, probe: str) -> None:
+    """Until `probe` (a path under the server's prefix) is answered with 200 (bounded by START_TIMEOUT)."""
     deadline = time.monotonic() + START_TIMEOUT
-    path = f"{server.spec.prefix}/{probe_file}"
+    path = f"{server.spec.prefix}/{probe}"
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"{server.spec.name} exited: {tail(server.log_path)}")
@@ -223,7 +268,7 @@ def stop(server: Server) -> int:
 
 
 @contextmanager
-def running(specs: Sequence[ServerSpec], root: Path, work: Path, probe_file: str,
+def running(specs: Sequence[ServerSpec], root: Path, work: Path, probe: str,
             with_admin: bool) -> Iterator[tuple[list[Server], dict[str, str]]]:
     """All the servers at once, each on its own port, and why those that did not start failed; all
     stopped on the way out."""
@@ -232,7 +277,7 @@ def running(specs: Sequence[ServerSpec], root: Path, work: Path, probe_file: str
     try:
         for spec in specs:
             try:
-                servers.append(start(spec, root, work, probe_file, with_admin))
+                servers.append(start(spec, root, work, probe, with_admin))
             except (RuntimeError, OSError) as exc:
                 failed[spec.name] = str(exc)
         yield list(servers), failed

@@ -16,10 +16,13 @@ VENV_PYTHON = VENV / "bin" / "python"
 # command -> Debian package that provides it
 LOAD_TOOLS = {"wrk": "wrk", "h2load": "nghttp2-client", "strace": "strace", "taskset": "util-linux"}
 PEER_TOOLS = {"nginx": "nginx"}
+WEBSOCKET_TOOLS = {"cc": "gcc"}  # builds bench/wsload, the WebSocket load generator
 # The peers and the chart live in bench/.venv, never in ring3's own dependencies.
 VENV_PACKAGES = ("granian>=2,<3", "uvicorn>=0.30,<1", "uvloop>=0.19,<1", "httptools>=0.6,<1",
-                 "starlette>=0.37,<2", "matplotlib>=3.8,<4")
-VENV_IMPORTS = ("granian", "uvicorn", "uvloop", "httptools", "starlette", "matplotlib")
+                 "starlette>=0.37,<2", "gunicorn>=23,<28", "websockets>=14,<18", "wsproto>=1.2,<2",
+                 "matplotlib>=3.8,<4")
+VENV_IMPORTS = ("granian", "uvicorn", "uvloop", "httptools", "starlette", "gunicorn", "websockets", "wsproto",
+                "matplotlib")
 POLICY_RC = Path("/usr/sbin/policy-rc.d")
 NGINX_PATHS = ("/usr/sbin/nginx",)
 
@@ -58,8 +61,9 @@ def apt_install(packages: list[str]) -> None:
             POLICY_RC.unlink()
 
 
-def ensure_system_tools(with_peers: bool) -> None:
-    wanted = {**LOAD_TOOLS, **(PEER_TOOLS if with_peers else {})}
+def ensure_system_tools(with_peers: bool, with_websocket: bool) -> None:
+    wanted = {**LOAD_TOOLS, **(PEER_TOOLS if with_peers else {}),
+              **(WEBSOCKET_TOOLS if with_websocket else {})}
     apt_install(missing_tools(wanted))
     still = missing_tools(wanted)
     if still:
@@ -82,7 +86,8 @@ def venv_ready() -> bool:
 
 
 def ensure_venv() -> None:
-    """bench/.venv with granian, uvicorn (uvloop, httptools), starlette and matplotlib."""
+    """bench/.venv with granian, uvicorn (uvloop, httptools, websockets, wsproto), starlette, gunicorn and
+    matplotlib."""
     if venv_ready():
         return
     print(f"bench: preparing {VENV} ({', '.join(VENV_IMPORTS)})", flush=True)

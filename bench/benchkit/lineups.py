@@ -1,0 +1,71 @@
+"""Which servers run each scenario, and what a scenario needs that ring3 or the machine may lack.
+
+Static scenarios: ring3 beside nginx, granian (its Rust static files) and uvicorn (Starlette's StaticFiles).
+App scenarios: every server hosts the same application from bench/apps/, with one worker.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+from benchkit import servers
+from benchkit.scenarios import STATIC, WEBSOCKET, Scenario
+from benchkit.servers import ServerSpec
+
+PYTHON = "python"
+REFERENCE = "reference"
+SLOW_UNDER_STRACE = 0.2  # uvicorn and gunicorn: a fifth of the count under strace (see ServerSpec)
+
+
+def ring3_app(app: str, interface: str = "asgi") -> ServerSpec:
+    return ServerSpec("ring3", servers.ring3_app_argv(app, interface), has_ledger=True)
+
+
+def uvicorn_app(app: str, ws: str = "auto", name: str = "uvicorn") -> ServerSpec:
+    return ServerSpec(name, servers.uvicorn_app_argv(app, ws), peer=PYTHON, strace_share=SLOW_UNDER_STRACE)
+
+
+def granian_app(app: str, interface: str = "asgi", name: str = "granian", peer: str = PYTHON) -> ServerSpec:
+    return ServerSpec(name, servers.granian_app_argv(app, interface), peer=peer)
+
+
+def gunicorn_app(app: str) -> ServerSpec:
+    return ServerSpec("gunicorn", servers.gunicorn_app_argv(app), peer=PYTHON,
+                      strace_share=SLOW_UNDER_STRACE)
+
+
+# ring3 serving the 10 MiB file of the static scenarios, beside its ASGI stream of the same size.
+RING3_STATIC_10M = ServerSpec("ring3-static", servers.ring3_argv, has_ledger=True, peer=REFERENCE,
+                              path="10m.bin")
+
+APP_LINEUPS: dict[str, tuple[ServerSpec, ...]] = {
+    "asgi-hello": (ring3_app("hello_asgi:app"), uvicorn_app("hello_asgi:app"), granian_app("hello_asgi:app"),
+                   granian_app("hello_rsgi:app", "rsgi", name="granian-rsgi", peer=REFERENCE)),
+    "wsgi-hello": (ring3_app("hello_wsgi:app", "wsgi"), granian_app("hello_wsgi:app", "wsgi"),
+                   gunicorn_app("hello_wsgi:app")),
+    "starlette-file": (ring3_app("starlette_file:app"), granian_app("starlette_file:app"),
+                       uvicorn_app("starlette_file:app")),
+    "asgi-stream-10m": (ring3_app("stream_asgi:app"), RING3_STATIC_10M, uvicorn_app("stream_asgi:app"),
+                        granian_app("stream_asgi:app")),
+    "ws-echo": (ring3_app("ws_echo:app"), uvicorn_app("ws_echo:app", "websockets", name="uvicorn-websockets"),
+                uvicorn_app("ws_echo:app", "wsproto", name="uvicorn-wsproto"), granian_app("ws_echo:app")),
+}
+
+
+def lineup(scenario: Scenario) -> tuple[ServerSpec, ...]:
+    """Every server of the scenario, ring3 first."""
+    if scenario.kind != STATIC:
+        return APP_LINEUPS[scenario.name]
+    nginx = (servers.NGINX, servers.NGINX_NOPUSH_OFF) if scenario.nopush_variants else (servers.NGINX,)
+    return (servers.RING3, *nginx, servers.GRANIAN, servers.UVICORN)
+
+
+def missing_for(scenario: Scenario) -> str | None:
+    """Why ring3 cannot run the scenario here (an interface not built yet, no C compiler for the
+    WebSocket load generator), or None."""
+    if scenario.requires and importlib.util.find_spec(scenario.requires) is None:
+        return f"this ring3 has no {scenario.requires}"
+    if scenario.kind == WEBSOCKET and shutil.which("cc") is None:
+        return "no C compiler (cc) to build bench/wsload"
+    return None
