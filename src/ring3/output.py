@@ -169,7 +169,22 @@ class OutputPath:
             self._on_done = callback
 
     def write(self, data: bytes) -> None:
-        """Queue bytes outside a whole response (100 Continue, stream chunks) and flush."""
+        """Send bytes outside a whole response (100 Continue, WebSocket frames): straight to the socket
+        when nothing waits before them, else queued behind what does."""
+        if not self._queue and not self._held and not self._writing:
+            ledger = self._ledger
+            ledger.send += 1
+            try:
+                sent = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._on_error(SendFailed(os.strerror(exc.errno or 0)))
+                return
+            ledger.bytes_copied += sent
+            if sent == len(data):
+                return
+            data = data[sent:]
         self._release_held()
         self._queue_bytes(data)
         self._flush()

@@ -89,12 +89,12 @@ class WebSocketSession:
         "_paused",
         "_ping_at",
         "_queued",
-        "_ready",
         "_size",
         "_text",
         "_timeout",
         "_timer",
         "_timer_at",
+        "_waiter",
         "_ws",
     )
 
@@ -115,7 +115,7 @@ class WebSocketSession:
         self._binary: list[bytes | bytearray] = []
         self._size = 0
         self._paused = False
-        self._ready = asyncio.Event()  # a message or the end is waiting for receive()
+        self._waiter: asyncio.Future[None] | None = None  # receive() waits for a message or the end
         self._opened = asyncio.Event()  # start() came, or the session ended first
         self._drain_lock = asyncio.Lock()  # the channel has one drain waiter: senders take turns
         self._created_at = self._last_seen = self._closing_since = self._ping_at = loop.time()
@@ -184,8 +184,11 @@ class WebSocketSession:
         while not inbox:
             if self._closed is not None:
                 return self._closed
-            self._ready.clear()
-            await self._ready.wait()
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
         message, size = inbox.popleft()
         self._queued -= size
         if (self._paused and len(inbox) <= MAX_QUEUED_MESSAGES // 4
@@ -273,11 +276,16 @@ class WebSocketSession:
         inbox = self._inbox
         inbox.append((message, size))
         self._queued += size
-        self._ready.set()
+        self._wake()
         full = len(inbox) >= MAX_QUEUED_MESSAGES or self._queued >= MAX_QUEUED_BYTES
         if full and not self._paused and self._channel is not None:
             self._paused = True
             self._channel.pause_reading()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _resume(self) -> None:
         self._paused = False
@@ -321,7 +329,7 @@ class WebSocketSession:
     def _end(self, closed: Closed) -> None:
         if self._closed is None:
             self._closed = closed
-        self._ready.set()
+        self._wake()
         self._opened.set()
         if self._timer is not None:
             self._timer.cancel()
