@@ -864,3 +864,28 @@ def test_each_request_keeps_its_own_context_across_pool_threads(serve: Serve) ->
     for thread in threads:
         thread.join(10)
     assert results == {f"r{i}": b"".join(b"r%d %d\n" % (i, n) for n in range(3)) for i in range(6)}
+
+
+def test_inline_mode_runs_on_the_loop_thread(serve: Serve) -> None:
+    threads: list[str] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        threads.append(threading.current_thread().name)
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        multithread = b"multi" if environ["wsgi.multithread"] else b"single"
+        if environ["PATH_INFO"] == "/stream":
+            return iter([b"a", b"b", body])
+        return [multithread + b" " + body]
+
+    server = serve(app, app__wsgi_threads=0)
+    with server.connect() as sock:
+        assert exchange(sock, GET)[2] == b"single "
+        status, _, body = exchange(sock, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
+        assert (status, body) == (200, b"single hello")
+    with httpx.Client() as client:
+        answer = client.post(f"http://127.0.0.1:{server.port}/stream", content=b"c" * 300_000)
+        assert answer.content == b"ab" + b"c" * 300_000
+        assert answer.headers["transfer-encoding"] == "chunked"
+    assert not any(name.startswith("ring3-wsgi") for name in threads)
+    assert len(set(threads)) == 1  # the loop's own thread, every time

@@ -168,7 +168,10 @@ class AppSection:
         "auto", "ASGI lifespan protocol: 'on' (a startup failure stops the server), 'off', or 'auto' "
         "(used when the application supports it).", choices=("auto", "on", "off"), flag="--lifespan")
     wsgi_threads: int = setting(
-        10, "Threads running WSGI requests; more requests wait for a free thread.", minimum=1)
+        10, "Threads running WSGI requests; more requests wait for a free thread. 0 runs the "
+        "application on the event loop's own thread, one request at a time after its whole body has "
+        "arrived: no thread handoff, for applications that never block (no I/O, no sleeping).",
+        minimum=0)
     websocket_max_message: int = setting(
         16 * MiB, "Largest WebSocket message accepted; a larger one closes the socket with 1009.",
         unit="bytes", minimum=1)

@@ -31,7 +31,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sized
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sized
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -374,7 +374,7 @@ class _Stream:
                  "_iterator", "_loop", "_pool", "_remaining")
 
     def __init__(self, iterable: Iterable[bytes], iterator: Iterator[bytes], first: bytes,
-                 remaining: int | None, loop: asyncio.AbstractEventLoop, pool: ThreadPoolExecutor,
+                 remaining: int | None, loop: asyncio.AbstractEventLoop, pool: ThreadPoolExecutor | None,
                  context: contextvars.Context) -> None:
         self._context = context  # the request's: each chunk may be pulled in another thread
         self._iterable = iterable
@@ -398,6 +398,11 @@ class _Stream:
             return first
         if self._finished:
             raise StopAsyncIteration
+        if self._pool is None:  # inline: the application runs on the loop's thread
+            chunk = self._context.run(self._next_chunk)
+            if not chunk:
+                raise StopAsyncIteration
+            return chunk
         try:
             fetch = self._fetch = self._pool.submit(self._context.run, self._next_chunk)
         except RuntimeError:  # the pool was shut down under the stream
@@ -463,8 +468,12 @@ async def _single(chunk: bytes) -> AsyncIterator[bytes]:
     yield chunk
 
 
-def _run_in(pool: ThreadPoolExecutor, function: Callable[[], None]) -> None:
-    """Run `function` in a thread of `pool`, or here if the pool has been shut down."""
+def _run_in(pool: ThreadPoolExecutor | None, function: Callable[[], None]) -> None:
+    """Run `function` in a thread of `pool`, or here if there is none (inline) or it has been shut
+    down."""
+    if pool is None:
+        function()
+        return
     try:
         pool.submit(function)
     except RuntimeError:
@@ -477,12 +486,13 @@ def _run_in(pool: ThreadPoolExecutor, function: Callable[[], None]) -> None:
 class WSGIHandler:
     """Serves one WSGI application (a ring3 Handler)."""
 
-    __slots__ = ("_app", "_base", "_loop", "_pool", "_prefix", "_threads")
+    __slots__ = ("_app", "_base", "_inline", "_loop", "_pool", "_prefix", "_threads")
 
     def __init__(self, app: WSGIApplication, settings: AppSection,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._app = app
         self._threads = settings.wsgi_threads
+        self._inline = settings.wsgi_threads == 0  # run on the loop's thread: one request at a time
         self._loop = loop
         self._pool: ThreadPoolExecutor | None = None
         self._prefix = settings.mount.rstrip("/").encode("ascii")  # b"" when mounted at '/'
@@ -491,7 +501,7 @@ class WSGIHandler:
             "SCRIPT_NAME": script_name,
             "wsgi.version": (1, 0),
             "wsgi.errors": _ERRORS,
-            "wsgi.multithread": True,
+            "wsgi.multithread": not self._inline,
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
             "wsgi.input_terminated": True,
@@ -501,7 +511,8 @@ class WSGIHandler:
     async def startup(self) -> None:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        self.executor()
+        if not self._inline:
+            self.executor()
 
     async def shutdown(self) -> None:
         """Stop the pool once the requests it runs or holds have finished (the loop keeps serving
@@ -518,10 +529,15 @@ class WSGIHandler:
                                                    thread_name_prefix="ring3-wsgi")
         return pool
 
-    def __call__(self, request: Request, body: BodyReader) -> asyncio.Future[Response]:
+    def __call__(self, request: Request, body: BodyReader) -> Response | Awaitable[Response]:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
+        if self._inline:
+            if isinstance(body, EmptyBody):
+                context = contextvars.Context()
+                return context.run(self._answer, request, body, loop, None, context, _NO_INPUT)
+            return self._read_then_answer(request, body, loop)
         answer: asyncio.Future[Response] = loop.create_future()
         pool = self.executor()
         # One context per request, entered by every job of the request (they never overlap): a response
@@ -533,15 +549,27 @@ class WSGIHandler:
         answer.add_done_callback(partial(_cancel_job, job))
         return answer
 
-    # -- in a pool thread ---------------------------------------------------------------------------
+    async def _read_then_answer(self, request: Request, body: RequestBody,
+                                loop: asyncio.AbstractEventLoop) -> Response:
+        """Inline: the whole body first (within max_body_size), so the application never blocks the loop
+        on a read."""
+        data = await body.read_all()
+        context = contextvars.Context()
+        return context.run(self._answer, request, body, loop, None, context, io.BytesIO(data))
+
+    # -- in a pool thread (or inline, on the loop's) --------------------------------------------------
 
     def _answer(self, request: Request, body: BodyReader, loop: asyncio.AbstractEventLoop,
-                pool: ThreadPoolExecutor, context: contextvars.Context) -> Response:
+                pool: ThreadPoolExecutor | None, context: contextvars.Context,
+                wsgi_input: Any = None) -> Response:
         """Run the application and work out the Response (500 if it fails before its headers are out)."""
         reply = _Reply()
         result: Iterable[bytes] | None = None
         try:
-            result = self._app(self._environ(request, body, loop), reply.start_response)
+            environ = self._environ(request, body, loop)
+            if wsgi_input is not None:
+                environ["wsgi.input"] = wsgi_input
+            result = self._app(environ, reply.start_response)
             response, finished = _response(request, result, reply, loop, pool, context)
         except ClientDisconnected:
             logger.info("client gone while the WSGI application read %r", request.target)
@@ -582,7 +610,7 @@ class WSGIHandler:
 
 
 def _response(request: Request, result: Iterable[bytes], reply: _Reply, loop: asyncio.AbstractEventLoop,
-              pool: ThreadPoolExecutor, context: contextvars.Context) -> tuple[Response, bool]:
+              pool: ThreadPoolExecutor | None, context: contextvars.Context) -> tuple[Response, bool]:
     """The Response for what the application returned, and whether its iterable is done with."""
     if isinstance(result, FileWrapper) and reply.status and not reply.written:
         span = result.file_range(reply.content_length)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 
 from ring3.errors import LocalProtocolError
@@ -53,7 +54,11 @@ def serialize_head(status: int, common: bytes, headers: Headers, content_length:
     return b"".join((status_line(status), common, fields, header_block, length, connection, b"\r\n"))
 
 
+_BAD_NAME = re.compile(rb"[ \t\r\n:\0]")
+_BAD_VALUE = re.compile(rb"[\r\n\0]")
+
+
 def check_header(name: bytes, value: bytes) -> None:
     """Refuse a header an application or the config supplies that would split the response."""
-    if not name or any(c in name for c in b" \t\r\n:\0") or any(c in value for c in b"\r\n\0"):
+    if not name or _BAD_NAME.search(name) or _BAD_VALUE.search(value):
         raise LocalProtocolError(f"invalid response header {name!r}")
