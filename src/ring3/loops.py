@@ -23,6 +23,9 @@ from ring3.observe.ledger import CountingSelector
 
 T = TypeVar("T")
 
+# The running task of each loop: what asyncio.current_task() reads, without its Python wrapper.
+_current_tasks: dict[Any, Any] = getattr(asyncio.tasks, "_current_tasks", {})
+
 
 class _Ran:
     """Stands for the handle of a callback that has already run."""
@@ -43,12 +46,12 @@ class _EagerStart:
         """A Task for `coro` whose first step has already run (unless a task is running now: a task
         cannot start inside another, so then it starts on the next turn as usual)."""
         loop: Any = self
-        if asyncio.current_task(loop) is not None:
+        if _current_tasks.get(loop) is not None:
             task: asyncio.Task[T] = loop.create_task(coro)
             return task
         self._eager_step = True
         try:
-            task = loop.create_task(coro)
+            task = asyncio.Task(coro, loop=loop)  # what create_task does, minus its checks
         finally:
             self._eager_step = False
         return task

@@ -373,10 +373,12 @@ class HTTPExchange(AppExchange):
 
     def _commit(self, body: Segment | _PushStream, cleanup: Callable[[], None] | None = None) -> None:
         """Hand the response to the connection."""
-        def done() -> None:
-            if cleanup is not None:
+        if cleanup is None:
+            done = self._on_finished
+        else:
+            def done() -> None:
                 cleanup()
-            self._on_finished()
+                self._on_finished()
 
         if self._future is not None and self._future.cancelled():  # the client left meanwhile
             done()
