@@ -138,6 +138,11 @@ class WebSocketExchange(AppExchange):
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
+        if kind == "websocket.send" and self._state is _State.ACCEPTED:  # the hot path: one message
+            if self._disconnected():
+                raise ClientDisconnected("the client closed the WebSocket")
+            await self._send_message(message)
+            return
         event = _LAST_BODY if kind == "websocket.http.response.body" and not message.get(
             "more_body", False) else kind
         if self._disconnected():
@@ -171,7 +176,10 @@ class WebSocketExchange(AppExchange):
         text = message.get("text")
         if (data is None) == (text is None):
             raise RuntimeError("websocket.send needs exactly one of 'bytes' and 'text'")
-        await session.send(bytes(data) if data is not None else str(text))
+        if data is not None:
+            await session.send(data if type(data) is bytes else bytes(data))
+        else:
+            await session.send(text if type(text) is str else str(text))
 
     async def _close(self, message: Message) -> None:
         code = message.get("code", NORMAL_CLOSURE)

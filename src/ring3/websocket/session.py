@@ -198,7 +198,9 @@ class WebSocketSession:
 
     async def send(self, data: str | bytes) -> None:
         """Send one message; waits while the socket is full. ClientDisconnected once closed."""
-        channel = await self._open_channel()
+        channel = self._channel
+        if channel is None or self._closed is not None or self._ws.state is not ConnectionState.OPEN:
+            channel = await self._open_channel()
         event = TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
         channel.write(self._ws.send(event))
         if channel.blocked:
