@@ -22,6 +22,11 @@ def ring3_app(app: str, interface: str = "asgi") -> ServerSpec:
     return ServerSpec("ring3", servers.ring3_app_argv(app, interface), has_ledger=True)
 
 
+def ring3_variant(name: str, app: str, interface: str, *flags: str) -> ServerSpec:
+    """ring3 with non-default settings, shown for scale beside the default."""
+    return ServerSpec(name, servers.ring3_app_argv(app, interface, *flags), has_ledger=True, peer=REFERENCE)
+
+
 def uvicorn_app(app: str, ws: str = "auto", name: str = "uvicorn") -> ServerSpec:
     return ServerSpec(name, servers.uvicorn_app_argv(app, ws), peer=PYTHON, strace_share=SLOW_UNDER_STRACE)
 
@@ -40,10 +45,13 @@ RING3_STATIC_10M = ServerSpec("ring3-static", servers.ring3_argv, has_ledger=Tru
                               path="10m.bin")
 
 APP_LINEUPS: dict[str, tuple[ServerSpec, ...]] = {
-    "asgi-hello": (ring3_app("hello_asgi:app"), uvicorn_app("hello_asgi:app"), granian_app("hello_asgi:app"),
+    "asgi-hello": (ring3_app("hello_asgi:app"),
+                   ring3_variant("ring3-uvloop", "hello_asgi:app", "asgi", "--loop", "uvloop"),
+                   uvicorn_app("hello_asgi:app"), granian_app("hello_asgi:app"),
                    granian_app("hello_rsgi:app", "rsgi", name="granian-rsgi", peer=REFERENCE)),
-    "wsgi-hello": (ring3_app("hello_wsgi:app", "wsgi"), granian_app("hello_wsgi:app", "wsgi"),
-                   gunicorn_app("hello_wsgi:app")),
+    "wsgi-hello": (ring3_app("hello_wsgi:app", "wsgi"),
+                   ring3_variant("ring3-inline", "hello_wsgi:app", "wsgi", "--wsgi-threads", "0"),
+                   granian_app("hello_wsgi:app", "wsgi"), gunicorn_app("hello_wsgi:app")),
     "starlette-file": (ring3_app("starlette_file:app"), granian_app("starlette_file:app"),
                        uvicorn_app("starlette_file:app")),
     "asgi-stream-10m": (ring3_app("stream_asgi:app"), RING3_STATIC_10M, uvicorn_app("stream_asgi:app"),

@@ -107,10 +107,12 @@ def ring3_argv(launch: Launch) -> list[str]:
     return _ring3_argv(launch, [str(launch.root)])
 
 
-def ring3_app_argv(app: str, interface: str) -> Callable[[Launch], list[str]]:
-    """ring3 hosting `app` (module:attribute of bench/apps/), with its default (asyncio) loop."""
+def ring3_app_argv(app: str, interface: str, *extra: str) -> Callable[[Launch], list[str]]:
+    """ring3 hosting `app` (module:attribute of bench/apps/), with its default (asyncio) loop unless
+    `extra` flags say otherwise."""
     def argv(launch: Launch) -> list[str]:
-        return _ring3_argv(launch, ["--app", app, "--app-dir", str(APPS_DIR), "--interface", interface])
+        return _ring3_argv(launch, ["--app", app, "--app-dir", str(APPS_DIR), "--interface", interface,
+                                    *extra])
     return argv
 
 

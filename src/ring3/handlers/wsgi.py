@@ -31,6 +31,7 @@ import os
 import re
 import stat
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sized
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -486,7 +487,7 @@ def _run_in(pool: ThreadPoolExecutor | None, function: Callable[[], None]) -> No
 class WSGIHandler:
     """Serves one WSGI application (a ring3 Handler)."""
 
-    __slots__ = ("_app", "_base", "_inline", "_loop", "_pool", "_prefix", "_threads")
+    __slots__ = ("_app", "_base", "_inline", "_loop", "_mail", "_pool", "_prefix", "_threads")
 
     def __init__(self, app: WSGIApplication, settings: AppSection,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -495,6 +496,7 @@ class WSGIHandler:
         self._inline = settings.wsgi_threads == 0  # run on the loop's thread: one request at a time
         self._loop = loop
         self._pool: ThreadPoolExecutor | None = None
+        self._mail: _Mailbox | None = None
         self._prefix = settings.mount.rstrip("/").encode("ascii")  # b"" when mounted at '/'
         script_name = unquote_to_bytes(settings.root_path.encode("ascii") + self._prefix).decode("latin-1")
         self._base: dict[str, Any] = {
@@ -521,6 +523,12 @@ class WSGIHandler:
         if pool is not None:
             await asyncio.to_thread(pool.shutdown)
 
+    def _mailbox(self, loop: asyncio.AbstractEventLoop) -> _Mailbox:
+        mailbox = self._mail
+        if mailbox is None:
+            mailbox = self._mail = _Mailbox(loop)
+        return mailbox
+
     def executor(self) -> ThreadPoolExecutor:
         """The thread pool, made on first use."""
         pool = self._pool
@@ -545,7 +553,7 @@ class WSGIHandler:
         # and no request sees what another left in a thread's context.
         context = contextvars.Context()
         job = pool.submit(context.run, self._answer, request, body, loop, pool, context)
-        job.add_done_callback(partial(_hand_over, loop, answer))
+        job.add_done_callback(partial(_hand_over, self._mailbox(loop), answer))
         answer.add_done_callback(partial(_cancel_job, job))
         return answer
 
@@ -695,10 +703,40 @@ def _add_headers(environ: dict[str, Any], headers: list[tuple[bytes, bytes]]) ->
 # -- handing the answer to the loop thread ------------------------------------------------------------
 
 
-def _hand_over(loop: asyncio.AbstractEventLoop, answer: asyncio.Future[Response], job: Job) -> None:
+class _Mailbox:
+    """Calls from pool threads to the loop's thread, delivered in batches: the loop is woken (a byte on
+    its self-pipe, and the thread switch that follows) once per batch, not once per request."""
+
+    __slots__ = ("_calls", "_loop", "_pending")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._calls: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._pending = False  # a delivery is scheduled and has not started draining
+
+    def post(self, function: Callable[..., None], *args: Any) -> None:
+        """From any thread: run `function(*args)` on the loop's thread soon."""
+        self._calls.append((function, args))
+        if not self._pending:
+            self._pending = True
+            try:
+                self._loop.call_soon_threadsafe(self._deliver)
+            except RuntimeError:
+                self._pending = False
+                raise
+
+    def _deliver(self) -> None:
+        self._pending = False  # calls posted from now on schedule another delivery, or join this one
+        calls = self._calls
+        while calls:
+            function, args = calls.popleft()
+            function(*args)
+
+
+def _hand_over(mailbox: _Mailbox, answer: asyncio.Future[Response], job: Job) -> None:
     """The job's done-callback (in its thread): settle the answer on the loop thread."""
     try:
-        loop.call_soon_threadsafe(_settle, answer, job)
+        mailbox.post(_settle, answer, job)
     except RuntimeError:  # the loop is closed: nobody will send this response
         if not job.cancelled() and job.exception() is None:
             _release(job.result())
