@@ -236,7 +236,8 @@ class Connection:
             self._pumping = False
             if not self._closed:
                 output.uncork()
-                self._watch_output()
+                if output.blocked:
+                    self._watch_output()
 
     def _start(self, request: Request) -> None:
         request.conn = self._info
@@ -392,7 +393,8 @@ class Connection:
             logger.warning("%s: response aborted: %s", self._peer, exc)
             self.close()
             return
-        self._watch_output()
+        if self._output.blocked:
+            self._watch_output()
 
     def _watch_output(self) -> None:
         """If the socket is full, make sure the send timeout is armed."""

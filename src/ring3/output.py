@@ -58,7 +58,7 @@ class OutputPath:
         "_queue",
         "_sendfile_min",
         "_sock",
-        "_writing",
+        "blocked",
         "progress_at",
     )
 
@@ -76,14 +76,10 @@ class OutputPath:
         self._corked = False
         self._on_done: Callable[[], None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._writing = False
+        # The socket is full: bytes wait for it to become writable (watched with add_writer). Bytes
+        # held back by cork() are not blocked: they leave at uncork().
+        self.blocked = False
         self.progress_at = 0.0
-
-    @property
-    def blocked(self) -> bool:
-        """The socket is full: bytes are waiting for it to become writable. (Bytes held back by
-        cork() are not blocked: they leave at uncork().)"""
-        return self._writing
 
     def cork(self) -> None:
         """Hold back whole in-memory responses until uncork(), so a batch leaves in one call."""
@@ -98,7 +94,7 @@ class OutputPath:
         data = held[0] if len(held) == 1 else b"".join(held)
         self._held = []
         self._held_size = 0
-        if self._queue or self._writing:
+        if self._queue or self.blocked:
             self._queue_bytes(data)
             return  # the writer callback sends it after what is queued
         self._ledger.send += 1
@@ -171,7 +167,7 @@ class OutputPath:
     def write(self, data: bytes) -> None:
         """Send bytes outside a whole response (100 Continue, WebSocket frames): straight to the socket
         when nothing waits before them, else queued behind what does."""
-        if not self._queue and not self._held and not self._writing:
+        if not self._queue and not self._held and not self.blocked:
             ledger = self._ledger
             ledger.send += 1
             try:
@@ -217,8 +213,8 @@ class OutputPath:
         self._held = []
         self._held_size = 0
         self._on_done = None
-        if self._writing:
-            self._writing = False
+        if self.blocked:
+            self.blocked = False
             self._loop.remove_writer(self._fd)
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
@@ -253,12 +249,12 @@ class OutputPath:
             self._on_error(exc)
             return
         if done:
-            if self._writing:
-                self._writing = False
+            if self.blocked:
+                self.blocked = False
                 self._loop.remove_writer(self._fd)
             self._finish()
-        elif not self._writing:
-            self._writing = True
+        elif not self.blocked:
+            self.blocked = True
             self.progress_at = self._loop.time()
             self._loop.add_writer(self._fd, self._on_writable)
 

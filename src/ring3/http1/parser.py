@@ -63,6 +63,8 @@ class H1Parser:
         "_host",
         "_host_count",
         "_limits",
+        "_max_header_bytes",
+        "_max_header_count",
         "_parser",
         "_raw_head",
         "_te_values",
@@ -75,7 +77,9 @@ class H1Parser:
     )
 
     def __init__(self, limits: H1Limits | None = None) -> None:
-        self._limits = limits or H1Limits()
+        self._limits = limits = limits or H1Limits()
+        self._max_header_count = limits.max_header_count  # read for every field: kept at hand
+        self._max_header_bytes = limits.max_header_bytes
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
         self._url = b""
@@ -160,10 +164,10 @@ class H1Parser:
         headers.append((name, value))
         if name in _NOTED_FIELDS:
             self._note_framing(name, value)
-        self._field_bytes += len(name) + len(value) + 4  # "name: value\r\n"
-        if len(headers) > self._limits.max_header_count:
+        field_bytes = self._field_bytes = self._field_bytes + len(name) + len(value) + 4  # "name: value\r\n"
+        if len(headers) > self._max_header_count:
             raise RemoteProtocolError("too many header fields", status=431)
-        if self._field_bytes + len(self._url) > self._limits.max_header_bytes:
+        if field_bytes + len(self._url) > self._max_header_bytes:
             raise RemoteProtocolError("request header block too large", status=431)
 
     def _note_framing(self, name: bytes, value: bytes) -> None:
