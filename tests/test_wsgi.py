@@ -889,3 +889,48 @@ def test_inline_mode_runs_on_the_loop_thread(serve: Serve) -> None:
         assert answer.headers["transfer-encoding"] == "chunked"
     assert not any(name.startswith("ring3-wsgi") for name in threads)
     assert len(set(threads)) == 1  # the loop's own thread, every time
+
+
+def test_a_blocked_thread_does_not_hold_up_queued_requests(serve: Serve) -> None:
+    # The pool wakes one thread per batch; a thread that blocks must not keep the rest of its batch
+    # waiting: another thread is woken once the oldest queued job has waited a couple of milliseconds.
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if environ["PATH_INFO"] == "/slow":
+            time.sleep(1.0)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = serve(app, app__wsgi_threads=4)
+    with server.connect() as slow, server.connect() as fast:
+        slow.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        fast.sendall(GET)  # likely in the same turn of the loop as the slow one
+        began = time.monotonic()
+        assert ResponseReader(fast).read()[2] == b"ok"
+        assert time.monotonic() - began < 0.5
+        assert ResponseReader(slow).read()[2] == b"ok"
+
+
+def test_the_pool_wakes_another_thread_when_a_batch_stalls() -> None:
+    from ring3.handlers.workers import BatchingPool
+
+    async def main() -> tuple[float, list[str]]:
+        loop = asyncio.get_running_loop()
+        pool = BatchingPool(4, loop)
+        names: list[str] = []
+
+        def job(delay: float) -> float:
+            names.append(threading.current_thread().name)
+            time.sleep(delay)
+            return time.monotonic()
+
+        began = time.monotonic()
+        slow = pool.submit(job, 1.0)  # one batch: a single thread is woken for both jobs
+        fast = pool.submit(job, 0.0)
+        done = await asyncio.wrap_future(fast)
+        await asyncio.wrap_future(slow)
+        await asyncio.to_thread(pool.shutdown)
+        return done - began, names
+
+    took, names = asyncio.run(main())
+    assert took < 0.5  # not behind the blocked job: the watch woke a second thread
+    assert len(set(names)) == 2

@@ -1,9 +1,11 @@
 """The WSGI (PEP 3333) handler: a synchronous application served from a thread pool.
 
-Threads. Application code never runs on the event loop thread. Each request is one job for a
-ThreadPoolExecutor of `app.wsgi_threads` threads; a request that finds them all busy waits in the pool's
-queue. The handler answers with a plain asyncio Future that the job's done-callback settles on the loop
-thread, so no Task is made per request. `wsgi.input` fetches the body from the loop thread as the
+Threads. Application code never runs on the event loop thread (unless `app.wsgi_threads` is 0: then
+inline, after the whole body has arrived). Each request is one job for a BatchingPool (workers.py) of
+`app.wsgi_threads` threads, woken once per turn of the loop rather than once per job; a request that
+finds them all busy waits in the pool's queue. The handler answers with a plain asyncio Future that the
+job's done-callback settles on the loop thread (through a mailbox that wakes the loop once per batch),
+so no Task is made per request. `wsgi.input` fetches the body from the loop thread as the
 application reads it, one piece per hop; a request without a body reads b"" without crossing threads.
 
 One send for one-chunk responses. The worker runs the application and pulls its first non-empty chunk.
@@ -33,7 +35,6 @@ import stat
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sized
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -44,6 +45,7 @@ from ring3.errors import ClientDisconnected, LocalProtocolError, ResponseAborted
 from ring3.events import FileRange, Headers, Request, Response
 from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
+from ring3.handlers.workers import BatchingPool
 from ring3.http1.serialize import NO_BODY_STATUSES, check_header
 
 if TYPE_CHECKING:
@@ -375,7 +377,7 @@ class _Stream:
                  "_iterator", "_loop", "_pool", "_remaining")
 
     def __init__(self, iterable: Iterable[bytes], iterator: Iterator[bytes], first: bytes,
-                 remaining: int | None, loop: asyncio.AbstractEventLoop, pool: ThreadPoolExecutor | None,
+                 remaining: int | None, loop: asyncio.AbstractEventLoop, pool: BatchingPool | None,
                  context: contextvars.Context) -> None:
         self._context = context  # the request's: each chunk may be pulled in another thread
         self._iterable = iterable
@@ -469,7 +471,7 @@ async def _single(chunk: bytes) -> AsyncIterator[bytes]:
     yield chunk
 
 
-def _run_in(pool: ThreadPoolExecutor | None, function: Callable[[], None]) -> None:
+def _run_in(pool: BatchingPool | None, function: Callable[[], None]) -> None:
     """Run `function` in a thread of `pool`, or here if there is none (inline) or it has been shut
     down."""
     if pool is None:
@@ -495,7 +497,7 @@ class WSGIHandler:
         self._threads = settings.wsgi_threads
         self._inline = settings.wsgi_threads == 0  # run on the loop's thread: one request at a time
         self._loop = loop
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: BatchingPool | None = None
         self._mail: _Mailbox | None = None
         self._prefix = settings.mount.rstrip("/").encode("ascii")  # b"" when mounted at '/'
         script_name = unquote_to_bytes(settings.root_path.encode("ascii") + self._prefix).decode("latin-1")
@@ -529,12 +531,12 @@ class WSGIHandler:
             mailbox = self._mail = _Mailbox(loop)
         return mailbox
 
-    def executor(self) -> ThreadPoolExecutor:
-        """The thread pool, made on first use."""
+    def executor(self) -> BatchingPool:
+        """The thread pool, made on first use (on the loop's thread)."""
         pool = self._pool
         if pool is None:
-            pool = self._pool = ThreadPoolExecutor(max_workers=self._threads,
-                                                   thread_name_prefix="ring3-wsgi")
+            loop = self._loop or asyncio.get_running_loop()
+            pool = self._pool = BatchingPool(self._threads, loop, thread_name_prefix="ring3-wsgi")
         return pool
 
     def __call__(self, request: Request, body: BodyReader) -> Response | Awaitable[Response]:
@@ -568,7 +570,7 @@ class WSGIHandler:
     # -- in a pool thread (or inline, on the loop's) --------------------------------------------------
 
     def _answer(self, request: Request, body: BodyReader, loop: asyncio.AbstractEventLoop,
-                pool: ThreadPoolExecutor | None, context: contextvars.Context,
+                pool: BatchingPool | None, context: contextvars.Context,
                 wsgi_input: Any = None) -> Response:
         """Run the application and work out the Response (500 if it fails before its headers are out)."""
         reply = _Reply()
@@ -618,7 +620,7 @@ class WSGIHandler:
 
 
 def _response(request: Request, result: Iterable[bytes], reply: _Reply, loop: asyncio.AbstractEventLoop,
-              pool: ThreadPoolExecutor | None, context: contextvars.Context) -> tuple[Response, bool]:
+              pool: BatchingPool | None, context: contextvars.Context) -> tuple[Response, bool]:
     """The Response for what the application returned, and whether its iterable is done with."""
     if isinstance(result, FileWrapper) and reply.status and not reply.written:
         span = result.file_range(reply.content_length)
