@@ -29,12 +29,13 @@ class ConnectionInfo:
 NO_CONNECTION_INFO = ConnectionInfo(client=None, server=None)
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(slots=True)
 class Request:
     """A request head. Header names are lower-cased bytes; values are as received.
 
     Treat it as immutable. It is not frozen only because a frozen dataclass costs about a microsecond
-    more to build, once per request.
+    more to build, once per request; for the same reason the parser builds it with positional arguments
+    (0.17 us against 0.44 us with keywords), so keep the order of the fields.
     """
 
     method: bytes
@@ -179,7 +180,7 @@ class Upgrade(Protocol):
         """The server is stopping: end the protocol's session gracefully, then close the channel."""
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(slots=True)
 class Response:
     """What a handler wants sent. The output path alone decides how. The connection only reads it, so
     a handler may hand out the same Response (without cleanup) many times.
@@ -190,7 +191,8 @@ class Response:
     `cleanup` runs once the body has been sent or abandoned (to close file descriptors).
     `header_block` holds header lines already serialised (each ending in CRLF), sent after `headers`:
     a cache keeps them prebuilt. With `upgrade` (status 101), that protocol takes the connection over
-    once the head is sent.
+    once the head is sent. Hot paths build it with positional arguments (a third of the cost of
+    keywords): keep the order of the fields.
     """
 
     status: int

@@ -383,8 +383,8 @@ class HTTPExchange(AppExchange):
         if self._future is not None and self._future.cancelled():  # the client left meanwhile
             done()
             raise ClientDisconnected("the client closed the connection")
-        self._settle(Response(status=self._status, headers=self._headers, body=body,
-                              content_length=self._declared, cleanup=done))
+        # Positional (see Response): status, headers, header_block, body, cleanup, close, content_length.
+        self._settle(Response(self._status, self._headers, b"", body, done, False, self._declared))
 
     # -- endings ----------------------------------------------------------------------------------
 

@@ -240,20 +240,11 @@ class H1Parser:
             if expect.lower() != b"100-continue":
                 raise RemoteProtocolError("unsupported Expect", status=417)
             expect_continue = version == "1.1" and (has_te or bool(content_length))
-        return Request(
-            method=method,
-            target=target,
-            path=path,
-            query=query,
-            http_version=version,
-            headers=self._headers,
-            host=host,
-            keep_alive=parser.should_keep_alive(),
-            expect_continue=expect_continue,
-            has_body=has_te or bool(content_length),
-            conditional=self._conditional,
-            upgrade=parser.should_upgrade(),
-        )
+        # Positional (see Request): method, target, path, query, http_version, headers, host, keep_alive,
+        # expect_continue, has_body, conditional, upgrade.
+        return Request(method, target, path, query, version, self._headers, host, parser.should_keep_alive(),
+                       expect_continue, has_te or bool(content_length), self._conditional,
+                       parser.should_upgrade())
 
     def _check_partial_head(self, data: bytes, began_before: bool, no_events: bool) -> None:
         """Bound a head that is still incomplete after a feed (httptools buffers its pieces).
