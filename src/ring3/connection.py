@@ -730,8 +730,10 @@ class _Channel:
     def write(self, data: bytes) -> None:
         connection = self._connection
         if not connection._closed:
-            connection._output.write(data)
-            connection._watch_output()
+            output = connection._output
+            output.write(data)
+            if output.blocked:
+                connection._watch_output()
 
     @property
     def blocked(self) -> bool:
