@@ -428,6 +428,25 @@ def test_a_client_that_never_answers_our_close_is_dropped(serve: Callable[..., I
                                          "reason": "close timeout"}
 
 
+def test_a_deflate_bomb_is_closed_before_it_inflates(serve: Callable[..., InProcessServer],
+                                                     raw: Callable[..., RawClient]) -> None:
+    import tracemalloc
+
+    srv = serve(websocket_max_message=1 << 20)
+    client = raw(srv, "/echo", extensions=[PerMessageDeflate()])
+    bomb = client.ws.send(BytesMessage(data=bytes(64 << 20)))  # 64 MiB of zeros: about 64 KiB on the wire
+    assert len(bomb) < 200_000
+    tracemalloc.start()
+    try:
+        client.sock.sendall(bomb)
+        event = client.next_event()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(event, CloseConnection) and event.code == 1009
+    assert peak < 16 << 20  # inflated in slices: never near the 64 MiB the message would become
+
+
 def test_frames_sent_with_the_handshake_are_not_lost(server: InProcessServer,
                                                      raw: Callable[..., RawClient]) -> None:
     early = Connection(ConnectionType.CLIENT).send(TextMessage(data="early bird"))
