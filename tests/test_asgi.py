@@ -267,6 +267,32 @@ def test_a_body_shorter_than_its_declared_length_aborts(in_process: Start) -> No
     assert data.endswith(b"short")  # then the connection closed: the client sees a truncated body
 
 
+@pytest.mark.parametrize("value", [b"-5", b"1_0", b" 10", b"ten", b""])
+def test_an_invalid_declared_length_gets_500(in_process: Start, value: bytes) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 200, b"0123456789", [(b"content-length", value)])
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        status, headers, _ = exchange(sock, b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert status == 500
+    assert headers[b"content-length"] != value
+
+
+def test_a_body_longer_than_its_declared_length_aborts(in_process: Start) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+        await send({"type": "http.response.body", "body": b"four", "more_body": True})
+        await send({"type": "http.response.body", "body": b"more"})
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = recv_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert data.endswith(b"\r\n\r\nfour")  # the extra bytes never left: the connection closed instead
+
+
 def test_head_announces_the_declared_length(in_process: Start) -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1234")]})
@@ -509,7 +535,11 @@ def test_an_app_that_never_waits_is_answered_in_the_same_loop_turn() -> None:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         # Called as the connection calls it: from a plain callback, outside any task.
-        loop.call_soon(lambda: (outcomes.append(handler(request, EMPTY_BODY)), done.set_result(None)))
+        def read_callback() -> None:
+            outcomes.append(handler(request, EMPTY_BODY))
+            done.set_result(None)
+
+        loop.call_soon(read_callback)
         await done
         task = start_task(loop, asyncio.sleep(0))  # inside a task, tasks start the usual way
         assert not task.done()
@@ -547,3 +577,14 @@ def test_hot_pathsend_files_come_from_the_file_cache(in_process: Start, tmp_path
         small.write_bytes(b"changed on disk\n")
         time.sleep(0.25)
         assert exchange(sock, b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n")[2] == b"changed on disk\n"
+
+
+@pytest.mark.parametrize("status", [42, 600, "200"])
+def test_an_invalid_status_gets_500(in_process: Start, status: object) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"never"})
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        assert exchange(sock, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 500

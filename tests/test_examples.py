@@ -30,9 +30,9 @@ from websockets.exceptions import ConnectionClosedOK
 from websockets.sync.client import connect as ws_connect
 
 from conftest import ResponseReader, RunningServer, start_ring3
+from test_ledger import admin_url, scrape
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-ADMIN = re.compile(r"ring3 admin on (http://\S+)/metrics")
 MIB = 1024 * 1024
 CHROMIUM_FLAGS = [  # as in test_browser.py
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -69,27 +69,6 @@ def expect(response: httpx.Response, status: int, server: RunningServer) -> http
         f"{response.request.method} {response.request.url}: {response.status_code} {response.text[:500]!r}"
         f"\n--- ring3 stderr ---\n{server.stderr()[-3000:]}")
     return response
-
-
-def admin_url(server: RunningServer) -> str:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        for line in server.stdout_lines:
-            if match := ADMIN.search(line):
-                return match.group(1)
-        time.sleep(0.05)
-    raise AssertionError(f"no admin line in {server.stdout_lines!r}")
-
-
-def scrape(admin: str) -> dict[str, float]:
-    response = httpx.get(admin + "/metrics", timeout=5)
-    assert response.status_code == 200
-    values = {}
-    for line in response.text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
 
 
 ZERO_COPY = 'ring3_bytes_sent_total{path="zero_copy"}'

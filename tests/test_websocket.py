@@ -19,6 +19,7 @@ import pytest
 from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection
 from wsproto.events import (
@@ -259,6 +260,13 @@ def closed_by_server(ws: ClientConnection) -> ConnectionClosed:
     return info.value
 
 
+def close_code(ws: ClientConnection) -> int:
+    """The code of the close frame the server sent."""
+    received = closed_by_server(ws).rcvd
+    assert received is not None, "the connection ended without a close frame"
+    return received.code
+
+
 # -- messages -------------------------------------------------------------------------------------
 
 
@@ -273,7 +281,7 @@ def test_echo_text_and_binary(server: InProcessServer) -> None:
 
 
 def test_subprotocol_and_accept_headers(server: InProcessServer) -> None:
-    with connect(url(server, "/echo"), subprotocols=["chat.v1", "chat.v2"]) as ws:  # type: ignore[list-item]
+    with connect(url(server, "/echo"), subprotocols=[Subprotocol("chat.v1"), Subprotocol("chat.v2")]) as ws:
         assert ws.subprotocol == "chat.v2"
         headers = headers_of(ws)
         assert headers["Sec-WebSocket-Protocol"] == "chat.v2"
@@ -286,7 +294,7 @@ def test_subprotocol_and_accept_headers(server: InProcessServer) -> None:
 
 
 def test_scope(server: InProcessServer) -> None:
-    with connect(url(server, "/scope?a=1"), subprotocols=["one", "two"]) as ws:  # type: ignore[list-item]
+    with connect(url(server, "/scope?a=1"), subprotocols=[Subprotocol("one"), Subprotocol("two")]) as ws:
         keys = ws.recv(timeout=5)
         assert "'subprotocols'" in keys and "'method'" not in keys
         assert ws.recv(timeout=5) == repr((["one", "two"], {"websocket.http.response": {}}, "ws", "/scope",
@@ -460,7 +468,7 @@ def test_message_too_big_closes_with_1009(serve: Callable[..., InProcessServer])
         ws.send(b"x" * 1000)  # at the limit: fine
         assert ws.recv(timeout=5) == b"x" * 1000
         ws.send("é" * 501)  # 501 characters, 1002 bytes
-        assert closed_by_server(ws).rcvd.code == 1009  # type: ignore[union-attr]
+        assert close_code(ws) == 1009
     with connect(url(srv, "/echo"), compression=None) as ws:
         try:  # each fragment is small; the message is not
             ws.send(iter([b"y" * 600, b"y" * 600]))
@@ -649,7 +657,7 @@ def test_ring3_serve_app_speaks_websocket(tmp_path: Path,
         ws.send("over the wire")
         assert ws.recv(timeout=5) == "over the wire"
         ws.send(b"z" * 101)
-        assert closed_by_server(ws).rcvd.code == 1009  # type: ignore[union-attr]
+        assert close_code(ws) == 1009
 
 
 def test_server_shutdown_closes_websockets_with_going_away(

@@ -4,6 +4,7 @@ file_wrapper with sendfile, errors and the thread pool."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import io
 import logging
@@ -40,8 +41,9 @@ def serve(in_process: Callable[..., InProcessServer]) -> Iterator[Serve]:
     running: list[tuple[WSGIHandler, InProcessServer]] = []
 
     def start(app: WSGIApplication, **overrides: object) -> InProcessServer:
-        settings = AppSection(**{key[5:]: value for key, value in overrides.items()  # type: ignore[arg-type]
-                                 if key.startswith("app__")})
+        app_values: dict[str, Any] = {key[5:]: value for key, value in overrides.items()
+                                      if key.startswith("app__")}
+        settings = dataclasses.replace(AppSection(), **app_values)
         handler = WSGIHandler(app, settings)
         server = in_process(handler, **overrides)
         running.append((handler, server))
@@ -669,7 +671,7 @@ def test_app_exception_is_a_500_without_traceback(serve: Serve, caplog: pytest.L
 
     def str_chunk(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         start_response("200 OK", [])
-        return ["text is not bytes"]  # type: ignore[list-item]
+        return ["text is not bytes"]  # type: ignore[list-item]  # the application error under test
 
     for app in (broken, broken_first_chunk, str_chunk):
         caplog.clear()
@@ -697,7 +699,8 @@ def test_file_wrapper_over_a_file_goes_out_with_sendfile(serve: Serve, tmp_path:
         length = environ["QUERY_STRING"]
         start_response("200 OK", [("Content-Type", "application/octet-stream")]
                        + ([("Content-Length", length)] if length else []))
-        return environ["wsgi.file_wrapper"](handle)  # type: ignore[no-any-return]
+        wrapper: Callable[..., Iterable[bytes]] = environ["wsgi.file_wrapper"]
+        return wrapper(handle)
 
     server = serve(send_file)
     before = LEDGER.snapshot()
@@ -725,7 +728,8 @@ def test_file_wrapper_over_a_non_file_is_read_in_blocks(serve: Serve) -> None:
 
     def send_stream(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         start_response("200 OK", [])
-        return environ["wsgi.file_wrapper"](Stream(data), 4096)  # type: ignore[no-any-return]
+        wrapper: Callable[..., Iterable[bytes]] = environ["wsgi.file_wrapper"]
+        return wrapper(Stream(data), 4096)
 
     server = serve(send_stream)
     with server.connect() as sock:

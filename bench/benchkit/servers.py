@@ -165,7 +165,7 @@ def granian_argv(launch: Launch) -> list[str]:
     return [str(tools.VENV / "bin" / "granian"), "--interface", "asgi", "--host", HOST,
             "--port", str(launch.port), "--workers", "1", "--no-access-log", "--log-level", "warning",
             "--static-path-route", "/static", "--static-path-mount", str(launch.root),
-            "--working-dir", str(PEERS_DIR), "granian_app:app"]
+            "--working-dir", str(APPS_DIR), "granian_static:app"]
 
 
 def granian_app_argv(app: str, interface: str) -> Callable[[Launch], list[str]]:

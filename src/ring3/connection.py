@@ -35,6 +35,7 @@ from ring3.handlers.status import status_response
 from ring3.http1.parser import H1Parser
 from ring3.http1.serialize import CONTINUE, NO_BODY_STATUSES, serialize_head
 from ring3.output import OutputPath, SendFailed
+from ring3.timers import LazyTimer
 
 if TYPE_CHECKING:
     from ring3.server import Server
@@ -82,7 +83,6 @@ class Connection:
         "_sock",
         "_task",
         "_timer",
-        "_timer_at",
         "_upgrade",
     )
 
@@ -121,11 +121,10 @@ class Connection:
         now = loop.time()
         self._phase_since = now
         self._last_read = now
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._timer = LazyTimer(loop, self._on_timer)
         self._reading = True
         loop.add_reader(self._fd, self._on_readable)
-        self._arm(now + server.config.limits.header_timeout)
+        self._timer.arm(now + server.config.limits.header_timeout)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -161,7 +160,7 @@ class Connection:
             self._pause_reading()  # what follows is another protocol's, if the handler switches
         if parser.in_head and not was_in_head:
             self._phase_since = now = self._loop.time()
-            self._arm(now + self._server.config.limits.header_timeout)
+            self._timer.arm(now + self._server.config.limits.header_timeout)
         elif not self._body_complete or parser.in_body:
             self._last_read = self._loop.time()
         if events:
@@ -250,7 +249,7 @@ class Connection:
             on_first = self._send_continue if request.expect_continue else None
             body = self._body = RequestBody(self._loop, on_first, self._resume_reading)
             self._last_read = now = self._loop.time()
-            self._arm(now + self._server.config.limits.body_timeout)
+            self._timer.arm(now + self._server.config.limits.body_timeout)
         if request.path == b"*":  # OPTIONS * (the parser allows '*' for nothing else)
             self._respond(status_response(200, list(_OPTIONS_ALLOW)))
             return
@@ -400,37 +399,20 @@ class Connection:
         """If the socket is full, make sure the send timeout is armed."""
         output = self._output
         if output.blocked and not self._closed:
-            self._arm(output.progress_at + self._server.config.limits.send_timeout)
+            self._timer.arm(output.progress_at + self._server.config.limits.send_timeout)
 
     async def _send_stream(self, head: bytes, stream: AsyncIterator[Segment], chunked: bool,
                            declared: int | None) -> None:
-        """Send a stream body: chunked, close-delimited, or (`declared`) exactly that many bytes.
-
-        The head leaves with the first piece; pieces leave without being copied (writev, sendfile).
-        """
-        output = self._output
-        pending: bytes = head
-        sent = 0
+        """Pull a stream body and write it as a pushed body is written (see _PushWriter): chunked,
+        close-delimited, or exactly its declared length; the head leaves with the first piece."""
+        writer = _PushWriter(self, head, chunked, declared)
         try:
             async for piece in stream:
-                size = len(piece) if isinstance(piece, bytes) else piece.count
-                if not size:
-                    continue
-                sent += size
-                if declared is not None and sent > declared:
-                    raise LocalProtocolError(f"the body is longer than its Content-Length {declared}")
-                if chunked:
-                    output.write_segments([pending + b"%x\r\n" % size, piece, b"\r\n"])
-                else:
-                    output.write_segments([pending, piece] if pending else [piece])
-                pending = b""
-                if output.blocked:
-                    self._watch_output()
-                    await output.drain()
-            if declared is not None and sent != declared:
-                raise LocalProtocolError(f"the body is {declared - sent} bytes short of its length")
-        except SendFailed:
-            return
+                writer.write(piece)
+                if writer.blocked:
+                    await writer.drain()
+        except ClientDisconnected:
+            return  # the connection is closed already
         except Exception as exc:
             if isinstance(exc, ResponseAborted):
                 logger.debug("%s: the handler aborted its response", self._peer)
@@ -440,8 +422,7 @@ class Connection:
             self.close()  # the head may be out: the only honest signal left is to abort
             return
         self._task = None
-        self._log_sent = sent
-        output.send(pending + b"0\r\n\r\n" if chunked else pending, None, self._on_response_sent)
+        writer.end()
 
     def _on_response_sent(self) -> None:
         self._account()
@@ -489,7 +470,7 @@ class Connection:
             return
         now = self._loop.time()
         self._phase_since = now
-        self._arm(now + self._server.config.limits.keepalive_timeout)
+        self._timer.arm(now + self._server.config.limits.keepalive_timeout)
         if not self._reading and not self._events:
             self._resume_reading()
 
@@ -526,7 +507,7 @@ class Connection:
             return
         now = self._loop.time()
         self._phase_since = now
-        self._arm(now + self._server.config.limits.lingering_timeout)
+        self._timer.arm(now + self._server.config.limits.lingering_timeout)
         if not self._reading:
             self._reading = True
             self._loop.add_reader(self._fd, self._on_readable)
@@ -545,9 +526,7 @@ class Connection:
             self._reading = False
             loop.remove_reader(self._fd)
         self._output.close()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -579,16 +558,7 @@ class Connection:
 
     # -- timeouts ---------------------------------------------------------------------------------
 
-    def _arm(self, when: float) -> None:
-        """Make sure the timer fires no later than `when` (one timer, re-armed lazily)."""
-        if self._timer is None or when < self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = when
-            self._timer = self._loop.call_at(when, self._on_timer)
-
     def _on_timer(self) -> None:
-        self._timer = None
         if self._closed:
             return
         deadline, action = self._deadline()
@@ -597,7 +567,7 @@ class Connection:
         if self._loop.time() >= deadline:
             action()
         else:
-            self._arm(deadline)
+            self._timer.arm(deadline)
 
     def _deadline(self) -> tuple[float | None, Callable[[], None]]:
         limits = self._server.config.limits
@@ -666,7 +636,8 @@ class _PushWriter:
             output.write_segments([pending + b"%x\r\n" % size, piece, b"\r\n"])
         else:
             output.write_segments([pending, piece] if pending else [piece])
-        connection._watch_output()
+        if output.blocked:
+            connection._watch_output()
 
     @property
     def blocked(self) -> bool:

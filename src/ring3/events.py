@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -128,8 +128,8 @@ class PushedBody:
 
     __slots__ = ()
 
-    def start(self, writer: BodyWriter) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # each kind of pushed body provides it
+        def start(self, writer: BodyWriter) -> None: ...
 
 
 Body = FixedBody | PushedBody | AsyncIterator[Segment]

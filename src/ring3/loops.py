@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack, cast
 
 from ring3.observe.ledger import CountingSelector
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 # The running task of each loop: what asyncio.current_task() reads, without its Python wrapper.
 _current_tasks: dict[Any, Any] = getattr(asyncio.tasks, "_current_tasks", {})
@@ -37,7 +38,13 @@ class _Ran:
 _RAN = cast(asyncio.Handle, _Ran())
 
 
-class _EagerStart:
+if TYPE_CHECKING:  # the mixin is checked as the loop it ends up in
+    _LoopBase = asyncio.AbstractEventLoop
+else:
+    _LoopBase = object
+
+
+class _EagerStart(_LoopBase):
     """Mixin for an event loop class: `start_task` and the call_soon hook it relies on."""
 
     _eager_step = False
@@ -56,7 +63,7 @@ class _EagerStart:
             self._eager_step = False
         return task
 
-    def call_soon(self, callback: Callable[..., object], *args: Any,
+    def call_soon(self, callback: Callable[[Unpack[Ts]], object], *args: *Ts,
                   context: contextvars.Context | None = None) -> asyncio.Handle:
         if self._eager_step:
             self._eager_step = False  # only the Task's first step; what it schedules is queued
@@ -66,11 +73,10 @@ class _EagerStart:
                 context.run(callback, *args)  # a Task's step handles its coroutine's exceptions
             return _RAN  # the Task drops the handle
 
-        handle: asyncio.Handle = super().call_soon(callback, *args, context=context)  # type: ignore[misc]
-        return handle
+        return super().call_soon(callback, *args, context=context)
 
 
-class SelectorLoop(_EagerStart, asyncio.SelectorEventLoop):  # type: ignore[misc]
+class SelectorLoop(_EagerStart, asyncio.SelectorEventLoop):
     """The standard library's loop on a selector that counts its epoll calls."""
 
     def __init__(self) -> None:
@@ -92,6 +98,7 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     if name == "uvloop":
         import uvloop
 
+        # uvloop's own stubs disagree with AbstractEventLoop's on a few methods ring3 never calls.
         class UVLoop(_EagerStart, uvloop.Loop):  # type: ignore[misc]
             pass
 

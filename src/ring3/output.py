@@ -97,6 +97,10 @@ class OutputPath:
         if self._queue or self.blocked:
             self._queue_bytes(data)
             return  # the writer callback sends it after what is queued
+        self._send_now(data)
+
+    def _send_now(self, data: bytes) -> None:
+        """One send of `data`, which nothing waits before; what the socket does not take is queued."""
         self._ledger.send += 1
         try:
             sent = self._sock.send(data)
@@ -168,19 +172,8 @@ class OutputPath:
         """Send bytes outside a whole response (100 Continue, WebSocket frames): straight to the socket
         when nothing waits before them, else queued behind what does."""
         if not self._queue and not self._held and not self.blocked:
-            ledger = self._ledger
-            ledger.send += 1
-            try:
-                sent = self._sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self._on_error(SendFailed(os.strerror(exc.errno or 0)))
-                return
-            ledger.bytes_copied += sent
-            if sent == len(data):
-                return
-            data = data[sent:]
+            self._send_now(data)
+            return
         self._release_held()
         self._queue_bytes(data)
         self._flush()
@@ -191,10 +184,10 @@ class OutputPath:
         self._release_held()
         try:
             for segment in segments:
-                if type(segment) is bytes:
+                if isinstance(segment, bytes):
                     self._queue_bytes(segment)
                 else:
-                    self._queue_file(b"", segment)  # type: ignore[arg-type]
+                    self._queue_file(b"", segment)
         except (SendFailed, OSError) as exc:
             self._on_error(exc)
             return

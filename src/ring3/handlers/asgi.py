@@ -142,18 +142,15 @@ class AppExchange:
         else:
             self._returned()
 
-    async def receive(self) -> Message:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # what each kind of exchange provides
+        async def receive(self) -> Message: ...
 
-    async def send(self, message: Message) -> None:
-        raise NotImplementedError
+        async def send(self, message: Message) -> None: ...
 
-    def _failed(self, error: BaseException | None) -> None:
-        """The application raised `error` (None: it was cancelled)."""
-        raise NotImplementedError
+        def _failed(self, error: BaseException | None) -> None:
+            """The application raised `error` (None: it was cancelled)."""
 
-    def _returned(self) -> None:
-        raise NotImplementedError
+        def _returned(self) -> None: ...
 
 
 class HTTPExchange(AppExchange):
@@ -287,18 +284,20 @@ class HTTPExchange(AppExchange):
         status = message["status"]
         if type(status) is not int or not 100 <= status <= 599:
             raise RuntimeError(f"invalid status {status!r}")
-        self._status = status
         self._headers = headers = []
         for name, value in message.get("headers", ()):
             lowered = name.lower()
             if lowered in _FRAMING_FIELDS:
                 if lowered == b"content-length":
+                    if not value.isdigit():  # int() would take " 1", "-1" and "1_0"
+                        raise RuntimeError(f"invalid Content-Length {value!r}")
                     self._declared = int(value)
                 continue
             if type(name) is bytes and type(value) is bytes:
                 headers.append((name, value))
             else:  # ASGI allows any byte strings: make them bytes for the serialiser's checks
                 headers.append((bytes(name), bytes(value)))
+        self._status = status  # started only once the head is known to be valid: else a 500
 
     async def _send_piece(self, piece: Segment, more: bool) -> None:
         stream = self._stream

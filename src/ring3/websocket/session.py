@@ -33,6 +33,7 @@ from wsproto.extensions import Extension
 from ring3.errors import ClientDisconnected
 from ring3.events import Channel
 from ring3.output import SendFailed
+from ring3.timers import LazyTimer
 
 # Complete messages held for an application that has not read them: past this many, or this many bytes,
 # reading pauses until it has read the queue down to a quarter of both. (websockets' max_queue is 16
@@ -96,7 +97,6 @@ class WebSocketSession:
         "_text",
         "_timeout",
         "_timer",
-        "_timer_at",
         "_waiter",
         "_ws",
     )
@@ -124,8 +124,7 @@ class WebSocketSession:
         self._drain_lock = asyncio.Lock()  # the channel has one drain waiter: senders take turns
         self._created_at = self._last_seen = self._closing_since = self._ping_at = loop.time()
         self._awaiting_pong = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._timer = LazyTimer(loop, self._on_timer)
         self._schedule()
 
     @property
@@ -349,9 +348,7 @@ class WebSocketSession:
             self._closed = closed
         self._wake()
         self._opened.set()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
 
     def _write(self, data: bytes) -> None:
         if self._channel is not None:
@@ -376,19 +373,9 @@ class WebSocketSession:
     def _schedule(self) -> None:
         deadline = self._deadline()
         if deadline is not None:
-            self._arm(deadline[0])
-
-    def _arm(self, when: float) -> None:
-        """Make sure the timer fires no later than `when` (deadlines that move later are found when it
-        fires, so a read costs no timer call)."""
-        if self._timer is None or when < self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = when
-            self._timer = self._loop.call_at(when, self._on_timer)
+            self._timer.arm(deadline[0])
 
     def _on_timer(self) -> None:
-        self._timer = None
         deadline = self._deadline()
         if deadline is None:
             return
