@@ -330,7 +330,7 @@ def test_render_toml_round_trips_every_setting_changed(tmp_path: Path) -> None:
         "server": {"listen": ["[::1]:0", "unix:/tmp/a b.sock"], "admin": "127.0.0.1:9", "loop": "uvloop",
                    "server_header": 'say "hi" \\o/',
                    "access_log": "/var/log/ring3 \u00e9.log", "log_level": "error",
-                   "shutdown_grace": 0.25},
+                   "shutdown_grace": 0.25, "replay_cache_entries": 0, "replay_max_request": "1k"},
         "limits": {"max_request_line": 100, "max_header_bytes": "64k", "max_header_count": 7,
                    "max_body_size": 0, "header_timeout": "1500ms", "body_timeout": 1e-2,
                    "keepalive_timeout": 0, "max_requests_per_connection": 3,

@@ -35,6 +35,7 @@ from ring3.handlers.status import status_response
 from ring3.http1.parser import H1Parser
 from ring3.http1.serialize import CONTINUE, NO_BODY_STATUSES, serialize_head
 from ring3.output import OutputPath, SendFailed
+from ring3.replay import Replay
 from ring3.timers import LazyTimer
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class Connection:
     __slots__ = (
         "_body",
         "_body_complete",
+        "_candidate",
         "_cleanup",
         "_closed",
         "_continue_sent",
@@ -75,6 +77,7 @@ class Connection:
         "_phase_since",
         "_pumping",
         "_reading",
+        "_replays",
         "_request",
         "_response_sent",
         "_response_started",
@@ -96,6 +99,8 @@ class Connection:
         self._peer = peer
         self._info = info or ConnectionInfo(client=None, server=None)
         self._upgrade: Upgrade | None = None
+        self._replays = server.replays
+        self._candidate: bytes | None = None  # the bytes of the current request, if it may be replayed
         self._parser = H1Parser(server.h1_limits)
         self._output = OutputPath(sock, loop, server.ledger, server.config.static.sendfile_min_size,
                                   self._on_send_failed)
@@ -155,7 +160,15 @@ class Connection:
             return
         parser = self._parser
         was_in_head = parser.in_head
+        at_boundary = self._request is None and not was_in_head and not self._events
+        if at_boundary and self._replays is not None:
+            replay = self._replays.get(data)
+            if replay is not None and self._replay(data, replay):
+                return
         events = parser.receive_data(data)
+        if (at_boundary and len(events) == 2 and type(events[1]) is RequestEnded
+                and self._replays is not None and not parser.in_head):
+            self._candidate = data  # exactly one whole request, without a body: see _respond
         if parser.upgraded:
             self._pause_reading()  # what follows is another protocol's, if the handler switches
         if parser.in_head and not was_in_head:
@@ -314,6 +327,7 @@ class Connection:
         request = self._request
         assert request is not None
         server = self._server
+        candidate, self._candidate = self._candidate, None
         self._response_started = True
         self._cleanup = response.cleanup
         status = response.status
@@ -370,6 +384,9 @@ class Connection:
             fallback = status_response(500, close=True)
             self._respond(fallback, log_line)
             return
+        if (candidate is not None and response.replay is not None and keep and fixed is not None
+                and request.method == b"GET" and upgrade is None and self._replays is not None):
+            self._replays.store(candidate, Replay(request, response.replay, connection))
         if server.access_log is not None:
             self._log_line = log_line or b"%s %s HTTP/%s" % (
                 request.method, request.target, request.http_version.encode())
@@ -394,6 +411,48 @@ class Connection:
             return
         if self._output.blocked:
             self._watch_output()
+
+    def _replay(self, data: bytes, replay: Replay) -> bool:
+        """Answer a repeat of a remembered request from the replay cache (ring3.replay); False when
+        the ordinary path must take it (the connection will close, or the response no longer holds)."""
+        server = self._server
+        if server.draining or self._served + 1 >= self._max_requests:
+            return False  # its answer carries Connection: close, which the remembered one does not
+        replays = self._replays
+        assert replays is not None
+        response = replay.renew()
+        if response is None:
+            replays.forget(data)
+            return False
+        message = replay.message(response, server.dates.common_headers())
+        if message is None:  # a body of unknown length: never remembered, but a renewal may bring one
+            replays.forget(data)
+            self._cleanup = response.cleanup
+            self._run_cleanup()
+            return False
+        request = self._request = replay.request
+        server.ledger.responses_replayed += 1
+        self._served += 1
+        self._response_started = True
+        self._response_sent = self._continue_sent = False
+        self._body_complete = True
+        self._keep_alive = True
+        self._cleanup = response.cleanup
+        head, body = message
+        self._log_status = response.status
+        self._log_sent = replay.length
+        if server.access_log is not None:
+            self._log_line = b"%s %s HTTP/%s" % (
+                request.method, request.target, request.http_version.encode())
+        try:
+            self._output.send(head, body, self._on_response_sent)
+        except (SendFailed, OSError) as exc:
+            logger.warning("%s: response aborted: %s", self._peer, exc)
+            self.close()
+            return True
+        if self._output.blocked:
+            self._watch_output()
+        return True
 
     def _watch_output(self) -> None:
         """If the socket is full, make sure the send timeout is armed."""
@@ -430,7 +489,8 @@ class Connection:
             self._close_after_response()
         elif self._body_complete:
             self._end_exchange()
-            self._pump()
+            if self._events:
+                self._pump()
         else:  # the body is still arriving and nobody will read it: RequestEnded ends the exchange
             body = self._body
             if body is not None:

@@ -183,7 +183,7 @@ class Upgrade(Protocol):
 @dataclass(slots=True)
 class Response:
     """What a handler wants sent. The output path alone decides how. The connection only reads it, so
-    a handler may hand out the same Response (without cleanup) many times.
+    a handler may hand out the same Response many times.
 
     The Content-Length is computed from a fixed body. A stream body is sent chunked, unless
     `content_length` declares its length: then it is sent as is, and the connection is aborted if the
@@ -193,6 +193,14 @@ class Response:
     a cache keeps them prebuilt. With `upgrade` (status 101), that protocol takes the connection over
     once the head is sent. Hot paths build it with positional arguments (a third of the cost of
     keywords): keep the order of the fields.
+
+    `replay` is the handler's promise that the very same request bytes get this response again for as
+    long as calling it returns one (the same Response, or its successor); None once it no longer holds.
+    The replay cache (ring3.replay) then answers a repeat of those bytes without parsing, routing or
+    calling the handler. A handler may only offer it for a response that depends on nothing but the
+    request bytes and what `replay` itself checks (not on the client's address, nor on time). A
+    Response with `cleanup` may be shared too, if each hand-out (and each replay) is paid for by one
+    later cleanup call.
     """
 
     status: int
@@ -203,6 +211,7 @@ class Response:
     close: bool = False
     content_length: int | None = None
     upgrade: Upgrade | None = None
+    replay: Callable[[], Response | None] | None = None
 
 
 def body_length(body: FixedBody) -> int:

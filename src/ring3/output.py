@@ -26,6 +26,14 @@ _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _SENDFILE_CHUNK = 1 << 30
 
 
+def join_small(head: bytes, body: FixedBody) -> tuple[bytes, FixedBody | None]:
+    """A head and body as send() would put them on the wire: a small bytes body joined to its head
+    (one send), anything else left to follow it. For callers that keep whole messages prebuilt."""
+    if type(body) is bytes and len(body) <= JOIN_LIMIT:
+        return head + body, None
+    return head, body
+
+
 class _FileItem:
     __slots__ = ("count", "fd", "offset")
 
@@ -132,9 +140,51 @@ class OutputPath:
             self._queue_bytes(data)
         else:
             self._release_held()
+            if (type(body) is FileRange and not self._queue and not self.blocked
+                    and body.count >= self._sendfile_min):
+                if self._send_file_now(head, body):
+                    on_done()
+                    return
+                self._on_done = on_done  # the socket is full: what is left waits for writability
+                self._wait_writable()
+                return
             self._queue_body(head, body)
         self._on_done = on_done
         self._flush()
+
+    def _send_file_now(self, head: bytes, part: FileRange) -> bool:
+        """The head (MSG_MORE: the file follows in the same segments) then the file by sendfile,
+        straight from the caller, when nothing is queued; what the socket does not take is queued.
+        True when all has left."""
+        ledger = self._ledger
+        ledger.send += 1
+        try:
+            sent = self._sock.send(head, _MSG_MORE)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            raise SendFailed(os.strerror(exc.errno or 0)) from None
+        ledger.bytes_copied += sent
+        if sent < len(head):
+            self._queue.append(memoryview(head)[sent:])
+            self._queue.append(_FileItem(part.fd, part.offset, part.count))
+            return False
+        wanted = min(part.count, _SENDFILE_CHUNK)
+        ledger.sendfile += 1
+        try:
+            sent = os.sendfile(self._fd, part.fd, part.offset, wanted)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            raise SendFailed(os.strerror(exc.errno or 0)) from None
+        else:
+            if sent == 0:
+                raise SendFailed("file shrank while being sent")
+        ledger.bytes_zero_copy += sent
+        if sent == part.count:
+            return True
+        self._queue.append(_FileItem(part.fd, part.offset + sent, part.count - sent))
+        return False
 
     def _release_held(self) -> None:
         """Queue held bytes ahead of what comes next, so the order on the wire is kept."""
@@ -247,9 +297,12 @@ class OutputPath:
                 self._loop.remove_writer(self._fd)
             self._finish()
         elif not self.blocked:
-            self.blocked = True
-            self.progress_at = self._loop.time()
-            self._loop.add_writer(self._fd, self._on_writable)
+            self._wait_writable()
+
+    def _wait_writable(self) -> None:
+        self.blocked = True
+        self.progress_at = self._loop.time()
+        self._loop.add_writer(self._fd, self._on_writable)
 
     def _on_writable(self) -> None:
         self.progress_at = self._loop.time()

@@ -23,6 +23,7 @@ from ring3.loops import loop_factory
 from ring3.observe.access_log import AccessLog
 from ring3.observe.ledger import LEDGER
 from ring3.observe.metrics import MetricsHandler
+from ring3.replay import ReplayCache
 
 logger = logging.getLogger("ring3.error")
 
@@ -47,6 +48,10 @@ class Server:
             max_body_size=limits.max_body_size,
         )
         self.dates = DateCache(config.server.server_header)
+        settings = config.server
+        self.replays: ReplayCache | None = (
+            ReplayCache(settings.replay_cache_entries, settings.replay_max_request)
+            if settings.replay_cache_entries else None)
         self.ledger = LEDGER  # one per worker process
         self.access_log: AccessLog | None = None
         self.draining = False

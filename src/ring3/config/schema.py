@@ -53,6 +53,14 @@ class ServerSection:
         "asyncio", "Event loop: 'asyncio' (the standard library's; the ledger counts its epoll calls) or "
         "'uvloop' (install ring3[uvloop]; its epoll calls are not counted).",
         choices=("asyncio", "uvloop"), flag="--loop")
+    replay_cache_entries: int = setting(
+        1024, "Whole responses remembered by the exact bytes of the request that got them (like "
+        "HTTP.sys's response cache): a repeat of those bytes is answered without parsing or calling "
+        "the handler, once the handler confirms the response still holds (a static file re-checked "
+        "as its cache is). Hot static files only, for now. 0 turns it off.", minimum=0)
+    replay_max_request: int = setting(
+        4 * KiB, "Longest request (its whole bytes) the replay cache remembers.", unit="bytes",
+        minimum=0)
     shutdown_grace: float = setting(
         10.0, "On SIGTERM/SIGINT, how long in-flight responses may take to finish before the "
         "connections are closed.", unit="seconds", minimum=0)

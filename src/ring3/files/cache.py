@@ -48,11 +48,9 @@ class CachedFile:
     used_at: float
     users: int = 0
     dropped: bool = False
-    response: Response | None = None  # for a body entry: the whole 200 response, built once, shared
-
-    def __post_init__(self) -> None:
-        if self.body is not None:
-            self.response = Response(status=200, header_block=self.header_block, body=self.body)
+    # The whole 200 response, built once (by the handler that stores the entry) and shared. For an
+    # open descriptor, each hand-out is paid for by acquire() and ends with its cleanup, release().
+    response: Response | None = None
 
     def acquire(self) -> None:
         self.users += 1

@@ -93,6 +93,7 @@ class StaticHandler:
         if cache is not None and cache.wants(path, found.stat.st_size, now):
             entry = load_entry(found, now, keep_open=found.stat.st_size > cache.max_file_size)
             if entry is not None:
+                entry.response = self._whole_response(path, entry)
                 cache.store(path, entry)
                 return self._from_cache(request, entry)
         fd = found.fd
@@ -116,11 +117,31 @@ class StaticHandler:
                                 partial(FileRange, entry.fd), entry.release)
         LEDGER.responses_from_cache += 1
         response = entry.response
-        if response is not None:
-            return response  # shared: the connection only reads a Response
-        entry.acquire()
-        return Response(status=200, header_block=entry.header_block, body=FileRange(entry.fd, 0, entry.size),
-                        cleanup=entry.release)
+        assert response is not None
+        if entry.body is None:
+            entry.acquire()  # the descriptor stays open until this response's cleanup
+        return response  # shared: the connection only reads a Response
+
+    def _whole_response(self, path: bytes, entry: CachedFile) -> Response:
+        """The 200 for a whole cached file, shared by every unconditional GET of it, and replayable
+        (see Response.replay) for as long as the entry stays in the cache."""
+        replay = partial(self._replay, path, entry)
+        if entry.body is not None:
+            return Response(200, [], entry.header_block, entry.body, None, False, None, None, replay)
+        return Response(200, [], entry.header_block, FileRange(entry.fd, 0, entry.size), entry.release,
+                        False, None, None, replay)
+
+    def _replay(self, path: bytes, entry: CachedFile) -> Response | None:
+        """The response for a repeat of a request this entry answered, if the entry still holds: the
+        same check (and re-check on disk) as any cache hit."""
+        cache = self._cache
+        if cache is None or cache.get(path, time.monotonic()) is not entry:
+            return None
+        LEDGER.responses_from_cache += 1
+        response = entry.response
+        if entry.body is None:
+            entry.acquire()
+        return response
 
     def _answer(self, request: Request, validators: Validators, mime: bytes, size: int,
                 slice_of: Slicer, cleanup: Callable[[], None]) -> Response:

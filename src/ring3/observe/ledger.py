@@ -45,6 +45,7 @@ class Ledger:
     bytes_received: int = 0
     connections_accepted: int = 0
     responses_from_cache: int = 0
+    responses_replayed: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
 
     def count_status(self, status: int) -> None:

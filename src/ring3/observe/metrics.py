@@ -36,6 +36,10 @@ def render(ledger: Ledger, connections_open: int) -> bytes:
         "# HELP ring3_responses_from_cache_total Responses served from the in-memory cache.",
         "# TYPE ring3_responses_from_cache_total counter",
         f"ring3_responses_from_cache_total {ledger.responses_from_cache}",
+        "# HELP ring3_responses_replayed_total Responses answered from the replay cache, by the exact "
+        "bytes of an earlier request, without parsing or calling a handler.",
+        "# TYPE ring3_responses_replayed_total counter",
+        f"ring3_responses_replayed_total {ledger.responses_replayed}",
         "# HELP ring3_connections_accepted_total Client connections accepted.",
         "# TYPE ring3_connections_accepted_total counter",
         f"ring3_connections_accepted_total {ledger.connections_accepted}",
