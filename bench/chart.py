@@ -69,7 +69,7 @@ def cpu_panel(ax: Axes, scenarios: list[Record]) -> None:
 
 
 def draw(data: Record, png: Path) -> None:
-    scenarios: list[Record] = data["scenarios"]
+    scenarios: list[Record] = [s for s in data["scenarios"] if s.get("kind") != "idle"]  # no rates
     panels = len(scenarios) + 1
     rows = math.ceil(panels / COLUMNS)
     fig, axes = plt.subplots(rows, COLUMNS, figsize=(4 * COLUMNS, 3.3 * rows), squeeze=False)

@@ -13,6 +13,7 @@ import argparse
 import datetime
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -20,9 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchkit import lineups, load, report, servers, syscalls, tools
-from benchkit.procs import cpu_seconds, peak_rss_kib
-from benchkit.scenarios import SCENARIOS, STATIC, WEBSOCKET, Scenario, make_site
+from benchkit import idle, lineups, load, report, servers, syscalls, tools
+from benchkit.procs import cpu_seconds, peak_rss_kib, rss_kib
+from benchkit.scenarios import IDLE, SCENARIOS, STATIC, WEBSOCKET, Scenario, make_site
 from benchkit.servers import Server, ServerSpec
 
 import ring3
@@ -32,6 +33,9 @@ RESULTS = tools.BENCH_DIR / "results"
 QUICK_RESULTS = RESULTS / "tmp"
 PROBE_FILE = "1k.bin"
 STRACE_TIMEOUT = 180  # seconds for the fixed request count under strace (Python peers slow down most)
+QUICK_IDLE = 500  # idle connections held with --quick (a full run holds the scenario's count)
+IDLE_TIMEOUT = 60.0  # seconds allowed to open and answer them all
+IDLE_SETTLE = 0.5  # seconds between the last response and reading the server's memory
 Record = report.Record
 
 
@@ -225,15 +229,46 @@ def add_costs(record: Record, server: Server, scenario: Scenario, settings: Sett
         record["error"] = f"syscall count: {exc}"
 
 
+def measure_idle(server: Server, scenario: Scenario, settings: Settings) -> Record:
+    """Resident memory before and while the client (pinned to the load CPU) holds the scenario's
+    connections open, each idle after one answered request."""
+    count = QUICK_IDLE if settings.quick else scenario.connections
+    before = rss_kib(server.pid)
+    own_cpus = os.sched_getaffinity(0)
+    if servers.pinning_available():
+        os.sched_setaffinity(0, {servers.LOAD_CPU})
+    try:
+        with idle.held_open(servers.HOST, server.launch.port, server.url(scenario.file).split("/", 3)[3],
+                            count, IDLE_TIMEOUT) as held:
+            time.sleep(IDLE_SETTLE)
+            during = rss_kib(server.pid)
+    finally:
+        os.sched_setaffinity(0, own_cpus)
+    added = during - before
+    record: Record = {
+        "peer": server.spec.peer, "wanted": count, "connections": held.connections,
+        "failures": held.failures, "open_s": round(held.seconds, 2), "rss_before_mib": before / 1024,
+        "rss_held_mib": during / 1024, "added_mib": added / 1024,
+        "kib_per_connection": added / held.connections if held.connections else None,
+        "peak_rss_mib": peak_rss_kib(server.pid) / 1024, "error": None,
+    }
+    if held.connections < count:
+        record["error"] = f"held {held.connections} of {count} connections ({held.failures} failed)"
+    return record
+
+
 def run_scenario(scenario: Scenario, settings: Settings, root: Path, work: Path) -> Record:
     log(f"scenario {scenario.name}: {scenario.title}")
     specs = settings.specs_for(scenario)
-    probe = PROBE_FILE if scenario.kind == STATIC else scenario.file
+    probe = PROBE_FILE if scenario.kind in (STATIC, IDLE) else scenario.file
     with servers.running(specs, root, work, probe, settings.with_admin) as (running, failed):
         drop_unverified(running, scenario, failed)
-        results = measure_rates(running, scenario, settings)
-        for server in running:
-            add_costs(results[server.spec.name], server, scenario, settings, work)
+        if scenario.kind == IDLE:
+            results = {server.spec.name: measure_idle(server, scenario, settings) for server in running}
+        else:
+            results = measure_rates(running, scenario, settings)
+            for server in running:
+                add_costs(results[server.spec.name], server, scenario, settings, work)
     for spec in specs:
         if spec.name in failed:
             results[spec.name] = {"error": failed[spec.name], "peer": spec.peer}
@@ -323,8 +358,16 @@ def write_outputs(data: Record, settings: Settings) -> None:
     log(f"results in {settings.out} ({data['elapsed_s']} s)")
 
 
+def raise_open_files_limit() -> None:
+    """The idle scenario holds 10,000 connections: as many descriptors here and in each server."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
+    raise_open_files_limit()
     load_before = [round(x, 2) for x in os.getloadavg()]  # other work on a shared machine shows here
     settings = settings_from(parse_args(argv))
     for name, reason in settings.skipped.items():

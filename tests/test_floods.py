@@ -221,6 +221,30 @@ def test_max_connections_pauses_accepting_and_recovers(ring3_process: Start, sit
     assert fetch_hello(server.port)[:2] == (200, HELLO_BODY)
 
 
+def test_the_open_files_limit_is_raised_to_reach_max_connections(ring3_process: Start, site: Path) -> None:
+    connections = 1200
+    raise_fd_limit(connections + 100)  # this process's own clients
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # what ring3 inherits: far too few
+    try:
+        server = start(ring3_process, site, "--max-connections", "2000", "--open-files-max", "100")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    limits = (Path("/proc") / str(server.process.pid) / "limits").read_text()
+    line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+    assert int(line.split()[3]) == min(2000 + 100 + 64, hard), line
+    held: list[socket.socket] = []
+    try:
+        for _ in range(connections):  # each served, and still open: 1200 descriptors in ring3
+            sock = connect(server.port)
+            held.append(sock)
+            sock.sendall(HELLO)
+            assert ResponseReader(sock).read()[:3:2] == (200, HELLO_BODY)
+    finally:
+        for sock in held:
+            sock.close()
+
+
 # -- clients that never read ------------------------------------------------------------------------------
 
 

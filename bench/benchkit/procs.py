@@ -45,8 +45,8 @@ def cpu_seconds(root: int) -> float:
     return ticks / CLOCK_TICKS
 
 
-def peak_rss_kib(root: int) -> int:
-    """Sum over the tree of each process's VmHWM (its peak resident set), in KiB."""
+def _status_kib(root: int, field: str) -> int:
+    """Sum over the tree of one memory field of /proc/PID/status (VmHWM, VmRSS), in KiB."""
     total = 0
     for pid in process_tree(root):
         try:
@@ -54,6 +54,16 @@ def peak_rss_kib(root: int) -> int:
         except OSError:
             continue
         for line in status.splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 total += int(line.split()[1])
     return total
+
+
+def peak_rss_kib(root: int) -> int:
+    """Sum over the tree of each process's VmHWM (its peak resident set), in KiB."""
+    return _status_kib(root, "VmHWM")
+
+
+def rss_kib(root: int) -> int:
+    """Sum over the tree of each process's VmRSS (its resident set now), in KiB."""
+    return _status_kib(root, "VmRSS")

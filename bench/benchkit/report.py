@@ -143,8 +143,32 @@ def results_table(report: Record) -> list[str]:
     lines = ["| scenario | server | requests/s (msg/s) median (min..max) | MB/s | server CPU µs/req | p50 ms "
              "| p99 ms | peak RSS MiB | syscalls/req | top syscalls/req | load gen CPU |", "|" + "---|" * 11]
     for scenario in report["scenarios"]:
+        if scenario.get("kind") == "idle":
+            continue  # memory only: idle_table
         for name, record in scenario["results"].items():
             lines.append(_result_row(scenario, name, record))
+    return lines
+
+
+def idle_table(report: Record) -> list[str]:
+    """Resident memory with the idle scenario's connections held open, per server."""
+    lines: list[str] = []
+    for scenario in report["scenarios"]:
+        if scenario.get("kind") != "idle":
+            continue
+        lines += [f"{scenario['title']}: each connection got one 1 KiB response, then sat idle in "
+                  "keep-alive while the server's resident memory (VmRSS, summed over its processes) was "
+                  "read.", "",
+                  "| server | connections held | RSS before MiB | RSS holding them MiB | added MiB "
+                  "| KiB per connection | opened in s |", "|" + "---|" * 7]
+        for name, record in scenario["results"].items():
+            if record.get("connections") is None:
+                lines.append(f"| {name} | failed: {record.get('error')} | | | | | |")
+                continue
+            held = f"{record['connections']:,}" + ("" if not record.get("error") else f" ({record['error']})")
+            lines.append(f"| {name} | {held} | {_num(record['rss_before_mib'])} | "
+                         f"{_num(record['rss_held_mib'])} | {_num(record['added_mib'])} | "
+                         f"{_num(record['kib_per_connection'], 2)} | {_num(record['open_s'], 2)} |")
     return lines
 
 
@@ -249,6 +273,8 @@ def header_lines(report: Record) -> list[str]:
 def markdown(report: Record) -> str:
     parts = ["# ring3 benchmark", "", *header_lines(report), "", "## Results", "", *results_table(report),
              "", NOTES, "", "## Ratios", "", *ratio_table(report)]
+    if idle_table(report):
+        parts += ["", "## Idle connections", "", *idle_table(report)]
     if goal_lines(report):
         parts += ["", "## ring3's ASGI stream against its static file", "", *goal_lines(report)]
     if skipped_lines(report):
@@ -265,6 +291,8 @@ def markdown(report: Record) -> str:
 
 def readme_section(report: Record, chart: str | None) -> str:
     lines = [*header_lines(report), "", *results_table(report), "", NOTES, "", *ratio_table(report)]
+    if idle_table(report):
+        lines += ["", *idle_table(report)]
     if goal_lines(report):
         lines += ["", "ring3's ASGI stream against its static file:", "", *goal_lines(report)]
     if report.get("ledger_available"):

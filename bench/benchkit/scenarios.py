@@ -35,6 +35,7 @@ BROWSER_HEADERS = (
 STATIC = "static"  # files from the bench site
 APP = "app"  # an application of bench/apps/ over HTTP
 WEBSOCKET = "websocket"  # WebSocket messages, echoed by an application (rates and costs per message)
+IDLE = "idle"  # connections held open idle after one request each: memory, not rates
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ SCENARIOS = (
              kind=APP, rate_key="mb_per_s", static_goal=0.8),
     Scenario("ws-echo", "WebSocket echo 1 KiB binary, 64 clients (per message)", "ws", 64, 10000,
              kind=WEBSOCKET, requires="ring3.websocket.asgi", message_size=KIB),
+    Scenario("idle-10k", "10,000 idle keep-alive connections (memory)", "1k.bin", 10000, 0, kind=IDLE),
 )
 
 

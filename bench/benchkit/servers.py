@@ -121,11 +121,12 @@ NGINX_CONF = """\
 daemon off;
 master_process on;
 worker_processes 1;
+worker_rlimit_nofile 20000;
 user root;
 pid {work}/nginx.pid;
 error_log {work}/nginx-error.log warn;
 events {{
-    worker_connections 4096;
+    worker_connections 16384;
     use epoll;
 }}
 http {{
