@@ -236,3 +236,20 @@ def test_the_cache_is_bounded_by_entries_and_request_length() -> None:
     assert cache.get(b"first") is None and cache.get(b"third") is not None
     cache.store(b"x" * 65, Replay(request, renew, b""))
     assert cache.get(b"x" * 65) is None and len(cache) == 2
+
+
+def test_a_missing_file_is_replayed_as_404_until_it_appears(ring3_process: Start, site: Path) -> None:
+    server, admin = start(ring3_process, site)
+    request = b"GET /later.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+    sock, reader = connect(server)
+    with sock:
+        answers = [ask(sock, reader, request) for _ in range(5)]
+        assert all(answer.startswith(b"HTTP/1.1 404 ") for answer in answers)
+        assert {without_date(answer) for answer in answers} == {without_date(answers[0])}
+        # 1st: the open fails and the path is remembered; 2nd: a remembered 404; the rest: replays.
+        assert scrape(admin)[REPLAYED] == 3
+        (site / "later.txt").write_text("here now\n")
+        created_at = time.monotonic()
+        while not ask(sock, reader, request).endswith(b"\r\n\r\nhere now\n"):
+            assert time.monotonic() - created_at < 1.5, "still 404 after 1.5 s"
+            time.sleep(0.05)

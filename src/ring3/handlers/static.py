@@ -80,7 +80,7 @@ class StaticHandler:
             if entry is not None:
                 return self._from_cache(request, entry)
             if cache.known_missing(path, now):
-                return status_response(404)
+                return self._not_found(path)
         try:
             decoded = decode_path(path, dotfiles=self._dotfiles)
             found = self._resolver.open(decoded)
@@ -99,6 +99,19 @@ class StaticHandler:
         fd = found.fd
         return self._answer(request, Validators.of(found.stat), content_type(found.name),
                             found.stat.st_size, partial(FileRange, fd), partial(close_file, fd))
+
+    def _not_found(self, path: bytes) -> Response:
+        """The 404 for a path the cache remembers as missing: replayable while it stays remembered
+        (a file created there shows within cache_recheck, replays included)."""
+        response = status_response(404)
+        response.replay = partial(self._replay_not_found, path, response)
+        return response
+
+    def _replay_not_found(self, path: bytes, response: Response) -> Response | None:
+        cache = self._cache
+        if cache is None or not cache.known_missing(path, time.monotonic()):
+            return None
+        return response
 
     @staticmethod
     def _redirect(location: bytes, query: bytes) -> Response:
