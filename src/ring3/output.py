@@ -107,8 +107,9 @@ class OutputPath:
             return  # the writer callback sends it after what is queued
         self._send_now(data)
 
-    def _send_now(self, data: bytes) -> None:
-        """One send of `data`, which nothing waits before; what the socket does not take is queued."""
+    def _send_now(self, data: bytes) -> bool:
+        """One send of `data`, which nothing waits before; True when all of it left. What the socket
+        does not take is queued, and waits for writability (a short write means the buffer is full)."""
         self._ledger.send += 1
         try:
             sent = self._sock.send(data)
@@ -116,11 +117,13 @@ class OutputPath:
             sent = 0
         except OSError as exc:
             self._on_error(SendFailed(os.strerror(exc.errno or 0)))
-            return
+            return False
         self._ledger.bytes_copied += sent
-        if sent < len(data):
-            self._queue_bytes(data[sent:])
-            self._flush()  # finds the socket full: waits for writability
+        if sent == len(data):
+            return True
+        self._queue.append(memoryview(data)[sent:])
+        self._wait_writable()
+        return False
 
     def send(self, head: bytes, body: FixedBody | None, on_done: Callable[[], None],
              *, may_cork: bool = False) -> None:
@@ -137,6 +140,12 @@ class OutputPath:
                 on_done()
                 return
             self._release_held()
+            if not self._queue and not self.blocked:
+                if self._send_now(data):
+                    on_done()
+                elif self.blocked:
+                    self._on_done = on_done  # runs once the rest has left
+                return
             self._queue_bytes(data)
         else:
             self._release_held()

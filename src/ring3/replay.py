@@ -30,7 +30,7 @@ class Replay:
     """One remembered exchange: the request as parsed, the handler's renewal, and the message last
     built for it (rebuilt when the response or the Date line changes)."""
 
-    __slots__ = ("_body", "_common", "_head", "_response", "connection", "length", "renew", "request")
+    __slots__ = ("_common", "_message", "_response", "connection", "length", "renew", "request")
 
     def __init__(self, request: Request, renew: Callable[[], Response | None], connection: bytes) -> None:
         self.request = request
@@ -38,8 +38,7 @@ class Replay:
         self.connection = connection  # the Connection line the first answer carried (b"" on HTTP/1.1)
         self._response: Response | None = None
         self._common = b""
-        self._head = b""
-        self._body: FixedBody | None = None
+        self._message: tuple[bytes, FixedBody | None] = (b"", None)
         self.length = 0  # of the body last built, for the access log
 
     def message(self, response: Response, common: bytes) -> tuple[bytes, FixedBody | None] | None:
@@ -47,17 +46,17 @@ class Replay:
         of the body, if any; None for a body of unknown length, which only the ordinary path sends.
         `common` is the Date/Server block, the same object within a second."""
         if response is self._response and common is self._common:
-            return self._head, self._body
+            return self._message
         body = response.body
         if not isinstance(body, bytes | FileRange | list):
             return None
         length = self.length = body_length(body)
         head = serialize_head(response.status, common, response.headers, length, self.connection,
                               response.header_block)
-        self._head, self._body = join_small(head, body)
+        self._message = join_small(head, body)
         self._response = response
         self._common = common
-        return self._head, self._body
+        return self._message
 
 
 class ReplayCache:
