@@ -238,6 +238,25 @@ def test_the_cache_is_bounded_by_entries_and_request_length() -> None:
     assert cache.get(b"x" * 65) is None and len(cache) == 2
 
 
+def test_keys_answered_with_one_response_share_its_bytes() -> None:
+    cache = ReplayCache(max_entries=8, max_request=4096)
+    body = b"x" * 10_000
+    response = Response(200, [], b"content-type: text/plain\r\n", body)
+    request = Request(b"GET", b"/", b"/", b"", "1.1", [], b"t", True)
+    replays = [Replay(request, lambda: response, b"") for _ in range(3)]  # three clients' bytes
+    second, next_second = b"date: one\r\n", b"date: two\r\n"
+    messages = [cache.message(replay, response, second) for replay in replays]
+    assert messages[0] is messages[1] is messages[2] is not None
+    head, rest = messages[0].parts
+    assert rest is None and head.endswith(b"\r\n\r\n" + body)  # joined once, for all three
+    assert b"\r\ncontent-length: 10000\r\n" in head and b"date: one\r\n" in head
+    renewed = cache.message(replays[0], response, next_second)
+    assert renewed is not None and renewed is not messages[0] and b"date: two\r\n" in renewed.parts[0]
+    http10 = cache.message(Replay(request, lambda: response, b"connection: keep-alive\r\n"), response,
+                           next_second)
+    assert http10 is not None and b"connection: keep-alive\r\n" in http10.parts[0]
+
+
 def test_a_missing_file_is_replayed_as_404_until_it_appears(ring3_process: Start, site: Path) -> None:
     server, admin = start(ring3_process, site)
     request = b"GET /later.txt HTTP/1.1\r\nHost: t\r\n\r\n"

@@ -424,7 +424,7 @@ class Connection:
         if response is None:
             replays.forget(data)
             return False
-        message = replay.message(response, server.dates.common_headers())
+        message = replays.message(replay, response, server.dates.common_headers())
         if message is None:  # a body of unknown length: never remembered, but a renewal may bring one
             replays.forget(data)
             self._cleanup = response.cleanup
@@ -438,9 +438,9 @@ class Connection:
         self._body_complete = True
         self._keep_alive = True
         self._cleanup = response.cleanup
-        head, body = message
+        head, body = message.parts
         self._log_status = response.status
-        self._log_sent = replay.length
+        self._log_sent = message.length
         if server.access_log is not None:
             self._log_line = b"%s %s HTTP/%s" % (
                 request.method, request.target, request.http_version.encode())
