@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -142,3 +143,40 @@ def test_client_half_close_still_gets_its_answer(in_process: Start) -> None:
         sock.shutdown(socket.SHUT_WR)
         data = recv_until_closed(sock)
     assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"done")
+
+
+def test_idle_connections_give_back_their_queues(in_process: Start) -> None:
+    """Between requests a connection holds no deque of its own: events and output share one empty
+    sentinel each, which nothing may ever fill (it would leak into every connection)."""
+    from ring3.connection import _NO_EVENTS
+    from ring3.output import _NOTHING_QUEUED
+
+    big = b"z" * (4 << 20)  # more than a socket takes at once: the output queues and waits
+
+    def handler(request: Request, body: BodyReader) -> Response:
+        return Response(200, [], b"", big if request.path == b"/big" else b"small")
+
+    server = in_process(handler)
+    socks = [server.connect() for _ in range(3)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n" * 20 + b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        for sock in socks:
+            reader = ResponseReader(sock)
+            assert [reader.read()[2] for _ in range(20)] == [b"small"] * 20
+            assert reader.read()[2] == big
+        assert server.server is not None
+        connections = list(server.server.connections)
+        assert len(connections) == 3
+
+        def all_idle() -> bool:  # the loop thread may still be finishing the last send
+            return all(c._events is _NO_EVENTS and c._output._queue is _NOTHING_QUEUED for c in connections)
+
+        deadline = time.monotonic() + 2
+        while not all_idle() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert all_idle()
+        assert not _NO_EVENTS and not _NOTHING_QUEUED
+    finally:
+        for sock in socks:
+            sock.close()

@@ -47,6 +47,9 @@ RECV_SIZE = 64 * 1024
 _CLOSE = b"connection: close\r\n"
 _KEEP_ALIVE_10 = b"connection: keep-alive\r\n"
 _OPTIONS_ALLOW = [(b"allow", b"GET, HEAD, OPTIONS")]
+# Every connection's `_events` while none wait: shared, never appended to. An idle connection then holds
+# no deque of its own (760 bytes, a sixth of what it costs).
+_NO_EVENTS: deque[Event] = deque()
 
 
 class Connection:
@@ -104,7 +107,7 @@ class Connection:
         self._parser = H1Parser(server.h1_limits)
         self._output = OutputPath(sock, loop, server.ledger, server.config.static.sendfile_min_size,
                                   self._on_send_failed)
-        self._events: deque[Event] = deque()
+        self._events = _NO_EVENTS
         self._request: Request | None = None
         self._body: RequestBody | None = None
         self._body_complete = True
@@ -177,7 +180,10 @@ class Connection:
         elif not self._body_complete or parser.in_body:
             self._last_read = self._loop.time()
         if events:
-            self._events.extend(events)
+            if self._events is _NO_EVENTS:
+                self._events = deque(events)
+            else:
+                self._events.extend(events)
             self._pump()
 
     def _pause_reading(self) -> None:
@@ -246,6 +252,8 @@ class Connection:
                     return
         finally:
             self._pumping = False
+            if not self._events:
+                self._events = _NO_EVENTS
             if not self._closed:
                 output.uncork()
                 if output.blocked:

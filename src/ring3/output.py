@@ -44,6 +44,9 @@ class _FileItem:
 
 
 Item = memoryview | _FileItem
+# Every OutputPath's `_queue` while nothing waits to be sent: shared, never appended to (see _enqueue), so
+# an idle connection holds no deque of its own (760 bytes).
+_NOTHING_QUEUED: deque[Item] = deque()
 
 
 class SendFailed(Exception):
@@ -78,7 +81,7 @@ class OutputPath:
         self._ledger = ledger
         self._sendfile_min = sendfile_min
         self._on_error = on_error
-        self._queue: deque[Item] = deque()
+        self._queue = _NOTHING_QUEUED
         self._held: list[bytes] = []  # whole responses held back while corked
         self._held_size = 0
         self._corked = False
@@ -121,7 +124,7 @@ class OutputPath:
         self._ledger.bytes_copied += sent
         if sent == len(data):
             return True
-        self._queue.append(memoryview(data)[sent:])
+        self._enqueue(memoryview(data)[sent:])
         self._wait_writable()
         return False
 
@@ -175,8 +178,8 @@ class OutputPath:
             raise SendFailed(os.strerror(exc.errno or 0)) from None
         ledger.bytes_copied += sent
         if sent < len(head):
-            self._queue.append(memoryview(head)[sent:])
-            self._queue.append(_FileItem(part.fd, part.offset, part.count))
+            self._enqueue(memoryview(head)[sent:])
+            self._enqueue(_FileItem(part.fd, part.offset, part.count))
             return False
         wanted = min(part.count, _SENDFILE_CHUNK)
         ledger.sendfile += 1
@@ -192,7 +195,7 @@ class OutputPath:
         ledger.bytes_zero_copy += sent
         if sent == part.count:
             return True
-        self._queue.append(_FileItem(part.fd, part.offset + sent, part.count - sent))
+        self._enqueue(_FileItem(part.fd, part.offset + sent, part.count - sent))
         return False
 
     def _release_held(self) -> None:
@@ -261,7 +264,7 @@ class OutputPath:
 
     def close(self) -> None:
         """Drop whatever is queued and stop watching the socket for writability."""
-        self._queue.clear()
+        self._queue = _NOTHING_QUEUED
         self._held = []
         self._held_size = 0
         self._on_done = None
@@ -275,9 +278,15 @@ class OutputPath:
 
     # -- queueing ---------------------------------------------------------------------------------
 
+    def _enqueue(self, item: Item) -> None:
+        queue = self._queue
+        if queue is _NOTHING_QUEUED:
+            queue = self._queue = deque()
+        queue.append(item)
+
     def _queue_bytes(self, data: bytes) -> None:
         if data:
-            self._queue.append(memoryview(data))
+            self._enqueue(memoryview(data))
 
     def _queue_file(self, before: bytes, part: FileRange) -> None:
         if part.count < self._sendfile_min:
@@ -290,7 +299,7 @@ class OutputPath:
             return
         self._queue_bytes(before)
         if part.count:
-            self._queue.append(_FileItem(part.fd, part.offset, part.count))
+            self._enqueue(_FileItem(part.fd, part.offset, part.count))
 
     # -- flushing ---------------------------------------------------------------------------------
 
@@ -318,6 +327,7 @@ class OutputPath:
         self._flush()
 
     def _finish(self) -> None:
+        self._queue = _NOTHING_QUEUED  # empty: the connection's own deque can go
         on_done = self._on_done
         if on_done is not None:
             self._on_done = None
