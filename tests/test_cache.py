@@ -234,3 +234,22 @@ def test_too_many_ranges_get_the_whole_file(ring3_process: Start, site: Path) ->
         three = client.get(f"{server.url}/data.bin", headers={"range": "bytes=0-0,5-5,9-9"})
     assert two.status_code == 206
     assert three.status_code == 200 and three.content == data
+
+
+def test_an_empty_file_goes_out_whatever_the_sendfile_threshold(ring3_process: Start, site: Path) -> None:
+    import socket
+
+    from conftest import ResponseReader
+
+    (site / "empty.txt").write_bytes(b"")
+    server, _ = start(ring3_process, site, "--sendfile-min-size", "0", "--cache-max-bytes", "0",
+                      "--open-files-max", "0")
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        reader = ResponseReader(sock)
+        for _ in range(3):  # on one connection: an empty body must not abort it
+            sock.sendall(b"GET /empty.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            status, headers, body = reader.read()
+            assert (status, headers[b"content-length"], body) == (200, b"0", b"")
+        sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert reader.read()[2] == b"hello, world\n"  # by sendfile, from byte 0
+    assert "response aborted" not in server.stderr()

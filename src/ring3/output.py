@@ -153,7 +153,7 @@ class OutputPath:
         else:
             self._release_held()
             if (type(body) is FileRange and not self._queue and not self.blocked
-                    and body.count >= self._sendfile_min):
+                    and body.count >= self._sendfile_min and body.count):
                 if self._send_file_now(head, body):
                     on_done()
                     return
