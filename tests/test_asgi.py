@@ -588,3 +588,36 @@ def test_an_invalid_status_gets_500(in_process: Start, status: object) -> None:
     server = serve(in_process, app)
     with server.connect() as sock:
         assert exchange(sock, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 500
+
+
+def raw_head(sock: socket.socket, request: bytes) -> list[bytes]:
+    """The header lines of the response to `request`, as sent (names in their case, repeats kept)."""
+    sock.sendall(request)
+    sock.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]
+
+
+def field_values(lines: list[bytes], name: bytes) -> list[bytes]:
+    return [line.partition(b":")[2].strip() for line in lines if line.partition(b":")[0].lower() == name]
+
+
+@pytest.mark.parametrize("own", [[], [b"Server"], [b"date"], [b"server", b"Date"]])
+def test_an_applications_own_date_and_server_replace_ring3s(in_process: Start, own: list[bytes]) -> None:
+    values = {b"server": b"my-app/2", b"date": b"Tue, 15 Nov 1994 08:12:31 GMT"}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 200, b"ok", [(name, values[name.lower()]) for name in own])
+
+    server = serve(in_process, app)
+    with server.connect() as sock:
+        lines = raw_head(sock, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    chosen = {name.lower() for name in own}
+    for name in (b"server", b"date"):
+        found = field_values(lines, name)
+        assert len(found) == 1, (name, lines)  # never twice
+        assert (found[0] == values[name]) == (name in chosen), (name, lines)

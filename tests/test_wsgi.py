@@ -938,3 +938,24 @@ def test_the_pool_wakes_another_thread_when_a_batch_stalls() -> None:
     took, names = asyncio.run(main())
     assert took < 0.5  # not behind the blocked job: the watch woke a second thread
     assert len(set(names)) == 2
+
+
+@pytest.mark.parametrize("own", [[], ["Server"], ["Date"], ["date", "SERVER"]])
+def test_an_applications_own_date_and_server_replace_ring3s(serve: Serve, own: list[str]) -> None:
+    from test_asgi import field_values, raw_head
+
+    values = {"server": "my-app/2", "date": "Tue, 15 Nov 1994 08:12:31 GMT"}
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        own_fields = [(name, values[name.lower()]) for name in own]
+        start_response("200 OK", [("Content-Type", "text/plain"), *own_fields])
+        return [b"ok"]
+
+    server = serve(app)
+    with server.connect() as sock:
+        lines = raw_head(sock, GET)
+    chosen = {name.lower() for name in own}
+    for name in ("server", "date"):
+        found = field_values(lines, name.encode())
+        assert len(found) == 1, (name, lines)  # never twice
+        assert (found[0] == values[name].encode()) == (name in chosen), (name, lines)

@@ -384,8 +384,8 @@ class Connection:
         try:
             if upgrade is not None and (status != 101 or not request.upgrade or not self._parser.upgraded):
                 raise LocalProtocolError("a protocol switch needs status 101 and a request to upgrade")
-            head = serialize_head(status, server.dates.common_headers(), headers, length, connection,
-                                  response.header_block)
+            head = serialize_head(status, server.dates.common_headers(response.sets_fields), headers, length,
+                                  connection, response.header_block)
         except LocalProtocolError as exc:
             logger.error("refused an invalid response for %r: %s", request.target, exc)
             self._run_cleanup()
@@ -432,7 +432,7 @@ class Connection:
         if response is None:
             replays.forget(data)
             return False
-        message = replays.message(replay, response, server.dates.common_headers())
+        message = replays.message(replay, response, server.dates.common_headers(response.sets_fields))
         if message is None:  # a body of unknown length: never remembered, but a renewal may bring one
             replays.forget(data)
             self._cleanup = response.cleanup

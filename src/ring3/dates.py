@@ -50,26 +50,31 @@ def clf_time(timestamp: float) -> str:
 class DateCache:
     """Prebuilt `Date:` and `Server:` lines, rebuilt at most once a second on demand."""
 
-    __slots__ = ("_block", "_clf", "_second", "_server")
+    __slots__ = ("_block", "_clf", "_second", "_server", "_variants")
 
     def __init__(self, server_header: str) -> None:
         self._server = (b"server: " + server_header.encode("latin-1") + b"\r\n"
                         if server_header else b"")
         self._second = -1
         self._block = b""
+        self._variants = (b"", b"", b"", b"")
         self._clf = ""
 
     def _refresh(self, second: int) -> None:
         self._second = second
-        self._block = b"date: " + http_date(second) + b"\r\n" + self._server
+        date = b"date: " + http_date(second) + b"\r\n"
+        self._block = date + self._server
+        # By Response.sets_fields: both lines, the Server line only (the handler has a Date), the Date
+        # line only (it has a Server), neither. Each the same object for the whole second.
+        self._variants = (self._block, self._server, date, b"")
         self._clf = clf_time(second)
 
-    def common_headers(self) -> bytes:
-        """The Date and Server lines for a response sent now."""
+    def common_headers(self, sets_fields: int = 0) -> bytes:
+        """The Date and Server lines for a response sent now, but those the response carries already."""
         second = int(time.time())
         if second != self._second:
             self._refresh(second)
-        return self._block
+        return self._variants[sets_fields]
 
     def log_time(self) -> str:
         """The current second in Common Log Format."""

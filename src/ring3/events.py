@@ -12,6 +12,20 @@ from typing import TYPE_CHECKING, Protocol
 
 Headers = list[tuple[bytes, bytes]]
 
+# The fields ring3 adds to every response unless the handler's headers carry them already (an
+# application's own Date or Server wins, as in uvicorn and gunicorn): bits of Response.sets_fields.
+SETS_DATE = 1
+SETS_SERVER = 2
+DEFAULT_FIELDS = {b"date": SETS_DATE, b"server": SETS_SERVER}
+
+
+def fields_set(headers: Headers) -> int:
+    """Which of ring3's default fields `headers` (names in lower case) carry already."""
+    sets = 0
+    for name, _ in headers:
+        sets |= DEFAULT_FIELDS.get(name, 0)
+    return sets
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectionInfo:
@@ -201,6 +215,9 @@ class Response:
     request bytes and what `replay` itself checks (not on the client's address, nor on time). A
     Response with `cleanup` may be shared too, if each hand-out (and each replay) is paid for by one
     later cleanup call.
+
+    `sets_fields` says which of the Date and Server fields `headers` carry already (SETS_DATE,
+    SETS_SERVER): ring3 then leaves its own out, so an application's never goes out twice.
     """
 
     status: int
@@ -212,6 +229,7 @@ class Response:
     content_length: int | None = None
     upgrade: Upgrade | None = None
     replay: Callable[[], Response | None] | None = None
+    sets_fields: int = 0
 
 
 def body_length(body: FixedBody) -> int:

@@ -31,7 +31,16 @@ from ring3.body import EmptyBody
 from ring3.config.loader import mount_prefix
 from ring3.config.schema import AppSection
 from ring3.errors import ClientDisconnected, ResponseAborted
-from ring3.events import BodyWriter, FileRange, Headers, PushedBody, Request, Response, Segment
+from ring3.events import (
+    DEFAULT_FIELDS,
+    BodyWriter,
+    FileRange,
+    Headers,
+    PushedBody,
+    Request,
+    Response,
+    Segment,
+)
 from ring3.files.cache import CachedFile, FileCache, load_entry
 from ring3.files.resolve import OpenedFile
 from ring3.handlers import BodyReader
@@ -171,6 +180,7 @@ class HTTPExchange(AppExchange):
         "_loop",
         "_outcome",
         "_sent",
+        "_sets_fields",
         "_settled",
         "_status",
         "_stream",
@@ -187,6 +197,7 @@ class HTTPExchange(AppExchange):
         self._status = 0  # 0 until http.response.start
         self._headers: Headers = []
         self._declared: int | None = None
+        self._sets_fields = 0  # the application's own Date or Server (Response.sets_fields)
         self._stream: _PushStream | None = None
         self._complete = False  # the application has sent its whole response
         self._finished = False  # the connection is done with the response (sent or abandoned)
@@ -293,6 +304,8 @@ class HTTPExchange(AppExchange):
                         raise RuntimeError(f"invalid Content-Length {value!r}")
                     self._declared = int(value)
                 continue
+            if lowered in DEFAULT_FIELDS:
+                self._sets_fields |= DEFAULT_FIELDS[lowered]
             if type(name) is bytes and type(value) is bytes:
                 headers.append((name, value))
             else:  # ASGI allows any byte strings: make them bytes for the serialiser's checks
@@ -383,7 +396,8 @@ class HTTPExchange(AppExchange):
             done()
             raise ClientDisconnected("the client closed the connection")
         # Positional (see Response): status, headers, header_block, body, cleanup, close, content_length.
-        self._settle(Response(self._status, self._headers, b"", body, done, False, self._declared))
+        self._settle(Response(self._status, self._headers, b"", body, done, False, self._declared, None, None,
+                              self._sets_fields))
 
     # -- endings ----------------------------------------------------------------------------------
 

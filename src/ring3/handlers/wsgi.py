@@ -42,7 +42,7 @@ from urllib.parse import unquote_to_bytes
 from ring3.body import EmptyBody, RequestBody
 from ring3.config import AppSection
 from ring3.errors import ClientDisconnected, LocalProtocolError, ResponseAborted
-from ring3.events import FileRange, Headers, Request, Response
+from ring3.events import FileRange, Headers, Request, Response, fields_set
 from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
 from ring3.handlers.workers import BatchingPool
@@ -251,11 +251,13 @@ _ERRORS = _ErrorStream()
 class _Reply:
     """What the application said through start_response() and write() for one request."""
 
-    __slots__ = ("close", "committed", "content_length", "headers", "sealed", "status", "written")
+    __slots__ = ("close", "committed", "content_length", "headers", "sealed", "sets_fields", "status",
+                 "written")
 
     def __init__(self) -> None:
         self.status = 0  # 0 until start_response() is called
         self.headers: Headers = []
+        self.sets_fields = 0  # the application's own Date or Server (Response.sets_fields)
         self.content_length: int | None = None
         self.close = False
         self.committed = False  # the headers count as sent: a first non-empty chunk exists
@@ -274,6 +276,7 @@ class _Reply:
             raise LocalProtocolError("start_response() called twice without exc_info")
         code = _status_code(status)
         self.headers, self.content_length, self.close = _response_headers(headers)
+        self.sets_fields = fields_set(self.headers)
         self.status = code
         return self.write
 
@@ -627,7 +630,8 @@ def _response(request: Request, result: Iterable[bytes], reply: _Reply, loop: as
         if span is not None:
             reply.committed = True
             return Response(status=reply.status, headers=reply.headers, body=span, close=reply.close,
-                            cleanup=partial(_close_iterable, result)), False
+                            cleanup=partial(_close_iterable, result),
+                            sets_fields=reply.sets_fields), False
     iterator = iter(result)
     first, finished = _first_chunk(result, iterator, reply)
     if not reply.status:
@@ -641,7 +645,7 @@ def _response(request: Request, result: Iterable[bytes], reply: _Reply, loop: as
     stream = _Stream(result, iterator, first, None if declared is None else declared - len(first), loop, pool,
                      context)
     return Response(status=reply.status, headers=reply.headers, body=stream, cleanup=stream.cleanup,
-                    close=reply.close, content_length=declared), False
+                    close=reply.close, content_length=declared, sets_fields=reply.sets_fields), False
 
 
 def _first_chunk(result: Iterable[bytes], iterator: Iterator[bytes], reply: _Reply) -> tuple[bytes, bool]:
@@ -668,9 +672,9 @@ def _whole_response(request: Request, reply: _Reply, body: bytes) -> Response:
             and reply.status not in NO_BODY_STATUSES):
         # Shorter than announced: the connection sends what there is, then closes (PEP 3333).
         return Response(status=reply.status, headers=reply.headers, body=_single(body),
-                        content_length=declared)
+                        content_length=declared, sets_fields=reply.sets_fields)
     return Response(status=reply.status, headers=reply.headers, body=body, close=reply.close,
-                    content_length=declared)
+                    content_length=declared, sets_fields=reply.sets_fields)
 
 
 def _server_address(request: Request) -> tuple[str, str]:

@@ -26,7 +26,7 @@ from wsproto.extensions import Extension
 
 from ring3.config.schema import AppSection
 from ring3.errors import ClientDisconnected
-from ring3.events import Headers, Request, Response
+from ring3.events import Headers, Request, Response, fields_set
 from ring3.handlers.asgi import AppExchange, ASGIApp, Message, Scope
 from ring3.handlers.status import status_response
 from ring3.websocket import handshake
@@ -208,7 +208,8 @@ class WebSocketExchange(AppExchange):
         session = WebSocketSession(self._loop, extensions, max_message=settings.websocket_max_message,
                                    ping_interval=settings.websocket_ping_interval,
                                    ping_timeout=settings.websocket_ping_timeout)
-        self._settle(Response(status=101, headers=headers, upgrade=session, cleanup=session.head_settled))
+        self._settle(Response(status=101, headers=headers, upgrade=session, cleanup=session.head_settled,
+                              sets_fields=fields_set(headers)))
         self._session = session
 
     def _start_denial(self, message: Message) -> None:
@@ -222,7 +223,8 @@ class WebSocketExchange(AppExchange):
         self._body.append(bytes(message.get("body", b"")))
         if last:
             body, self._body = b"".join(self._body), []
-            self._settle(Response(status=self._status, headers=self._headers, body=body))
+            self._settle(Response(status=self._status, headers=self._headers, body=body,
+                                  sets_fields=fields_set(self._headers)))
 
     def _settle(self, response: Response) -> None:
         """Hand the answer to the handshake to the connection."""
