@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import RunningServer, recv_until_closed
+from conftest import InProcessServer, RunningServer, recv_until_closed
 from ring3.events import Request, Response
 from ring3.replay import Replay, ReplayCache
 from test_ledger import admin_url, scrape
@@ -272,3 +272,23 @@ def test_a_missing_file_is_replayed_as_404_until_it_appears(ring3_process: Start
         while not ask(sock, reader, request).endswith(b"\r\n\r\nhere now\n"):
             assert time.monotonic() - created_at < 1.5, "still 404 after 1.5 s"
             time.sleep(0.05)
+
+
+def test_a_replay_that_fails_falls_back_to_the_handler(in_process: Callable[..., InProcessServer]) -> None:
+    from conftest import exchange
+    from ring3.handlers import BodyReader
+
+    calls = []
+
+    def renew() -> Response | None:
+        raise RuntimeError("a broken replay")
+
+    def handler(request: Request, body: BodyReader) -> Response:
+        calls.append(request.path)
+        return Response(200, [], b"", b"fresh", replay=renew)
+
+    server = in_process(handler)
+    with server.connect() as sock:
+        for _ in range(3):  # the 2nd and 3rd find a replay that raises: the handler answers them
+            assert exchange(sock, b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")[::2] == (200, b"fresh")
+    assert calls == [b"/x"] * 3

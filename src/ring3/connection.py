@@ -428,12 +428,19 @@ class Connection:
             return False  # its answer carries Connection: close, which the remembered one does not
         replays = self._replays
         assert replays is not None
-        response = replay.renew()
+        try:
+            response = replay.renew()
+        except Exception:
+            logger.exception("%s: a replay failed; the request is answered the ordinary way", self._peer)
+            response = None
         if response is None:
             replays.forget(data)
             return False
-        message = replays.message(replay, response, server.dates.common_headers(response.sets_fields))
-        if message is None:  # a body of unknown length: never remembered, but a renewal may bring one
+        try:
+            message = replays.message(replay, response, server.dates.common_headers(response.sets_fields))
+        except LocalProtocolError:  # an invalid header: the ordinary path answers it with a 500
+            message = None
+        if message is None:  # or a body of unknown length: never remembered, but a renewal may bring one
             replays.forget(data)
             self._cleanup = response.cleanup
             self._run_cleanup()
