@@ -242,10 +242,10 @@ def ledger_table(report: Record) -> list[str]:
 
 
 LEDGER_APP_NOTE = ("In app scenarios strace also counts what the application does in ring3's process "
-                   "(Starlette's os.stat beside ring3's own fstat) and asyncio's wake-ups from worker "
-                   "threads (the WSGI pool, anyio's to_thread): each call_soon_threadsafe sends a byte to "
-                   "the loop's self-pipe (a sendto) that the loop then reads (recvfrom). The ledger counts "
-                   "ring3's own calls only, so these kinds can disagree there.")
+                   "(Starlette's os.stat beside ring3's own fstat), and the ledger does not: only those "
+                   "kinds can disagree there. The loop's wake-ups from worker threads (the WSGI pool, "
+                   "anyio's to_thread: a byte sent to the loop's self-pipe, then read by the loop) are "
+                   "counted by both, as send and recv, since ring3's default loop counts its self-pipe.")
 
 
 def _ledger_app_note(report: Record) -> list[str]:

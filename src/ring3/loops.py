@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import socket
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack, cast
 
-from ring3.observe.ledger import CountingSelector
+from ring3.observe.ledger import LEDGER, CountingSelector
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -77,10 +78,35 @@ class _EagerStart(_LoopBase):
 
 
 class SelectorLoop(_EagerStart, asyncio.SelectorEventLoop):
-    """The standard library's loop on a selector that counts its epoll calls."""
+    """The standard library's loop on a selector that counts its epoll calls, with its self-pipe counted
+    too: a thread that wakes the loop (call_soon_threadsafe: a WSGI pool thread, anyio's to_thread)
+    costs a send there, and a recv here until the pipe is empty (so usually two)."""
 
     def __init__(self) -> None:
         super().__init__(CountingSelector())
+
+    def _write_to_self(self) -> None:
+        # From any thread. The increment cannot be split by another thread: CPython 3.11 only switches
+        # threads at calls and jumps, and there are none between its load and store.
+        if getattr(self, "_csock", None) is not None:
+            LEDGER.send += 1
+        super()._write_to_self()  # type: ignore[misc]
+
+    def _read_from_self(self) -> None:
+        """What asyncio's own does (read the wake-up bytes until none are left), counting each recv."""
+        receiver: socket.socket = self._ssock  # type: ignore[attr-defined]
+        process: Callable[[bytes], None] = self._process_self_data  # type: ignore[attr-defined]
+        while True:
+            LEDGER.recv += 1
+            try:
+                data = receiver.recv(4096)
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            process(data)
 
 
 def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
