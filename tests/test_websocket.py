@@ -110,6 +110,10 @@ async def return_before(scope: Message, receive: Receive, send: Send) -> None:
     return None
 
 
+async def unoffered_subprotocol(scope: Message, receive: Receive, send: Send) -> None:
+    await send({"type": "websocket.accept", "subprotocol": "never-offered"})
+
+
 async def fail_after(scope: Message, receive: Receive, send: Send) -> None:
     await send({"type": "websocket.accept"})
     await receive()
@@ -155,7 +159,7 @@ async def show_scope(scope: Message, receive: Receive, send: Send) -> None:
 
 ROUTES = {"/echo": echo, "/slow": echo, "/close": close_first, "/deny": deny, "/deny-custom": deny_custom,
           "/fail-before": fail_before, "/return-before": return_before, "/fail-after": fail_after,
-          "/return-after": return_after,
+          "/return-after": return_after, "/unoffered": unoffered_subprotocol,
           "/flood": flood, "/sink": sink, "/scope": show_scope}
 
 
@@ -620,6 +624,19 @@ def test_a_good_raw_handshake_is_accepted(server: InProcessServer) -> None:
     assert headers[b"sec-websocket-accept"] == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 section 1.3
     assert headers[b"connection"].lower() == b"upgrade"
     assert len(_calls) == before + 1
+
+
+@pytest.mark.parametrize("offer", [b"", b"chat.v1, chat.v2"])
+def test_a_subprotocol_the_client_did_not_offer_is_refused(server: InProcessServer, offer: bytes,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """RFC 6455 4.1: the client must fail a handshake that picks a subprotocol it did not offer; the
+    server refuses it first, with a 500 and a line in the error log, rather than send a 101 that fails."""
+    with server.connect() as sock:
+        status, headers, _ = exchange(sock, handshake("/unoffered", b"Sec-WebSocket-Protocol: " + offer))
+    assert status == 500
+    assert b"sec-websocket-accept" not in headers
+    assert any("never-offered" in record.getMessage() or "never-offered" in str(record.exc_info)
+               for record in caplog.records)
 
 
 @pytest.mark.parametrize("path", ["/fail-before", "/return-before"])

@@ -195,6 +195,10 @@ class WebSocketExchange(AppExchange):
         subprotocol = message.get("subprotocol")
         if subprotocol is not None and not isinstance(subprotocol, str):
             raise RuntimeError(f"invalid subprotocol {subprotocol!r}")
+        if subprotocol is not None and subprotocol not in (offered := handshake.offered_subprotocols(
+                self._request)):
+            # RFC 6455 4.1: the client would fail the connection; refuse it here, where it can be told
+            raise RuntimeError(f"subprotocol {subprotocol!r} was not offered by the client {offered!r}")
         settings = self._settings
         extensions: list[Extension] = []
         extension_header: bytes | None = None
