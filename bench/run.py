@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,8 +239,8 @@ def measure_idle(server: Server, scenario: Scenario, settings: Settings) -> Reco
     if servers.pinning_available():
         os.sched_setaffinity(0, {servers.LOAD_CPU})
     try:
-        with idle.held_open(servers.HOST, server.launch.port, server.url(scenario.file).split("/", 3)[3],
-                            count, IDLE_TIMEOUT) as held:
+        path = urllib.parse.urlsplit(server.url(scenario.file)).path.lstrip("/")
+        with idle.held_open(servers.HOST, server.launch.port, path, count, IDLE_TIMEOUT) as held:
             time.sleep(IDLE_SETTLE)
             during = rss_kib(server.pid)
     finally:

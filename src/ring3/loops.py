@@ -85,6 +85,10 @@ class SelectorLoop(_EagerStart, asyncio.SelectorEventLoop):
     def __init__(self) -> None:
         super().__init__(CountingSelector())
 
+    # The self-pipe is asyncio's private machinery (_write_to_self, _ssock, _process_self_data, unchanged
+    # since 3.4), which typeshed does not declare: hence the three type: ignore below.
+    # test_ledger's WSGI test under strace fails if it changes.
+
     def _write_to_self(self) -> None:
         # From any thread. The increment cannot be split by another thread: CPython 3.11 only switches
         # threads at calls and jumps, and there are none between its load and store.

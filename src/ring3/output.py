@@ -181,18 +181,12 @@ class OutputPath:
             self._enqueue(memoryview(head)[sent:])
             self._enqueue(_FileItem(part.fd, part.offset, part.count))
             return False
-        wanted = min(part.count, _SENDFILE_CHUNK)
-        ledger.sendfile += 1
         try:
-            sent = os.sendfile(self._fd, part.fd, part.offset, wanted)
+            sent = self._sendfile(part.fd, part.offset, min(part.count, _SENDFILE_CHUNK))
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
             raise SendFailed(os.strerror(exc.errno or 0)) from None
-        else:
-            if sent == 0:
-                raise SendFailed("file shrank while being sent")
-        ledger.bytes_zero_copy += sent
         if sent == part.count:
             return True
         self._enqueue(_FileItem(part.fd, part.offset + sent, part.count - sent))
@@ -351,11 +345,7 @@ class OutputPath:
                 item = queue[0]
                 if isinstance(item, _FileItem):
                     wanted = min(item.count, _SENDFILE_CHUNK)
-                    ledger.sendfile += 1
-                    sent = os.sendfile(self._fd, item.fd, item.offset, wanted)
-                    ledger.bytes_zero_copy += sent
-                    if sent == 0:
-                        raise SendFailed("file shrank while being sent")
+                    sent = self._sendfile(item.fd, item.offset, wanted)
                     item.offset += sent
                     item.count -= sent
                     if item.count == 0:
@@ -373,6 +363,15 @@ class OutputPath:
         except OSError as exc:
             raise SendFailed(os.strerror(exc.errno or 0)) from None
         return True
+
+    def _sendfile(self, fd: int, offset: int, count: int) -> int:
+        """One counted sendfile of `count` bytes at most; 0 bytes sent means the file shrank."""
+        self._ledger.sendfile += 1
+        sent = os.sendfile(self._fd, fd, offset, count)
+        if sent == 0:
+            raise SendFailed("file shrank while being sent")
+        self._ledger.bytes_zero_copy += sent
+        return sent
 
     def _send_memory(self, queue: deque[Item]) -> tuple[int, int]:
         """One send or sendmsg of the memory items at the head of the queue: (wanted, sent)."""

@@ -68,20 +68,20 @@ class ReplayCache:
     """Replays by request bytes, at most `max_entries` of them, for requests of at most `max_request`
     bytes; and the messages they send, at most as many."""
 
-    __slots__ = ("_entries", "_max_entries", "_messages", "get", "max_request")
+    __slots__ = ("_entries", "_max_entries", "_max_request", "_messages", "get")
 
     def __init__(self, max_entries: int, max_request: int) -> None:
         self._entries: dict[bytes, Replay] = {}
         self._messages: dict[tuple[int, bytes], Message] = {}
         self._max_entries = max_entries
-        self.max_request = max_request
+        self._max_request = max_request
         self.get = self._entries.get  # the lookup of every read: one C call
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def store(self, data: bytes, replay: Replay) -> None:
-        if len(data) > self.max_request:
+        if len(data) > self._max_request:
             return
         _bounded_put(self._entries, data, replay, self._max_entries)
 
@@ -105,10 +105,6 @@ class ReplayCache:
         message = Message(response, common, join_small(head, body), length)
         _bounded_put(self._messages, key, message, self._max_entries)
         return message
-
-    def clear(self) -> None:
-        self._entries.clear()
-        self._messages.clear()
 
 
 K = TypeVar("K")

@@ -140,9 +140,9 @@ class StaticHandler:
         (see Response.replay) for as long as the entry stays in the cache."""
         replay = partial(self._replay, path, entry)
         if entry.body is not None:
-            return Response(200, [], entry.header_block, entry.body, None, False, None, None, replay)
-        return Response(200, [], entry.header_block, FileRange(entry.fd, 0, entry.size), entry.release,
-                        False, None, None, replay)
+            return Response(status=200, header_block=entry.header_block, body=entry.body, replay=replay)
+        return Response(status=200, header_block=entry.header_block, body=FileRange(entry.fd, 0, entry.size),
+                        cleanup=entry.release, replay=replay)
 
     def _replay(self, path: bytes, entry: CachedFile) -> Response | None:
         """The response for a repeat of a request this entry answered, if the entry still holds: the
