@@ -327,14 +327,16 @@ def test_render_toml_round_trips_the_defaults(tmp_path: Path) -> None:
 
 def test_render_toml_round_trips_every_setting_changed(tmp_path: Path) -> None:
     config = build_config({
-        "server": {"listen": ["[::1]:0", "unix:/tmp/a b.sock"], "admin": "127.0.0.1:9", "loop": "uvloop",
+        "server": {"listen": ["[::1]:0", "unix:/tmp/a b.sock tls", "127.0.0.1:0 redirect-https"],
+                   "admin": "127.0.0.1:9", "loop": "uvloop",
                    "server_header": 'say "hi" \\o/',
                    "access_log": "/var/log/ring3 \u00e9.log", "log_level": "error",
                    "shutdown_grace": 0.25, "replay_cache_entries": 0, "replay_max_request": "1k"},
         "limits": {"max_request_line": 100, "max_header_bytes": "64k", "max_header_count": 7,
                    "max_body_size": 0, "header_timeout": "1500ms", "body_timeout": 1e-2,
                    "keepalive_timeout": 0, "max_requests_per_connection": 3,
-                   "max_connections": 12, "send_timeout": 99.5, "lingering_timeout": 0.1},
+                   "max_connections": 12, "send_timeout": 99.5, "lingering_timeout": 0.1,
+                   "tls_handshake_timeout": "2s"},
         "static": {"root": "C:\\odd\\'path'", "index": ["a.html", "b \u4e2d.html"],
                    "dotfiles": True, "follow_symlinks_outside_root": True,
                    "sendfile_min_size": 1, "max_ranges": 1, "cache_max_bytes": "1m",
@@ -344,6 +346,10 @@ def test_render_toml_round_trips_every_setting_changed(tmp_path: Path) -> None:
                 "mount": "/api", "root_path": "/prefix", "lifespan": "off", "wsgi_threads": 3,
                 "websocket_max_message": "4k", "websocket_ping_interval": 0,
                 "websocket_ping_timeout": "2s", "websocket_compression": False},
+        "tls": {"cert": ["a.pem", "b c.pem"], "key": ["a.key", "b.key"], "key_password_file": "/run/pw",
+                "sni_strict": True, "min_version": "1.3", "ciphers": "ECDHE-ECDSA-AES128-GCM-SHA256",
+                "session_tickets": False, "verify_client": "optional", "client_ca": "ca.pem",
+                "ktls": False},
     })
     for section, f in ALL_FIELDS:  # the test changes every setting
         assert getattr(getattr(config, section), f.name) != f.default, f.name

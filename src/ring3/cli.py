@@ -10,11 +10,14 @@ import sys
 import typing
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ring3._version import __version__
 from ring3.config import Config, ConfigError, build_config, load_toml, render_toml
 from ring3.config.schema import SECTIONS, flag_name
+
+if TYPE_CHECKING:
+    from ring3.transport.tls_context import ServerTLS
 
 EXIT_CONFIG = 2
 EXIT_APP_STARTUP = 3
@@ -68,6 +71,11 @@ def _overrides(args: argparse.Namespace) -> dict[tuple[str, str], Any]:
         if dest.startswith("cfg__") and value is not None:
             _, section_name, key = dest.split("__", 2)
             found[(section_name, key)] = value
+    listen = found.get(("server", "listen"))
+    if ("tls", "cert") in found and listen:
+        # With --tls-cert, every --listen of the command line is TLS (unless it says otherwise).
+        found[("server", "listen")] = [text if len(text.split()) > 1 else f"{text} tls"
+                                       for text in listen]
     root = getattr(args, "root_dir", None)
     if root is not None:
         found[("static", "root")] = root
@@ -96,13 +104,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ring3: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        tls = _load_tls(config)
+    except ConfigError as exc:
+        print(f"ring3: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     if args.command == "check-config":
         sys.stdout.write(render_toml(config))
         return 0
-    return _serve(config)
+    return _serve(config, tls)
 
 
-def _serve(config: Config) -> int:
+def _load_tls(config: Config) -> ServerTLS | None:
+    """The certificates of the tls listeners, loaded and checked (None when no listener is tls: then
+    no TLS code of ring3's is imported)."""
+    from ring3.config import parse_listen
+
+    if not any(parse_listen(text).tls for text in config.server.listen):
+        return None
+    from ring3.transport.tls_context import load_server_tls
+
+    return load_server_tls(config.tls)
+
+
+def _serve(config: Config, tls: ServerTLS | None) -> int:
     from ring3.apps import build_site
     from ring3.handlers.lifespan import LifespanFailed
     from ring3.server import run
@@ -131,8 +156,12 @@ def _serve(config: Config) -> int:
         print(f"ring3: no ROOT given, serving the built-in demo site from {root}", flush=True)
     else:
         print(f"ring3: serving {site.description}", flush=True)
+    if tls is not None:
+        from ring3.transport.tls_context import kernel_tls_status
+
+        print(f"ring3: TLS: {kernel_tls_status()}", flush=True)
     try:
-        run(config, site.handler, startup=site.startup, shutdown=site.shutdown)
+        run(config, site.handler, startup=site.startup, shutdown=site.shutdown, tls=tls)
     except OSError as exc:
         print(f"ring3: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1

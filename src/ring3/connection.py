@@ -39,7 +39,11 @@ from ring3.replay import Replay
 from ring3.timers import LazyTimer
 
 if TYPE_CHECKING:
+    from ring3.handlers import Handler
     from ring3.server import Server
+    from ring3.transport.tls_stream import TLSOutputPath
+
+    TLSOutputFactory = Callable[[Callable[[BaseException], None]], TLSOutputPath]
 
 logger = logging.getLogger("ring3.error")
 
@@ -65,6 +69,7 @@ class Connection:
         "_eof",
         "_events",
         "_fd",
+        "_handler",
         "_info",
         "_keep_alive",
         "_last_read",
@@ -90,10 +95,15 @@ class Connection:
         "_task",
         "_timer",
         "_upgrade",
+        "tls",
     )
 
     def __init__(self, server: Server, sock: socket.socket, peer: str,
-                 info: ConnectionInfo | None = None) -> None:
+                 info: ConnectionInfo | None = None, tls_output: TLSOutputFactory | None = None,
+                 handler: Handler | None = None) -> None:
+        """`tls_output` makes the connection's TLS output path (it also decrypts what is read), once
+        its handshake is over; `handler` answers its requests instead of the server's (a listener's
+        own, such as redirect-https), and then the replay cache stays out of it."""
         loop = server.loop
         self._server = server
         self._loop = loop
@@ -102,11 +112,16 @@ class Connection:
         self._peer = peer
         self._info = info or ConnectionInfo(client=None, server=None)
         self._upgrade: Upgrade | None = None
-        self._replays = server.replays
+        self._handler = handler or server.handler
+        self._replays = server.replays if handler is None else None
         self._candidate: bytes | None = None  # the bytes of the current request, if it may be replayed
         self._parser = H1Parser(server.h1_limits)
-        self._output = OutputPath(sock, loop, server.ledger, server.config.static.sendfile_min_size,
-                                  self._on_send_failed)
+        self.tls: TLSOutputPath | None = None
+        if tls_output is None:
+            self._output = OutputPath(sock, loop, server.ledger, server.config.static.sendfile_min_size,
+                                      self._on_send_failed)
+        else:
+            self._output = self.tls = tls_output(self._on_send_failed)
         self._events = _NO_EVENTS
         self._request: Request | None = None
         self._body: RequestBody | None = None
@@ -138,9 +153,13 @@ class Connection:
 
     def _on_readable(self) -> None:
         ledger = self._server.ledger
-        ledger.recv += 1
+        tls = self.tls
         try:
-            data = self._sock.recv(RECV_SIZE)
+            if tls is None:
+                ledger.recv += 1
+                data = self._sock.recv(RECV_SIZE)
+            else:
+                data = tls.recv(RECV_SIZE)  # counts its own recv
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -185,6 +204,10 @@ class Connection:
             else:
                 self._events.extend(events)
             self._pump()
+
+    def read_now(self) -> None:
+        """Take what the transport holds already (TLS: plaintext that came with the handshake)."""
+        self._on_readable()
 
     def _pause_reading(self) -> None:
         if self._reading:
@@ -275,7 +298,7 @@ class Connection:
             self._respond(status_response(200, list(_OPTIONS_ALLOW)))
             return
         try:
-            result = self._server.handler(request, body)
+            result = self._handler(request, body)
         except Exception:
             logger.exception("handler failed for %r", request.target)
             result = status_response(500)
@@ -574,6 +597,8 @@ class Connection:
         lingering close), so our last response is not destroyed by a reset."""
         self._lingering = True
         self._events.clear()
+        if self.tls is not None:
+            self.tls.close_notify()
         self._server.ledger.shutdown += 1
         try:
             self._sock.shutdown(socket.SHUT_WR)
@@ -600,6 +625,8 @@ class Connection:
         if self._reading:
             self._reading = False
             loop.remove_reader(self._fd)
+        if self.tls is not None:
+            self.tls.close_notify()
         self._output.close()
         self._timer.cancel()
         if self._task is not None:

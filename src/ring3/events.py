@@ -27,17 +27,31 @@ def fields_set(headers: Headers) -> int:
     return sets
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TLSInfo:
+    """What the TLS handshake settled, for applications (ASGI's TLS extension, WSGI's HTTPS keys)."""
+
+    version: str  # "TLSv1.3"
+    version_code: int  # 0x0304, as the ASGI TLS extension gives it
+    cipher: str  # OpenSSL's name of the cipher suite
+    alpn: str | None
+    server_name: str | None  # the SNI name the client sent
+    client_cert: bytes | None  # the client's certificate (DER), when it sent one
+    resumed: bool
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionInfo:
     """Facts about the connection a request came on, made once per connection.
 
     `client` and `server` are (host, port); `client` is None on a Unix socket, where `server` is
-    (path, None). `scheme` is "http" or "https".
+    (path, None). `scheme` is "http" or "https"; `tls` holds the handshake's facts on https.
     """
 
     client: tuple[str, int] | None
     server: tuple[str, int | None] | None
     scheme: str = "http"
+    tls: TLSInfo | None = None
 
 
 NO_CONNECTION_INFO = ConnectionInfo(client=None, server=None)

@@ -43,11 +43,11 @@ def bind(address: ListenAddress) -> socket.socket:
     return sock
 
 
-def describe(sock: socket.socket) -> str:
-    """The URL a listener answers on: http://127.0.0.1:8000, http://[::1]:8000 or unix:/path."""
+def describe(sock: socket.socket, tls: bool = False) -> str:
+    """The URL a listener answers on: http://127.0.0.1:8000, https://[::1]:8443 or unix:/path."""
     if sock.family == socket.AF_UNIX:
         return f"unix:{sock.getsockname()}"
     host, port = sock.getsockname()[:2]
     if sock.family == socket.AF_INET6:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{'https' if tls else 'http'}://{host}:{port}"

@@ -43,7 +43,17 @@ class _FileItem:
         self.count = count
 
 
-Item = memoryview | _FileItem
+class SealedBytes:
+    """Bytes a transport has already made ready for the wire (TLS ciphertext) that the socket did not
+    take yet; only a transport's own flush (ring3.transport.tls_stream) queues and sends them."""
+
+    __slots__ = ("view",)
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+
+
+Item = memoryview | _FileItem | SealedBytes
 # Every OutputPath's `_queue` while nothing waits to be sent: shared, never appended to (see _enqueue), so
 # an idle connection holds no deque of its own (760 bytes).
 _NOTHING_QUEUED: deque[Item] = deque()
@@ -385,7 +395,7 @@ class OutputPath:
             return len(first), self._sock.send(first, _MSG_MORE)
         buffers: list[memoryview] = []
         for entry in queue:
-            if isinstance(entry, _FileItem) or len(buffers) == _IOV_MAX:
+            if not isinstance(entry, memoryview) or len(buffers) == _IOV_MAX:
                 break
             buffers.append(entry)
         self._ledger.sendmsg += 1

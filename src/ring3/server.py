@@ -12,8 +12,9 @@ import resource
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from ring3.config import Config, parse_listen
+from ring3.config import Config, ListenAddress, parse_listen
 from ring3.connection import Connection
 from ring3.dates import DateCache
 from ring3.events import ConnectionInfo
@@ -26,6 +27,12 @@ from ring3.observe.ledger import LEDGER
 from ring3.observe.metrics import MetricsHandler
 from ring3.replay import ReplayCache
 
+if TYPE_CHECKING:
+    from ring3.transport.tls_context import ServerTLS
+    from ring3.transport.tls_handshake import TLSHandshake
+
+    Client = Connection | TLSHandshake
+
 logger = logging.getLogger("ring3.error")
 
 ACCEPT_BATCH = 64  # connections accepted per readiness callback
@@ -37,8 +44,10 @@ class Server:
     """Serves one handler on the configured listeners, in this process's event loop."""
 
     def __init__(self, config: Config, handler: Handler,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, tls: ServerTLS | None = None) -> None:
+        """`tls` holds the certificates of the listeners marked tls (loaded at start if not given)."""
         self.config = config
+        self.tls = tls
         self.handler = handler
         self.loop = loop or asyncio.get_running_loop()
         limits = config.limits
@@ -56,9 +65,12 @@ class Server:
         self.ledger = LEDGER  # one per worker process
         self.access_log: AccessLog | None = None
         self.draining = False
-        self.connections: set[Connection] = set()
+        self.connections: set[Client] = set()
         self.listeners: list[socket.socket] = []
         self._addresses: dict[socket.socket, tuple[str, int | None]] = {}
+        self._tls_listeners: set[socket.socket] = set()
+        self._handlers: dict[socket.socket, Handler] = {}  # listeners with a handler of their own
+        self._handshake: type[TLSHandshake] | None = None
         self._accepting = False
         self._backoff: asyncio.TimerHandle | None = None
         self._idle: asyncio.Event = asyncio.Event()
@@ -67,20 +79,45 @@ class Server:
 
     def start(self) -> list[str]:
         """Bind every listener and start accepting; return the URLs they answer on."""
+        addresses = [parse_listen(text) for text in self.config.server.listen]
+        if any(address.tls for address in addresses) and self.tls is None:
+            from ring3.transport.tls_context import load_server_tls
+
+            self.tls = load_server_tls(self.config.tls)
         try:
-            for text in self.config.server.listen:
-                self.listeners.append(bind(parse_listen(text)))
+            for address in addresses:
+                self.listeners.append(bind(address))
         except OSError:
             for sock in self.listeners:
                 sock.close()
             self.listeners.clear()
             raise
-        for sock in self.listeners:
+        for sock, address in zip(self.listeners, addresses, strict=True):
             name = sock.getsockname()
             self._addresses[sock] = (name, None) if sock.family == socket.AF_UNIX else name[:2]
+            if address.tls:
+                self._tls_listeners.add(sock)
+        self._set_redirects(addresses)
+        if self._tls_listeners:
+            from ring3.transport.tls_handshake import TLSHandshake
+
+            self._handshake = TLSHandshake
         self.access_log = AccessLog.open(self.config.server.access_log, self.loop)
         self._resume_accepting()
-        return [describe(sock) for sock in self.listeners]
+        return [describe(sock, sock in self._tls_listeners) for sock in self.listeners]
+
+    def _set_redirects(self, addresses: list[ListenAddress]) -> None:
+        """Give each redirect-https listener its handler, aimed at the first tls listener's port."""
+        if not any(address.redirect_https for address in addresses):
+            return
+        from ring3.handlers.redirect import HTTPSRedirect
+
+        port = next((self._addresses[sock][1] for sock in self.listeners if sock in self._tls_listeners
+                     and sock.family != socket.AF_UNIX), None)
+        redirect = HTTPSRedirect(port or 443)
+        for sock, address in zip(self.listeners, addresses, strict=True):
+            if address.redirect_https:
+                self._handlers[sock] = redirect
 
     # -- accepting --------------------------------------------------------------------------------
 
@@ -131,14 +168,24 @@ class Server:
                 peer = "unix"
                 info = ConnectionInfo(None, self._addresses.get(listener))
             self._idle.clear()
-            self.connections.add(Connection(self, sock, peer, info))
+            if listener in self._tls_listeners:
+                assert self.tls is not None and self._handshake is not None
+                self.connections.add(self._handshake(self, sock, peer, info, self.tls))
+            else:
+                self.connections.add(Connection(self, sock, peer, info,
+                                                handler=self._handlers.get(listener)))
 
     def _end_backoff(self) -> None:
         self._backoff = None
         if len(self.connections) < self.config.limits.max_connections:
             self._resume_accepting()
 
-    def connection_closed(self, connection: Connection) -> None:
+    def connection_replaced(self, old: Client, new: Client) -> None:
+        """A TLS handshake is over: its Connection takes its place."""
+        self.connections.discard(old)
+        self.connections.add(new)
+
+    def connection_closed(self, connection: Client) -> None:
         self.connections.discard(connection)
         if not self.connections:
             self._idle.set()
@@ -210,7 +257,8 @@ def raise_open_files_limit(connections: int, open_files: int) -> None:
 
 
 async def serve(config: Config, handler: Handler, *, announce: bool = True,
-                startup: Startup | None = None, shutdown: Shutdown | None = None) -> None:
+                startup: Startup | None = None, shutdown: Shutdown | None = None,
+                tls: ServerTLS | None = None) -> None:
     """Run a Server (and the admin listener, if configured) until SIGTERM or SIGINT, then shut down
     gracefully. `startup` runs before the listeners open (the ASGI lifespan); `shutdown` after the last
     connection closed, with the grace period as its time limit."""
@@ -218,7 +266,7 @@ async def serve(config: Config, handler: Handler, *, announce: bool = True,
     raise_open_files_limit(config.limits.max_connections, config.static.open_files_max)
     if startup is not None:
         await startup()
-    server = Server(config, handler, loop)
+    server = Server(config, handler, loop, tls)
     try:
         urls = server.start()
     except OSError:
@@ -256,7 +304,7 @@ async def serve(config: Config, handler: Handler, *, announce: bool = True,
 
 
 def run(config: Config, handler: Handler, *, startup: Startup | None = None,
-        shutdown: Shutdown | None = None) -> None:
+        shutdown: Shutdown | None = None, tls: ServerTLS | None = None) -> None:
     """Run `serve` on the configured event loop until it is stopped."""
     with asyncio.Runner(loop_factory=loop_factory(config.server.loop)) as runner:
-        runner.run(serve(config, handler, startup=startup, shutdown=shutdown))
+        runner.run(serve(config, handler, startup=startup, shutdown=shutdown, tls=tls))

@@ -36,14 +36,42 @@ class ListenAddress:
     host: str
     port: int
     unix_path: str = ""
+    tls: bool = False  # the "tls" option: connections on it speak TLS
+    redirect_https: bool = False  # the "redirect-https" option: every request gets a 301 to https
 
     @property
     def is_unix(self) -> bool:
         return bool(self.unix_path)
 
 
+# The words that may follow an address in `listen`, as nginx's `listen 443 ssl`.
+LISTEN_OPTIONS = ("tls", "redirect-https")
+
+
 def parse_listen(text: str) -> ListenAddress:
-    """Parse HOST:PORT, [IPv6]:PORT or unix:/path; raise ValueError with the reason."""
+    """Parse HOST:PORT, [IPv6]:PORT or unix:/path, then its option words (LISTEN_OPTIONS); raise
+    ValueError with the reason."""
+    address, words = text.strip(), []
+    while True:  # option words from the end: a unix socket's path may hold spaces
+        rest, _, last = address.rpartition(" ")
+        if not rest.strip() or last not in LISTEN_OPTIONS:
+            break
+        words.insert(0, last)
+        address = rest.strip()
+    if not address:
+        raise ValueError("an address is needed")
+    if not address.startswith("unix:") and len(address.split()) > 1:
+        raise ValueError(f"{text!r}: unknown option {address.split()[-1]!r}; known: "
+                         f"{', '.join(LISTEN_OPTIONS)}")
+    if "tls" in words and "redirect-https" in words:
+        raise ValueError(f"{text!r}: a redirect-https listener is plain HTTP; it cannot be tls too")
+    parsed = _parse_address(address)
+    if words:
+        parsed = dataclasses.replace(parsed, tls="tls" in words, redirect_https="redirect-https" in words)
+    return parsed
+
+
+def _parse_address(text: str) -> ListenAddress:
     if text.startswith("unix:"):
         path = text[5:]
         if not path:
@@ -159,10 +187,35 @@ def build_config(file_data: dict[str, Any] | None = None, source: str = "<config
             sections[section_name][key] = _check(source, section_name, key, raw)
     for (section_name, key), raw in (overrides or {}).items():
         sections[section_name][key] = _check(override_source, section_name, key, raw)
+    if sections["tls"].get("cert") and "listen" not in sections["server"]:
+        sections["server"]["listen"] = (DEFAULT_TLS_LISTEN,)
     built = {name: SECTIONS[name](**values) for name, values in sections.items()}
     config = Config(**built)
-    _check_mounts(config, override_source if ("static", "mount") in (overrides or {}) else source)
+    given = overrides or {}
+    _check_mounts(config, override_source if ("static", "mount") in given else source)
+    _check_tls(config, override_source if given.keys() & {("tls", "cert"), ("server", "listen")} else source)
     return config
+
+
+# Where `ring3 serve --tls-cert C --tls-key K` listens when no listener is given anywhere.
+DEFAULT_TLS_LISTEN = "127.0.0.1:8443 tls"
+
+
+def _check_tls(config: Config, source: str) -> None:
+    tls = config.tls
+    listeners = [parse_listen(text) for text in config.server.listen]
+    if any(listener.tls for listener in listeners) and not tls.cert:
+        raise ConfigError(source, "tls.cert", "a listener is marked tls but no certificate is given "
+                          "(--tls-cert and --tls-key, or cert and key in [tls])")
+    if len(tls.cert) != len(tls.key):
+        raise ConfigError(source, "tls.key", f"{len(tls.cert)} certificates but {len(tls.key)} keys; "
+                          "give one key per certificate, in the same order")
+    if tls.cert and not any(listener.tls for listener in listeners):
+        raise ConfigError(source, "server.listen", "certificates are given but no listener is tls; "
+                          "mark one, such as '0.0.0.0:443 tls'")
+    if tls.verify_client != "off" and not tls.client_ca:
+        raise ConfigError(source, "tls.client_ca", f"verify_client is {tls.verify_client!r}: give the "
+                          "CA file that client certificates must chain to")
 
 
 def _check_mounts(config: Config, source: str) -> None:

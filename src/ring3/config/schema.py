@@ -36,7 +36,11 @@ class ServerSection:
 
     listen: tuple[str, ...] = setting(
         ("127.0.0.1:8000",),
-        "Addresses to listen on: HOST:PORT, [IPv6]:PORT or unix:/path. Port 0 picks a free port.",
+        "Addresses to listen on: HOST:PORT, [IPv6]:PORT or unix:/path. Port 0 picks a free port. "
+        "Option words may follow the address: 'tls' (HTTPS on it, with the certificates of [tls]) or "
+        "'redirect-https' (plain HTTP answering every request with 301 to the same host, path and query "
+        "over https, on the first tls listener's port), as in \"0.0.0.0:443 tls\". With --tls-cert on "
+        "the command line, every --listen of the command line is tls.",
         flag="--listen")
     admin: str = setting(
         "", "Admin listener (HOST:PORT) serving /metrics in Prometheus text format; empty for none. "
@@ -108,6 +112,10 @@ class LimitsSection:
     send_timeout: float = setting(
         30.0, "Longest wait for a client to take more response bytes; past it the connection is "
         "dropped.", unit="seconds", minimum=0.01)
+    # nginx: client_header_timeout (60s) covers the handshake; Caddy 10s (read_header).
+    tls_handshake_timeout: float = setting(
+        10.0, "Time allowed for a whole TLS handshake, from the connection's opening; past it the "
+        "connection is closed.", unit="seconds", minimum=0.01)
     # nginx lingering_timeout 5s.
     lingering_timeout: float = setting(
         2.0, "After an error response, how long unread request bytes are drained before closing, "
@@ -193,6 +201,54 @@ class AppSection:
         True, "Offer permessage-deflate to WebSocket clients that ask for it.")
 
 
+# Mozilla's "intermediate" profile (v5.7) for TLS 1.2; TLS 1.3's suites are OpenSSL's (all three are in
+# the profile). The DHE suites apply only when DH parameters are loaded, which ring3 does not do.
+INTERMEDIATE_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TLSSection:
+    """Certificates and protocol settings of the listeners marked 'tls'."""
+
+    cert: tuple[str, ...] = setting(
+        (), "Certificate files (PEM: the certificate first, then its chain, as certbot's "
+        "fullchain.pem). Paired in order with key; with several, SNI picks the certificate whose "
+        "subjectAltName matches the requested name (exact, then wildcard), and the first is the "
+        "default.", flag="--tls-cert")
+    key: tuple[str, ...] = setting(
+        (), "Private key files (PEM, ECDSA or RSA), one per cert, in the same order.", flag="--tls-key")
+    key_password_file: str = setting(
+        "", "File whose first line is the passphrase of the encrypted keys; empty for keys without "
+        "one.", flag="--tls-key-password-file")
+    sni_strict: bool = setting(
+        False, "Refuse a handshake whose SNI name matches no certificate (unrecognized_name alert) "
+        "instead of answering with the default certificate. Clients that send no name still get the "
+        "default.", flag="--tls-sni-strict")
+    min_version: str = setting(
+        "1.2", "Oldest TLS version accepted ('1.2' or '1.3'); older ones are never offered.",
+        choices=("1.2", "1.3"), flag="--tls-min-version")
+    ciphers: str = setting(
+        INTERMEDIATE_CIPHERS, "TLS 1.2 cipher suites, in OpenSSL's syntax (the default is Mozilla's "
+        "intermediate profile). TLS 1.3 suites are OpenSSL's own.", flag="--tls-ciphers")
+    session_tickets: bool = setting(
+        True, "Issue session tickets (TLS 1.3 and 1.2) so a returning client skips the full handshake. "
+        "The ticket keys live in the process and change when it restarts.",
+        flag="--tls-session-tickets")
+    verify_client: str = setting(
+        "off", "Client certificates (mutual TLS): 'off', 'optional' (verified when sent) or "
+        "'required' (a handshake without a valid one fails). Needs client_ca.",
+        choices=("off", "optional", "required"), flag="--tls-verify-client")
+    client_ca: str = setting(
+        "", "CA certificates (PEM) that client certificates must chain to.", flag="--tls-client-ca")
+    ktls: bool = setting(
+        True, "Use kernel TLS where Python (3.12+, ssl.OP_ENABLE_KTLS) and the kernel (the tls "
+        "module) both offer it, so files leave with sendfile again; startup says which is in use.",
+        flag="--tls-ktls")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Config:
     """ring3's whole configuration."""
@@ -201,6 +257,7 @@ class Config:
     limits: LimitsSection = field(default_factory=LimitsSection)
     static: StaticSection = field(default_factory=StaticSection)
     app: AppSection = field(default_factory=AppSection)
+    tls: TLSSection = field(default_factory=TLSSection)
 
 
 # Section name -> section class, in the order of Config's fields.
@@ -209,4 +266,5 @@ SECTIONS: dict[str, type[Any]] = {
     "limits": LimitsSection,
     "static": StaticSection,
     "app": AppSection,
+    "tls": TLSSection,
 }

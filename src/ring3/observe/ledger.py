@@ -42,10 +42,14 @@ class Ledger:
     ioctl: int = 0
     bytes_zero_copy: int = 0
     bytes_copied: int = 0
+    bytes_encrypted: int = 0  # plaintext encrypted in user space (TLS), before it was copied out
     bytes_received: int = 0
     connections_accepted: int = 0
     responses_from_cache: int = 0
     responses_replayed: int = 0
+    tls_handshakes: int = 0
+    tls_resumed: int = 0  # of those, abbreviated by a session ticket or the session cache
+    tls_handshake_failures: int = 0  # refused, broken off, timed out, or not TLS at all
     statuses: dict[int, int] = field(default_factory=dict)
 
     def count_status(self, status: int) -> None:

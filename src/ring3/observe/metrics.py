@@ -24,6 +24,10 @@ def render(ledger: Ledger, connections_open: int) -> bytes:
         "# TYPE ring3_bytes_sent_total counter",
         f'ring3_bytes_sent_total{{path="zero_copy"}} {ledger.bytes_zero_copy}',
         f'ring3_bytes_sent_total{{path="copied"}} {ledger.bytes_copied}',
+        "# HELP ring3_bytes_encrypted_total Response bytes encrypted in user space (TLS) before they "
+        "were copied out.",
+        "# TYPE ring3_bytes_encrypted_total counter",
+        f"ring3_bytes_encrypted_total {ledger.bytes_encrypted}",
         "# HELP ring3_bytes_received_total Request bytes received.",
         "# TYPE ring3_bytes_received_total counter",
         f"ring3_bytes_received_total {ledger.bytes_received}",
@@ -43,6 +47,15 @@ def render(ledger: Ledger, connections_open: int) -> bytes:
         "# HELP ring3_connections_accepted_total Client connections accepted.",
         "# TYPE ring3_connections_accepted_total counter",
         f"ring3_connections_accepted_total {ledger.connections_accepted}",
+        "# HELP ring3_tls_handshakes_total TLS handshakes completed, by kind (resumed: by a session "
+        "ticket or the session cache).",
+        "# TYPE ring3_tls_handshakes_total counter",
+        f'ring3_tls_handshakes_total{{kind="full"}} {ledger.tls_handshakes - ledger.tls_resumed}',
+        f'ring3_tls_handshakes_total{{kind="resumed"}} {ledger.tls_resumed}',
+        "# HELP ring3_tls_handshake_failures_total TLS handshakes refused, broken off or timed out, and "
+        "connections to a TLS port that did not speak TLS.",
+        "# TYPE ring3_tls_handshake_failures_total counter",
+        f"ring3_tls_handshake_failures_total {ledger.tls_handshake_failures}",
         "# HELP ring3_connections_open Client connections open now.",
         "# TYPE ring3_connections_open gauge",
         f"ring3_connections_open {connections_open}",
