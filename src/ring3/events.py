@@ -34,9 +34,12 @@ class TLSInfo:
     version: str  # "TLSv1.3"
     version_code: int  # 0x0304, as the ASGI TLS extension gives it
     cipher: str  # OpenSSL's name of the cipher suite
+    cipher_id: int  # its IANA number (0x1301: TLS_AES_128_GCM_SHA256)
     alpn: str | None
     server_name: str | None  # the SNI name the client sent
+    server_cert: str | None  # the certificate ring3 answered with (PEM)
     client_cert: bytes | None  # the client's certificate (DER), when it sent one
+    client_cert_name: str | None  # its subject, as RFC 4514 writes it ("CN=alice,O=Example")
     resumed: bool
 
 

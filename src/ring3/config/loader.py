@@ -51,7 +51,7 @@ LISTEN_OPTIONS = ("tls", "redirect-https")
 def parse_listen(text: str) -> ListenAddress:
     """Parse HOST:PORT, [IPv6]:PORT or unix:/path, then its option words (LISTEN_OPTIONS); raise
     ValueError with the reason."""
-    address, words = text.strip(), []
+    address, words = text.strip(), list[str]()
     while True:  # option words from the end: a unix socket's path may hold spaces
         rest, _, last = address.rpartition(" ")
         if not rest.strip() or last not in LISTEN_OPTIONS:

@@ -45,6 +45,7 @@ from ring3.files.cache import CachedFile, FileCache, load_entry
 from ring3.files.resolve import OpenedFile
 from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
+from ring3.handlers.tls_facts import asgi_tls_extension
 from ring3.loops import start_task
 
 if TYPE_CHECKING:
@@ -125,6 +126,8 @@ class ASGIHandler:
         }
         if kind == "http":
             scope["method"] = request.method.decode("ascii")
+        if conn.tls is not None:
+            scope["extensions"] = {**EXTENSIONS, "tls": asgi_tls_extension(conn.tls)}
         if self.state is not None:
             scope["state"] = dict(self.state)
         return scope

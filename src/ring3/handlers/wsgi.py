@@ -45,6 +45,7 @@ from ring3.errors import ClientDisconnected, LocalProtocolError, ResponseAborted
 from ring3.events import FileRange, Headers, Request, Response, fields_set
 from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
+from ring3.handlers.tls_facts import wsgi_tls_environ
 from ring3.handlers.workers import BatchingPool
 from ring3.http1.serialize import NO_BODY_STATUSES, check_header
 
@@ -617,6 +618,8 @@ class WSGIHandler:
             environ["REMOTE_ADDR"] = conn.client[0]
             environ["REMOTE_PORT"] = str(conn.client[1])
         environ["wsgi.url_scheme"] = conn.scheme
+        if conn.tls is not None:
+            environ.update(wsgi_tls_environ(conn.tls))
         environ["wsgi.input"] = _NO_INPUT if isinstance(body, EmptyBody) else _Input(body, loop)
         _add_headers(environ, request.headers)
         return environ

@@ -32,6 +32,7 @@ class Certificate:
     """One loaded certificate: its files, the names it answers for, and its context."""
 
     cert_path: str
+    pem: str  # the certificate itself (the file's first PEM block), for applications that ask
     names: tuple[str, ...]  # subjectAltName DNS names (the subject's CN without any), lower case
     not_after: float
     context: ssl.SSLContext
@@ -45,6 +46,8 @@ class ServerTLS:
         self.default = certificates[0].context
         self.strict = strict
         self.seen_name: str | None = None  # the SNI name of the handshake step running now
+        self.cipher_ids = {cipher["name"]: cipher["id"] & 0xFFFF for cipher in self.default.get_ciphers()}
+        self._pems = {id(cert.context): cert.pem for cert in certificates}
         self._exact: dict[str, ssl.SSLContext] = {}
         self._wildcard: dict[str, ssl.SSLContext] = {}
         for cert in certificates:
@@ -54,6 +57,10 @@ class ServerTLS:
                 else:
                     self._exact.setdefault(name, cert.context)
         self.default.sni_callback = self._on_server_name
+
+    def certificate_pem(self, context: ssl.SSLContext) -> str | None:
+        """The certificate (PEM) a context answers with."""
+        return self._pems.get(id(context))
 
     def context_for(self, name: str | None) -> ssl.SSLContext | None:
         """The context that answers for `name` (None: no certificate does)."""
@@ -154,7 +161,9 @@ def _load_certificate(settings: TLSSection, cert_path: str, key_path: str,
     if not_after < now:
         logger.warning("the certificate %s expired on %s; clients will refuse it", cert_path,
                        time.strftime("%Y-%m-%d", time.gmtime(not_after)))
-    return Certificate(cert_path, names, not_after, context)
+    end = cert_text.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")
+    pem = cert_text[cert_text.index("-----BEGIN CERTIFICATE-----"):end] + "\n"
+    return Certificate(cert_path, pem, names, not_after, context)
 
 
 def _new_context(settings: TLSSection) -> ssl.SSLContext:

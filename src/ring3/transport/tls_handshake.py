@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ring3.connection import RECV_SIZE, Connection
 from ring3.events import ConnectionInfo, TLSInfo
@@ -119,7 +119,7 @@ class TLSHandshake:
                 return
         self._detach()
         assert self._incoming is not None and self._outgoing is not None
-        facts = _describe(obj, self._server_name)
+        facts = _describe(obj, self._server_name, self._tls)
         info = ConnectionInfo(self._info.client, self._info.server, "https", facts)
         incoming, outgoing = self._incoming, self._outgoing
         sock = self._sock
@@ -243,12 +243,29 @@ class TLSHandshake:
         self._server.connection_closed(self)
 
 
-def _describe(obj: ssl.SSLObject, server_name: str | None) -> TLSInfo:
+def _describe(obj: ssl.SSLObject, server_name: str | None, tls: ServerTLS) -> TLSInfo:
     """The facts applications see (ASGI's TLS extension, WSGI's HTTPS variables)."""
     cipher = obj.cipher()
+    name = cipher[0] if cipher else ""
     version = obj.version() or ""
     client_cert = obj.getpeercert(binary_form=True)
-    return TLSInfo(version=version, version_code=_VERSIONS.get(version, 0),
-                   cipher=cipher[0] if cipher else "", alpn=obj.selected_alpn_protocol(),
-                   server_name=server_name, client_cert=client_cert or None,
+    subject = None
+    if client_cert:
+        subject = _rfc4514(obj.getpeercert() or {})
+    return TLSInfo(version=version, version_code=_VERSIONS.get(version, 0), cipher=name,
+                   cipher_id=tls.cipher_ids.get(name, 0), alpn=obj.selected_alpn_protocol(),
+                   server_name=server_name, server_cert=tls.certificate_pem(obj.context),
+                   client_cert=client_cert or None, client_cert_name=subject,
                    resumed=obj.session_reused)
+
+
+def _rfc4514(cert: dict[str, Any]) -> str | None:
+    """A certificate's subject as RFC 4514 writes it: the most specific name first."""
+    fields: tuple[tuple[tuple[str, str], ...], ...] = cert.get("subject", ())
+    return ",".join(f"{_RDN_KEYS.get(key, key)}={value}" for rdn in reversed(fields)
+                    for key, value in rdn) or None
+
+
+_RDN_KEYS = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU",
+             "countryName": "C", "stateOrProvinceName": "ST", "localityName": "L", "domainComponent": "DC",
+             "streetAddress": "STREET", "userId": "UID"}

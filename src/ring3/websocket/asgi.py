@@ -83,7 +83,8 @@ class WebSocketEndpoint:
             future.set_result(refusal)
             return future
         scope["subprotocols"] = handshake.offered_subprotocols(request)
-        scope["extensions"] = EXTENSIONS
+        tls = scope["extensions"].get("tls")  # the http scope's, on a TLS connection
+        scope["extensions"] = EXTENSIONS if tls is None else {**EXTENSIONS, "tls": tls}
         exchange = WebSocketExchange(loop, request, self._settings)
         task = loop.create_task(exchange.run(self.app, scope))
         self.running.add(task)
