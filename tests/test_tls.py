@@ -19,7 +19,7 @@ from conftest import ResponseReader, RunningServer
 from hostile.wire import read_until_eof, wait_until
 from ring3.config import ConfigError, build_config, parse_listen
 from test_floods import many_connections, raise_fd_limit
-from test_ledger import admin_url, scrape
+from test_ledger import admin_url, mismatches, scrape, traced
 from tls_kit import Certs, make_certs, peer_names, tls_connect, tls_get
 
 Start = Callable[..., RunningServer]
@@ -320,6 +320,32 @@ def test_a_large_file_reaches_a_slow_reader_whole(certs: Certs, site: Path, ring
     assert metrics["ring3_bytes_encrypted_total"] >= len(payload)
 
 
+def test_ledger_agrees_with_strace_over_tls(certs: Certs, site: Path, tmp_path: Path,
+                                           ring3_process: Start) -> None:
+    """OpenSSL makes no system call of its own: every recv and send under TLS is ring3's, counted,
+    handshakes (full and resumed), files read in chunks and close_notify included."""
+    (site / "300k.bin").write_bytes(bytes(range(256)) * 1200)
+    server = serve_tls(ring3_process, site, certs, "--admin", "127.0.0.1:0")
+    context = certs.client_context()
+
+    def exercise() -> int:
+        session = None
+        for connection in range(6):
+            with tls_connect(server.port, context, session=session) as sock:
+                reader = ResponseReader(sock)
+                for index in range(40):
+                    path = ("/hello.txt", "/300k.bin", "/missing")[(index + connection) % 3]
+                    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                    reader.read()
+                session = sock.session
+        return 240
+
+    ledger, traced_calls, summary = traced(server, tmp_path, exercise)
+    assert ledger["recv"] >= 240 and ledger["pread"] >= 80 and ledger["sendfile"] == 0
+    found = mismatches(ledger, traced_calls)
+    assert not found, "\n".join(found) + "\n" + summary
+
+
 def test_graceful_shutdown_sends_close_notify(certs: Certs, site: Path, ring3_process: Start) -> None:
     server = serve_tls(ring3_process, site, certs)
     raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
@@ -516,7 +542,7 @@ def test_silent_and_stalled_handshakes_are_closed_at_the_handshake_timeout(
     for sock in (silent, stalled):
         with sock:
             assert read_until_eof(sock, 5)[1]
-    assert 0.4 < time.monotonic() - started < 3
+    assert 0.4 < time.monotonic() - started < 8  # well before the default 10 s
     assert scrape(admin_url(server))["ring3_tls_handshake_failures_total"] == 2
 
 

@@ -117,7 +117,8 @@ class TLSHandshake:
             self._send_pending()
             if self._pending:
                 return
-        self._detach()
+        # The reader stays registered: the Connection's add_reader only swaps the callback (no epoll_ctl).
+        self._detach(keep_reader=True)
         assert self._incoming is not None and self._outgoing is not None
         facts = _describe(obj, self._server_name, self._tls)
         info = ConnectionInfo(self._info.client, self._info.server, "https", facts)
@@ -220,10 +221,11 @@ class TLSHandshake:
             self._server.ledger.tls_handshake_failures += 1
         self.close()
 
-    def _detach(self) -> None:
-        """Stop watching the socket: a Connection takes it over."""
+    def _detach(self, keep_reader: bool = False) -> None:
+        """Stop watching the socket (but for reading, when a Connection takes it over)."""
         self._deadline.cancel()
-        self._loop.remove_reader(self._fd)
+        if not keep_reader:
+            self._loop.remove_reader(self._fd)
         if self._writing:
             self._writing = False
             self._loop.remove_writer(self._fd)
