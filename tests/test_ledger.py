@@ -22,7 +22,8 @@ ADMIN = re.compile(r"ring3 admin on (http://\S+)/metrics")
 STRACE_NAMES = {
     "accept": ("accept4", "accept"), "getsockname": ("getsockname",), "recv": ("recvfrom", "recv"),
     "send": ("sendto", "send"),
-    "sendmsg": ("sendmsg",), "sendfile": ("sendfile", "sendfile64"), "pread": ("pread64", "preadv2", "preadv"),
+    "sendmsg": ("sendmsg",), "sendfile": ("sendfile", "sendfile64"),
+    "pread": ("pread64", "preadv2", "preadv"),
     "open": ("openat", "open"), "fstat": ("fstat", "newfstatat"), "readlink": ("readlink", "readlinkat"),
     "close": ("close",), "shutdown": ("shutdown",), "epoll_wait": ("epoll_wait", "epoll_pwait"),
     "epoll_ctl": ("epoll_ctl",), "write": ("write",), "setsockopt": ("setsockopt",), "ioctl": ("ioctl",),

@@ -105,7 +105,7 @@ def _expired_pair(certs: Certs, directory: Path) -> tuple[Path, Path]:
 
     from tls_kit import write_pair
 
-    past = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+    past = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
     leaf = certs.ca.issue_cert("localhost", not_before=past, not_after=past + datetime.timedelta(days=1))
     pair = write_pair(leaf, directory, "expired")
     return pair.cert, pair.key
@@ -194,7 +194,7 @@ def test_tls_12_and_13_are_served_and_older_versions_refused(certs: Certs, site:
         old.minimum_version = ssl.TLSVersion.TLSv1
         old.maximum_version = ssl.TLSVersion.TLSv1_1
     old.set_ciphers("ALL:@SECLEVEL=0")
-    with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION|UNSUPPORTED_PROTOCOL"):
+    with pytest.raises(ssl.SSLError, match=r"PROTOCOL_VERSION|UNSUPPORTED_PROTOCOL"):
         tls_connect(server.port, old)
 
 
@@ -409,7 +409,8 @@ def test_asgi_sees_https_and_the_tls_extension_with_a_client_certificate(
                          "--tls-client-ca", str(certs.ca_file))
     status, _, body = tls_get(server.port, _client_cert_context(certs, tmp_path), "/")
     assert status == 200
-    assert eval(body) == ("https", 0x0304, 0x1302, "CN=alice,OU=Dev,O=Example", 1, "-----BEGIN CERTIFICATE-----")
+    assert eval(body) == ("https", 0x0304, 0x1302, "CN=alice,OU=Dev,O=Example", 1,
+                          "-----BEGIN CERTIFICATE-----")
     status, _, body = tls_get(server.port, certs.client_context(), "/")  # optional: none sent is fine
     assert eval(body)[3:5] == (None, 0)
 
@@ -429,7 +430,8 @@ def test_wsgi_sees_https_and_the_client_certificate(certs: Certs, tmp_path: Path
     server = _app_server(ring3_process, tmp_path, certs, WSGI_APP, "--tls-verify-client", "optional",
                          "--tls-client-ca", str(certs.ca_file))
     body = tls_get(server.port, _client_cert_context(certs, tmp_path), "/")[2]
-    assert eval(body) == ["https", "on", "TLSv1.3", "CN=alice,OU=Dev,O=Example", "-----BEGIN CERTIFICATE-----"]
+    assert eval(body) == ["https", "on", "TLSv1.3", "CN=alice,OU=Dev,O=Example",
+                          "-----BEGIN CERTIFICATE-----"]
 
 
 # -- plain and redirect listeners beside tls ones -----------------------------------------------------
@@ -470,20 +472,28 @@ key = ["{certs.main.key}"]
 
 
 def test_a_plain_config_loads_no_tls_code(site: Path) -> None:
-    code = f'''
-import asyncio, sys
+    code = """
+import asyncio, socket, sys
+from ring3.apps import build_site
 from ring3.config import build_config
-from ring3.handlers.static import StaticHandler
 from ring3.server import Server
+
 async def main():
-    config = build_config(None, "<t>", {{("server", "listen"): ["127.0.0.1:0"]}})
-    server = Server(config, lambda request, body: None)
-    server.start()
+    config = build_config(None, "<t>", {("server", "listen"): ["127.0.0.1:0"],
+                                        ("static", "root"): sys.argv[1], ("server", "access_log"): "off"})
+    server = Server(config, build_site(config, sys.argv[1]).handler)
+    port = int(server.start()[0].rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /hello.txt HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n")
+    assert (await reader.readuntil(b"hello, world\\n")).startswith(b"HTTP/1.1 200")
+    writer.close()
     await server.shutdown(0)
+
 asyncio.run(main())
 print(sorted(name for name in sys.modules if name.startswith("ring3.transport")))
-'''
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+"""
+    result = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True,
+                            timeout=30)
     assert result.stdout.strip() == "[]", result
 
 
