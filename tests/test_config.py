@@ -348,8 +348,7 @@ def test_render_toml_round_trips_every_setting_changed(tmp_path: Path) -> None:
                 "websocket_ping_timeout": "2s", "websocket_compression": False},
         "tls": {"cert": ["a.pem", "b c.pem"], "key": ["a.key", "b.key"], "key_password_file": "/run/pw",
                 "sni_strict": True, "min_version": "1.3", "ciphers": "ECDHE-ECDSA-AES128-GCM-SHA256",
-                "session_tickets": False, "verify_client": "optional", "client_ca": "ca.pem",
-                "ktls": False},
+                "session_tickets": False, "verify_client": "optional", "client_ca": "ca.pem"},
     })
     for section, f in ALL_FIELDS:  # the test changes every setting
         assert getattr(getattr(config, section), f.name) != f.default, f.name

@@ -243,10 +243,6 @@ class TLSSection:
         choices=("off", "optional", "required"), flag="--tls-verify-client")
     client_ca: str = setting(
         "", "CA certificates (PEM) that client certificates must chain to.", flag="--tls-client-ca")
-    ktls: bool = setting(
-        True, "Use kernel TLS where Python (3.12+, ssl.OP_ENABLE_KTLS) and the kernel (the tls "
-        "module) both offer it, so files leave with sendfile again; startup says which is in use.",
-        flag="--tls-ktls")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
