@@ -205,6 +205,10 @@ class Connection:
                 self._events.extend(events)
             self._pump()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def read_now(self) -> None:
         """Take what the transport holds already (TLS: plaintext that came with the handshake)."""
         self._on_readable()

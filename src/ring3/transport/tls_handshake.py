@@ -95,7 +95,11 @@ class TLSHandshake:
         finally:
             if tls.seen_name is not None:  # the SNI callback ran in this call: the name is ours
                 self._server_name, tls.seen_name = tls.seen_name, None
-        self._done = True
+        if not self._done:
+            self._done = True
+            ledger.tls_handshakes += 1
+            if obj.session_reused:
+                ledger.tls_resumed += 1
         self._established(obj)
 
     def _failed(self, exc: BaseException) -> None:
@@ -109,9 +113,6 @@ class TLSHandshake:
     def _established(self, obj: ssl.SSLObject) -> None:
         server = self._server
         ledger = server.ledger
-        ledger.tls_handshakes += 1
-        if obj.session_reused:
-            ledger.tls_resumed += 1
         if self._pending or self._writing:
             # The socket did not take the end of our handshake flight; rare enough to wait for.
             self._send_pending()
@@ -133,19 +134,21 @@ class TLSHandshake:
         server.connection_replaced(self, connection)
         tls_output = connection.tls
         assert tls_output is not None
-        if outgoing.pending:
-            tls_output.send_control()  # session tickets, the server's Finished (TLS 1.2)
         if incoming.pending:  # the client's first request came with its Finished
             try:
-                early = tls_output.decrypt()
+                early = tls_output.decrypt(flush=False)
             except BlockingIOError:
-                return
+                early = b""
             except OSError:
                 connection.close()
                 return
             if early:
+                # Our last handshake records (TLS 1.3's session tickets, TLS 1.2's Finished) wait in
+                # OpenSSL's buffer: an answer made now leaves with them in one send.
                 tls_output.hold_early(early)
                 connection.read_now()
+        if outgoing.pending and not connection.closed:
+            tls_output.send_control()
 
     # -- writing handshake bytes ------------------------------------------------------------------
 

@@ -69,13 +69,16 @@ class TLSOutputPath(OutputPath):
         self._incoming.write(data)
         return self.decrypt(size)
 
-    def decrypt(self, size: int = FILE_CHUNK) -> bytes:
-        """The plaintext of the whole records received so far (BlockingIOError if there is none)."""
+    def decrypt(self, size: int = FILE_CHUNK, flush: bool = True) -> bytes:
+        """The plaintext of the whole records received so far (BlockingIOError if there is none).
+        Records OpenSSL makes while reading (a KeyUpdate's answer, alerts) are sent, unless `flush`
+        is False: then they wait for the next send."""
         obj = self._obj
         try:
             data = obj.read(size)
         except ssl.SSLWantReadError:
-            self.send_control()
+            if flush:
+                self.send_control()
             raise BlockingIOError from None
         except ssl.SSLZeroReturnError:  # the client's close_notify
             return b""
@@ -87,7 +90,7 @@ class TLSOutputPath(OutputPath):
                 except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
                     break
             data = b"".join(pieces)
-        if self._outgoing.pending:
+        if flush and self._outgoing.pending:
             self.send_control()
         return data
 
