@@ -1,9 +1,9 @@
 """ring3's benchmark against nginx, granian, uvicorn and gunicorn: `python3 bench/run.py` (or `--quick`:
 ring3 alone).
 
-Installs what it needs (wrk, h2load, strace, nginx, gcc from apt; the Python peers and matplotlib in
-bench/.venv), runs every scenario (static files, then applications hosted over ASGI, WSGI and WebSocket)
-with interleaved repetitions, counts syscalls per request with strace (and, for ring3, with its own
+Installs what it needs (wrk, h2load, strace, nginx, gcc, openssl from apt; the Python peers and matplotlib
+in bench/.venv), runs every scenario (static files, then applications hosted over ASGI, WSGI and WebSocket,
+then TLS) with interleaved repetitions, counts syscalls per request with strace (and, for ring3, with its own
 ledger), and writes Markdown, JSON and a chart under bench/results/.
 """
 
@@ -14,15 +14,16 @@ import datetime
 import json
 import os
 import resource
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchkit import idle, lineups, load, report, servers, syscalls, tools
+from benchkit import figures, handshakes, idle, lineups, load, report, servers, syscalls, tls, tools
 from benchkit.procs import cpu_seconds, peak_rss_kib, rss_kib
 from benchkit.scenarios import IDLE, SCENARIOS, STATIC, WEBSOCKET, Scenario, make_site
 from benchkit.servers import Server, ServerSpec
@@ -37,7 +38,8 @@ STRACE_TIMEOUT = 180  # seconds for the fixed request count under strace (Python
 QUICK_IDLE = 500  # idle connections held with --quick (a full run holds the scenario's count)
 IDLE_TIMEOUT = 60.0  # seconds allowed to open and answer them all
 IDLE_SETTLE = 0.5  # seconds between the last response and reading the server's memory
-Record = report.Record
+Record = figures.Record
+TLS_GROUP = "tls"  # --scenario tls: the TLS scenarios
 
 
 @dataclass(frozen=True)
@@ -79,14 +81,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repetitions", type=int, help="interleaved repetitions (default 3, 1 with --quick)")
     parser.add_argument("--servers", help="comma-separated subset of ring3,nginx,granian,uvicorn,gunicorn "
                         "(a name picks its variants too: granian-rsgi, uvicorn-wsproto, ring3-static, ...)")
-    parser.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS],
-                        help="run only this scenario (repeatable)")
+    parser.add_argument("--scenario", action="append", choices=[TLS_GROUP, *(s.name for s in SCENARIOS)],
+                        help=f"run only this scenario (repeatable; '{TLS_GROUP}': every TLS scenario)")
     return parser.parse_args(argv)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     wanted = frozenset(args.servers.split(",")) if args.servers else None
-    scenarios = tuple(s for s in SCENARIOS if not args.scenario or s.name in args.scenario)
+    chosen = set(args.scenario or ())
+    scenarios = tuple(s for s in SCENARIOS
+                      if not chosen or s.name in chosen or (s.tls and TLS_GROUP in chosen))
     skipped: dict[str, str] = {}
     if args.quick:  # a full run installs a C compiler; ring3 without an interface fails in its row
         skipped = {s.name: reason for s in scenarios if (reason := lineups.missing_for(s)) is not None}
@@ -99,16 +103,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def prepare(settings: Settings, work: Path) -> None:
-    """Tools and peers (none with --quick), then the WebSocket load generator, built into `work`."""
+    """Tools and peers (none with --quick), then the WebSocket load generator, built into `work`, and the
+    TLS certificate, made there."""
     peers = any(spec.family != "ring3" for spec in settings.all_specs())
     websocket = any(s.kind == WEBSOCKET for s in settings.scenarios)
+    with_tls = any(s.tls for s in settings.scenarios)
     if settings.quick and not peers:
         tools.require_load_tools()
     else:
-        tools.ensure_system_tools(with_peers=peers, with_websocket=websocket)
+        tools.ensure_system_tools(with_peers=peers, with_websocket=websocket, with_tls=with_tls)
         tools.ensure_venv()
     if websocket:
         load.build_wsload(work)
+    if with_tls:
+        tls.make_certificate(work, servers.HOST)
 
 
 def log(message: str) -> None:
@@ -143,6 +151,7 @@ def measure_rates(running: list[Server], scenario: Scenario, settings: Settings)
             load.run_rate(server.url(scenario.file), scenario, settings.warmup_s)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             errors[server.spec.name] = f"warm-up: {exc}"
+    before = handshake_counts(running, scenario)
     for rep in range(settings.repetitions):
         for server in running:
             try:
@@ -150,7 +159,29 @@ def measure_rates(running: list[Server], scenario: Scenario, settings: Settings)
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 errors[server.spec.name] = str(exc)
         log(f"  {scenario.name} repetition {rep + 1}/{settings.repetitions} done")
-    return {name: rate_record(samples, errors.get(name), scenario) for name, samples in runs.items()}
+    records = {name: rate_record(samples, errors.get(name), scenario) for name, samples in runs.items()}
+    after = handshake_counts(running, scenario)
+    for name, first in before.items():
+        requests = sum(result.requests for result, _ in runs[name])
+        slack = scenario.connections * settings.repetitions  # per wrk run: its first (or cut) handshakes
+        add_handshakes(records[name], "rates", handshakes.window(first, after[name], requests,
+                                                                 scenario.handshake, slack))
+    return records
+
+
+def handshake_counts(running: list[Server], scenario: Scenario) -> dict[str, handshakes.Counts]:
+    """Each server's TLS handshakes so far, in the handshake scenarios (none elsewhere)."""
+    found = {s.spec.name: handshakes.counts(s) for s in running} if scenario.handshake else {}
+    return {name: count for name, count in found.items() if count is not None}
+
+
+def add_handshakes(record: Record, window: str, counted: Record) -> None:
+    """A window's handshakes beside its requests; a server that does not do one handshake of the
+    scenario's kind per request gets an error (its CPU per request is not per handshake)."""
+    record.setdefault("handshakes", {})[window] = counted
+    if not counted["agree"] and not record.get("error"):
+        record["error"] = (f"handshake check ({window}): {counted['full']} full and {counted['resumed']} "
+                           f"resumed handshakes for {counted['requests']} requests")
 
 
 def rate_record(samples: list[tuple[load.WrkResult, float]], error: str | None,
@@ -159,12 +190,12 @@ def rate_record(samples: list[tuple[load.WrkResult, float]], error: str | None,
     unexpected = sum(r.requests - r.non_2xx_3xx if scenario.expect_status >= 400 else r.non_2xx_3xx
                      for r in wrk)
     return {
-        "requests_per_s": report.stat([r.requests_per_s for r in wrk]),
-        "mb_per_s": report.stat([r.mb_per_s for r in wrk]),
-        "cpu_us_per_request": report.stat([cpu for _, cpu in samples]),
-        "p50_ms": report.stat([r.p50_ms for r in wrk if r.p50_ms is not None]),
-        "p99_ms": report.stat([r.p99_ms for r in wrk if r.p99_ms is not None]),
-        "load_cpu_share": report.stat([r.load_cpu_share for r in wrk if r.load_cpu_share is not None]),
+        "requests_per_s": figures.stat([r.requests_per_s for r in wrk]),
+        "mb_per_s": figures.stat([r.mb_per_s for r in wrk]),
+        "cpu_us_per_request": figures.stat([cpu for _, cpu in samples]),
+        "p50_ms": figures.stat([r.p50_ms for r in wrk if r.p50_ms is not None]),
+        "p99_ms": figures.stat([r.p99_ms for r in wrk if r.p99_ms is not None]),
+        "load_cpu_share": figures.stat([r.load_cpu_share for r in wrk if r.load_cpu_share is not None]),
         "socket_errors": sum(r.socket_errors for r in wrk),
         "unexpected_status": unexpected,
         "error": error,
@@ -177,12 +208,14 @@ def count_syscalls(server: Server, scenario: Scenario, settings: Settings, work:
     requests = settings.strace_requests(scenario, server.spec)
     admin = server.launch.admin_port
     before = syscalls.scrape(admin) if admin else None
+    shakes_before = handshakes.counts(server, before) if scenario.handshake else None
     out_file = work / f"strace-{server.spec.name}-{scenario.name}.txt"
     started = time.monotonic()
     with syscalls.strace_attached(server.pid, out_file):
         result = load.run_count(server.url(scenario.file), scenario, requests, timeout=STRACE_TIMEOUT)
     elapsed = time.monotonic() - started
     after = syscalls.scrape(admin) if admin else None
+    shakes_after = handshakes.counts(server, after) if scenario.handshake else None
     done = max(result.requests, 1)
     calls = syscalls.parse_strace_summary(out_file.read_text())
     record: Record = {
@@ -191,7 +224,11 @@ def count_syscalls(server: Server, scenario: Scenario, settings: Settings, work:
         "total_per_request": sum(calls.values()) / done,
     }
     ledger = ledger_record(calls, before, after, done) if before is not None and after is not None else None
-    return {"syscalls": record, "ledger": ledger}
+    found: Record = {"syscalls": record, "ledger": ledger}
+    if shakes_before is not None and shakes_after is not None:  # h2load: its first on each connection
+        found["strace_handshakes"] = handshakes.window(shakes_before, shakes_after, result.succeeded,
+                                                       scenario.handshake, scenario.connections)
+    return found
 
 
 def ledger_record(calls: dict[str, int], before: dict[str, float], after: dict[str, float],
@@ -224,10 +261,24 @@ def add_costs(record: Record, server: Server, scenario: Scenario, settings: Sett
     """Peak memory after the rate runs, then the syscall count under strace."""
     record["peer"] = server.spec.peer
     record["peak_rss_mib"] = peak_rss_kib(server.pid) / 1024
+    if server.spec.tls:
+        record["tls"] = tls_session(server)
     try:
-        record.update(count_syscalls(server, scenario, settings, work))
+        counted = count_syscalls(server, scenario, settings, work)
     except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
         record["error"] = f"syscall count: {exc}"
+        return
+    if "strace_handshakes" in counted:
+        add_handshakes(record, "strace", counted.pop("strace_handshakes"))
+    record.update(counted)
+
+
+def tls_session(server: Server) -> Record:
+    """The protocol, suite and ALPN the server settles on with the harness's own client."""
+    try:
+        return tls.session_record(servers.HOST, server.launch.port, tls.files(server.launch.work))
+    except OSError as exc:
+        return {"error": str(exc)}
 
 
 def measure_idle(server: Server, scenario: Scenario, settings: Settings) -> Record:
@@ -277,7 +328,8 @@ def run_scenario(scenario: Scenario, settings: Settings, root: Path, work: Path)
               "unit": scenario.unit, "rate_key": scenario.rate_key, "static_goal": scenario.static_goal,
               "connections": scenario.connections, "pipeline": scenario.pipeline,
               "browser_headers": scenario.browser_headers, "expect_status": scenario.expect_status,
-              "message_size": scenario.message_size,
+              "message_size": scenario.message_size, "tls": scenario.tls, "handshake": scenario.handshake,
+              "goals": [asdict(goal) for goal in scenario.goals],
               "results": {spec.name: results[spec.name] for spec in specs if spec.name in results}}
     record["ratios"] = report.ratios(record)
     return record
@@ -305,6 +357,9 @@ def versions(settings: Settings) -> dict[str, str]:
     if any(s.kind == WEBSOCKET for s in settings.scenarios):
         found["wsload"] = f"bench/wsload ({tools.tool_version(['cc', '--version'])})"
     found["strace"] = tools.tool_version(["strace", "-V"]).split()[-1]
+    if any(s.tls for s in settings.scenarios):
+        found["openssl"] = tools.tool_version(["openssl", "version"]).split()[1]  # nginx's, wrk's, h2load's
+        found["python ssl"] = ssl.OPENSSL_VERSION  # ring3's and uvicorn's
     return found
 
 

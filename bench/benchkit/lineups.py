@@ -1,7 +1,8 @@
 """Which servers run each scenario, and what a scenario needs that ring3 or the machine may lack.
 
-Static scenarios: ring3 beside nginx, granian (its Rust static files) and uvicorn (Starlette's StaticFiles).
-App scenarios: every server hosts the same application from bench/apps/, with one worker.
+Static scenarios: ring3 beside nginx, granian (its Rust static files) and uvicorn (Starlette's StaticFiles);
+over TLS, ring3 beside nginx. App scenarios: every server hosts the same application from bench/apps/, with
+one worker.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import importlib.util
 import shutil
 
 from benchkit import servers
-from benchkit.scenarios import IDLE, STATIC, WEBSOCKET, Scenario
+from benchkit.scenarios import FULL, IDLE, STATIC, WEBSOCKET, Scenario
 from benchkit.servers import ServerSpec
 
 PYTHON = "python"
@@ -18,8 +19,8 @@ REFERENCE = "reference"
 SLOW_UNDER_STRACE = 0.2  # uvicorn and gunicorn: a fifth of the count under strace (see ServerSpec)
 
 
-def ring3_app(app: str, interface: str = "asgi") -> ServerSpec:
-    return ServerSpec("ring3", servers.ring3_app_argv(app, interface), has_ledger=True)
+def ring3_app(app: str, interface: str = "asgi", tls: bool = False) -> ServerSpec:
+    return ServerSpec("ring3", servers.ring3_app_argv(app, interface), has_ledger=True, tls=tls)
 
 
 def ring3_variant(name: str, app: str, interface: str, *flags: str) -> ServerSpec:
@@ -27,12 +28,14 @@ def ring3_variant(name: str, app: str, interface: str, *flags: str) -> ServerSpe
     return ServerSpec(name, servers.ring3_app_argv(app, interface, *flags), has_ledger=True, peer=REFERENCE)
 
 
-def uvicorn_app(app: str, ws: str = "auto", name: str = "uvicorn") -> ServerSpec:
-    return ServerSpec(name, servers.uvicorn_app_argv(app, ws), peer=PYTHON, strace_share=SLOW_UNDER_STRACE)
+def uvicorn_app(app: str, ws: str = "auto", name: str = "uvicorn", tls: bool = False) -> ServerSpec:
+    return ServerSpec(name, servers.uvicorn_app_argv(app, ws), peer=PYTHON, strace_share=SLOW_UNDER_STRACE,
+                      tls=tls)
 
 
-def granian_app(app: str, interface: str = "asgi", name: str = "granian", peer: str = PYTHON) -> ServerSpec:
-    return ServerSpec(name, servers.granian_app_argv(app, interface), peer=peer)
+def granian_app(app: str, interface: str = "asgi", name: str = "granian", peer: str = PYTHON,
+                tls: bool = False) -> ServerSpec:
+    return ServerSpec(name, servers.granian_app_argv(app, interface), peer=peer, tls=tls)
 
 
 def gunicorn_app(app: str) -> ServerSpec:
@@ -58,7 +61,19 @@ APP_LINEUPS: dict[str, tuple[ServerSpec, ...]] = {
                         granian_app("stream_asgi:app")),
     "ws-echo": (ring3_app("ws_echo:app"), uvicorn_app("ws_echo:app", "websockets", name="uvicorn-websockets"),
                 uvicorn_app("ws_echo:app", "wsproto", name="uvicorn-wsproto"), granian_app("ws_echo:app")),
+    "tls-asgi-hello": (ring3_app("hello_asgi:app", tls=True), granian_app("hello_asgi:app", tls=True),
+                       uvicorn_app("hello_asgi:app", tls=True)),
 }
+
+
+def tls_files_lineup(scenario: Scenario) -> tuple[ServerSpec, ...]:
+    """ring3 and nginx serving the site over TLS; in the full-handshake scenario neither issues session
+    tickets (nor keeps a session cache), and nginx logs how each request's connection was set up."""
+    resumption = scenario.handshake != FULL
+    ring3_flags = () if resumption else ("--no-tls-session-tickets",)
+    nginx = servers.nginx_argv(nopush=True, resumption=resumption, log_handshakes=bool(scenario.handshake))
+    return (ServerSpec("ring3", servers.ring3_files_argv(*ring3_flags), has_ledger=True, tls=True),
+            ServerSpec("nginx", nginx, peer="native", tls=True))
 
 
 def lineup(scenario: Scenario) -> tuple[ServerSpec, ...]:
@@ -69,15 +84,19 @@ def lineup(scenario: Scenario) -> tuple[ServerSpec, ...]:
         return (servers.RING3, servers.NGINX)
     if scenario.kind != STATIC:
         return APP_LINEUPS[scenario.name]
+    if scenario.tls:
+        return tls_files_lineup(scenario)
     nginx = (servers.NGINX, servers.NGINX_NOPUSH_OFF) if scenario.nopush_variants else (servers.NGINX,)
     return (servers.RING3, *nginx, servers.GRANIAN, servers.UVICORN)
 
 
 def missing_for(scenario: Scenario) -> str | None:
     """Why ring3 cannot run the scenario here (an interface not built yet, no C compiler for the
-    WebSocket load generator), or None."""
+    WebSocket load generator, no openssl for the TLS certificate), or None."""
     if scenario.requires and importlib.util.find_spec(scenario.requires) is None:
         return f"this ring3 has no {scenario.requires}"
     if scenario.kind == WEBSOCKET and shutil.which("cc") is None:
         return "no C compiler (cc) to build bench/wsload"
+    if scenario.tls and shutil.which("openssl") is None:
+        return "no openssl command to make the certificate"
     return None

@@ -1,5 +1,7 @@
 """The load generators, pinned to the load CPU: wrk for rates and latency, h2load for fixed counts, and
-bench/wsload (built here with cc) for WebSocket messages, both ways.
+bench/wsload (built here with cc) for WebSocket messages, both ways. wrk and h2load speak https too; with
+Connection: close both open a new connection per request, and both resume their last TLS session when the
+server gave them a ticket.
 
 Each rate run also reports the CPU time the load generator itself spent: a share of its core well below
 1 means it was not the bottleneck.
@@ -18,6 +20,7 @@ from urllib.parse import urlsplit
 from benchkit import tools
 from benchkit.scenarios import BROWSER_HEADERS, WEBSOCKET, Scenario
 from benchkit.servers import HOST, LOAD_CPU, pinned
+from benchkit.tls import TLS13_CIPHERS
 
 WRK_DIR = tools.BENCH_DIR / "wrk"
 WSLOAD_SOURCE = tools.BENCH_DIR / "wsload" / "wsload.c"
@@ -53,9 +56,10 @@ class WrkResult:
 
 
 def header_args(scenario: Scenario) -> list[str]:
-    if not scenario.browser_headers:
-        return []
-    return [arg for header in BROWSER_HEADERS for arg in ("-H", header)]
+    """Browser-like fields, or Connection: close (a new connection, and TLS handshake, per request)."""
+    headers = (*(BROWSER_HEADERS if scenario.browser_headers else ()),
+               *(("Connection: close",) if scenario.handshake else ()))
+    return [arg for header in headers for arg in ("-H", header)]
 
 
 def wrk_argv(url: str, scenario: Scenario, seconds: int) -> list[str]:
@@ -166,8 +170,9 @@ class H2loadResult:
 
 def h2load_argv(url: str, scenario: Scenario, requests: int) -> list[str]:
     connections = min(scenario.connections, requests)
+    ciphers = [f"--tls13-ciphers={TLS13_CIPHERS}"] if url.startswith("https:") else []
     return pinned(LOAD_CPU, ["h2load", "--h1", "-n", str(requests), "-c", str(connections), "-t", "1",
-                             "-m", str(scenario.pipeline), *header_args(scenario), url])
+                             "-m", str(scenario.pipeline), *ciphers, *header_args(scenario), url])
 
 
 def run_h2load(url: str, scenario: Scenario, requests: int, timeout: float) -> H2loadResult:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import platform
 import re
-import statistics
 import subprocess
 from pathlib import Path
-from typing import Any
 
-Record = dict[str, Any]
+from benchkit import goals, tlsreport
+from benchkit.figures import Record, median, num
+
 README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
 TOP_SYSCALLS = 6
@@ -26,19 +26,6 @@ NOTES = ("Syscalls/req come from `strace -f -c` attached to the running server w
          "generator used (wrk, wsload); in bold from 90%: there the client's core is the ceiling, and the "
          "rate a floor for the server (the 10 MiB scenarios: wrk copies every byte it receives).")
 RATE_LABELS = {"requests_per_s": "req/s", "mb_per_s": "MB/s"}
-
-
-def stat(samples: list[float]) -> Record | None:
-    """Median with min..max of the repetitions."""
-    if not samples:
-        return None
-    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
-            "samples": samples}
-
-
-def median(record: Record, key: str) -> float | None:
-    value = record.get(key)
-    return value["median"] if isinstance(value, dict) else None
 
 
 def machine() -> Record:
@@ -91,19 +78,11 @@ def ratios(scenario: Record) -> Record:
     return found
 
 
-def _num(value: float | None, digits: int = 1) -> str:
-    if value is None:
-        return "n/a"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}f}"
-
-
 def _rate_cell(record: Record) -> str:
     rate = record.get("requests_per_s")
     if not rate:
         return "n/a"
-    return f"{_num(rate['median'])} ({_num(rate['min'])}..{_num(rate['max'])})"
+    return f"{num(rate['median'])} ({num(rate['min'])}..{num(rate['max'])})"
 
 
 def _top_syscalls(record: Record) -> str:
@@ -131,10 +110,10 @@ def _result_row(scenario: Record, name: str, record: Record) -> str:
     label = f"{name} ({errors} errors)" if errors else name
     if record.get("error"):  # a repetition or the syscall count failed: the figures are the rest
         label += f" (error: {' '.join(record['error'].split())[:60].replace('|', '/')})"
-    cells = [scenario["title"], label, _rate_cell(record), _num(median(record, "mb_per_s")),
-             _num(median(record, "cpu_us_per_request")), _num(median(record, "p50_ms"), 2),
-             _num(median(record, "p99_ms"), 2), _num(record.get("peak_rss_mib")),
-             _num(syscalls.get("total_per_request"), 2), _top_syscalls(record),
+    cells = [scenario["title"], label, _rate_cell(record), num(median(record, "mb_per_s")),
+             num(median(record, "cpu_us_per_request")), num(median(record, "p50_ms"), 2),
+             num(median(record, "p99_ms"), 2), num(record.get("peak_rss_mib")),
+             num(syscalls.get("total_per_request"), 2), _top_syscalls(record),
              _load_cell(record)]
     return "| " + " | ".join(cells) + " |"
 
@@ -166,9 +145,9 @@ def idle_table(report: Record) -> list[str]:
                 lines.append(f"| {name} | failed: {record.get('error')} | | | | | |")
                 continue
             held = f"{record['connections']:,}" + ("" if not record.get("error") else f" ({record['error']})")
-            lines.append(f"| {name} | {held} | {_num(record['rss_before_mib'])} | "
-                         f"{_num(record['rss_held_mib'])} | {_num(record['added_mib'])} | "
-                         f"{_num(record['kib_per_connection'], 2)} | {_num(record['open_s'], 2)} |")
+            lines.append(f"| {name} | {held} | {num(record['rss_before_mib'])} | "
+                         f"{num(record['rss_held_mib'])} | {num(record['added_mib'])} | "
+                         f"{num(record['kib_per_connection'], 2)} | {num(record['open_s'], 2)} |")
     return lines
 
 
@@ -189,7 +168,7 @@ def ratio_table(report: Record) -> list[str]:
             rate = ratio.get("rate")
             rate_cell = "n/a" if rate is None else f"{rate:.2f} ({rate_label(scenario)})"
             lines.append(f"| {scenario['title']} | {label} | {rate_cell} | "
-                         f"{_num(ratio.get('cpu_per_request'), 2)} |")
+                         f"{num(ratio.get('cpu_per_request'), 2)} |")
     return lines
 
 
@@ -208,12 +187,12 @@ def goal_lines(report: Record) -> list[str]:
             continue
         ratio = stream / static
         verdict = "met" if ratio >= goal else "**not met**"
-        cpu = [_num(median(results[name], "cpu_us_per_request")) for name in ("ring3", "ring3-static")]
+        cpu = [num(median(results[name], "cpu_us_per_request")) for name in ("ring3", "ring3-static")]
         busy = max(median(results[name], "load_cpu_share") or 0.0 for name in ("ring3", "ring3-static"))
         ceiling = (f" wrk used up to {busy:.0%} of its core, so both rates may be the client's ceiling."
                    if busy >= LOAD_CEILING else "")
-        lines.append(f"- {scenario['title']}: ring3 streams {_num(stream)} MB/s from the ASGI app, and "
-                     f"serves the 10 MiB file at {_num(static)} MB/s (ring3-static, same run and "
+        lines.append(f"- {scenario['title']}: ring3 streams {num(stream)} MB/s from the ASGI app, and "
+                     f"serves the 10 MiB file at {num(static)} MB/s (ring3-static, same run and "
                      f"connections): {ratio:.2f}x of its static figure; goal >= {goal:.1f}x: {verdict}. "
                      f"Server CPU per 10 MiB: {cpu[0]} µs streamed, {cpu[1]} µs from the file.{ceiling}")
     return lines
@@ -277,6 +256,11 @@ def markdown(report: Record) -> str:
         parts += ["", "## Idle connections", "", *idle_table(report)]
     if goal_lines(report):
         parts += ["", "## ring3's ASGI stream against its static file", "", *goal_lines(report)]
+    if tlsreport.session_table(report):
+        parts += ["", "## TLS sessions and handshakes", "", *tlsreport.session_table(report), "",
+                  tlsreport.NOTE]
+    if goals.goal_table(report):
+        parts += ["", "## Goals", "", *goals.goal_table(report)]
     if skipped_lines(report):
         parts += ["", "## Scenarios left out", "", *skipped_lines(report)]
     if report.get("ledger_available"):
@@ -295,6 +279,11 @@ def readme_section(report: Record, chart: str | None) -> str:
         lines += ["", *idle_table(report)]
     if goal_lines(report):
         lines += ["", "ring3's ASGI stream against its static file:", "", *goal_lines(report)]
+    if tlsreport.session_table(report):
+        lines += ["", "TLS sessions and handshakes:", "", *tlsreport.session_table(report), "",
+                  tlsreport.NOTE]
+    if goals.goal_table(report):
+        lines += ["", "Goals:", "", *goals.goal_table(report)]
     if report.get("ledger_available"):
         lines += ["", "ring3's ledger against strace (calls per request, strace / ledger):", "",
                   *ledger_table(report), *_ledger_app_note(report)]

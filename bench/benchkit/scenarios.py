@@ -37,6 +37,24 @@ APP = "app"  # an application of bench/apps/ over HTTP
 WEBSOCKET = "websocket"  # WebSocket messages, echoed by an application (rates and costs per message)
 IDLE = "idle"  # connections held open idle after one request each: memory, not rates
 
+FULL = "full"  # a new connection per request (Connection: close), each with a full TLS handshake
+RESUMED = "resumed"  # a new connection per request, each resuming the client's TLS session
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A target for ring3's figure `key` (a results key: cpu_us_per_request, mb_per_s, peak_rss_mib):
+    at most (or at least) `bound` times `against`'s same figure, in `scenario` (default: this one), or
+    at most `bound` itself when `against` is empty."""
+
+    key: str
+    bound: float
+    against: str = ""
+    scenario: str = ""
+    at_least: bool = False
+    note: str = ""  # shown beside the goal: the bound as the issue gave it, what the reference is
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -56,6 +74,9 @@ class Scenario:
     requires: str = ""  # the ring3 module the scenario needs (an interface that a build may lack)
     message_size: int = 0  # WebSocket: bytes per message
     static_goal: float = 0.0  # an app stream's goal against ring3 serving the same size as a file
+    tls: bool = False  # HTTPS (TLS 1.3) with the run's ECDSA P-256 certificate
+    handshake: str = ""  # FULL or RESUMED: one TLS handshake per request, counted on the server side
+    goals: tuple[Goal, ...] = ()
 
     @property
     def unit(self) -> str:
@@ -67,6 +88,25 @@ class Scenario:
         """wrk's latency histogram is wrong with pipelining (p90 and p99 read 0)."""
         return self.pipeline == 1
 
+
+# One ring3 process's peak resident memory with TLS on: at most 35 MB (decimal megabytes, in MiB here).
+TLS_MEMORY = Goal("peak_rss_mib", 35 * MB / MIB, note="35 MB")
+CPU = "cpu_us_per_request"
+TLS = "ring3.transport.tls_handshake"  # a ring3 without it has no TLS
+TLS_SCENARIOS = (
+    Scenario("tls-1k-c64", "TLS 1 KiB, 64 conns", "1k.bin", 64, 5000, tls=True, requires=TLS,
+             goals=(Goal(CPU, 1.0, "nginx"), TLS_MEMORY)),
+    Scenario("tls-asgi-hello", "TLS ASGI hello (13 B), 64 conns", "", 64, 5000, kind=APP, tls=True,
+             requires=TLS, goals=(Goal(CPU, 0.8, "granian"), Goal(CPU, 0.25, "uvicorn"), TLS_MEMORY)),
+    Scenario("tls-handshake", "TLS full handshake per request (1 KiB), 64 conns",
+             "1k.bin", 64, 2000, tls=True, requires=TLS, handshake=FULL,
+             goals=(Goal(CPU, 1.1, "nginx"), TLS_MEMORY)),
+    Scenario("tls-resumed", "TLS resumed handshake per request (1 KiB), 64 conns",
+             "1k.bin", 64, 2000, tls=True, requires=TLS, handshake=RESUMED,
+             goals=(Goal(CPU, 0.5, "ring3", scenario="tls-handshake", note="a full handshake"), TLS_MEMORY)),
+    Scenario("tls-10m-c8", "TLS 10 MiB, 8 conns", "10m.bin", 8, 100, rate_key="mb_per_s", tls=True,
+             requires=TLS, goals=(Goal("mb_per_s", 0.9, "nginx", at_least=True), TLS_MEMORY)),
+)
 
 SCENARIOS = (
     Scenario("1k-c64", "1 KiB, 64 conns", "1k.bin", 64, 5000),
@@ -86,6 +126,7 @@ SCENARIOS = (
     Scenario("ws-echo", "WebSocket echo 1 KiB binary, 64 clients (per message)", "ws", 64, 10000,
              kind=WEBSOCKET, requires="ring3.websocket.asgi", message_size=KIB),
     Scenario("idle-10k", "10,000 idle keep-alive connections (memory)", "1k.bin", 10000, 0, kind=IDLE),
+    *TLS_SCENARIOS,
 )
 
 

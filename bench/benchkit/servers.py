@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchkit import tools
+from benchkit import tls, tools
 
 HOST = "127.0.0.1"
 SERVER_CPU = 1
@@ -34,6 +34,7 @@ class Launch:
     root: Path
     work: Path
     admin_port: int | None
+    tls: tls.TlsFiles | None = None  # the certificate and key of a TLS server (ServerSpec.tls)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class ServerSpec:
     # and strace stops the server at each one (5000 requests would take minutes).
     strace_share: float = 1.0
     path: str | None = None  # fetched instead of the scenario's path (ring3-static in asgi-stream-10m)
+    tls: bool = False  # HTTPS with the run's certificate (benchkit.tls)
 
     @property
     def family(self) -> str:
@@ -68,7 +70,8 @@ class Server:
         return self.process.pid
 
     def url(self, file: str) -> str:
-        return f"http://{HOST}:{self.launch.port}{self.spec.prefix}/{self.spec.path or file}"
+        scheme = "https" if self.spec.tls else "http"
+        return f"{scheme}://{HOST}:{self.launch.port}{self.spec.prefix}/{self.spec.path or file}"
 
 
 def pinning_available() -> bool:
@@ -100,11 +103,25 @@ def _ring3_argv(launch: Launch, what: list[str]) -> list[str]:
             "--max-requests-per-connection", str(KEEPALIVE_REQUESTS)]
     if launch.admin_port is not None:
         argv += ["--admin", f"{HOST}:{launch.admin_port}"]
-    return argv
+    return argv + tls_flags(launch, "--tls-cert", "--tls-key")
+
+
+def tls_flags(launch: Launch, cert_flag: str, key_flag: str) -> list[str]:
+    """A TLS server's certificate and key options, spelled its way (nothing for plain HTTP)."""
+    if launch.tls is None:
+        return []
+    return [cert_flag, str(launch.tls.cert), key_flag, str(launch.tls.key)]
 
 
 def ring3_argv(launch: Launch) -> list[str]:
     return _ring3_argv(launch, [str(launch.root)])
+
+
+def ring3_files_argv(*extra: str) -> Callable[[Launch], list[str]]:
+    """ring3 serving the bench site with extra flags (--no-tls-session-tickets)."""
+    def argv(launch: Launch) -> list[str]:
+        return _ring3_argv(launch, [str(launch.root), *extra])
+    return argv
 
 
 def ring3_app_argv(app: str, interface: str, *extra: str) -> Callable[[Launch], list[str]]:
@@ -117,7 +134,8 @@ def ring3_app_argv(app: str, interface: str, *extra: str) -> Callable[[Launch], 
 
 
 NGINX_CONF = """\
-# Written by bench/benchkit/servers.py: one worker, sendfile, no access log, connections kept open.
+# Written by bench/benchkit/servers.py: one worker, sendfile, no access log (but the handshake log of the
+# TLS handshake scenarios), connections kept open.
 daemon off;
 master_process on;
 worker_processes 1;
@@ -143,20 +161,57 @@ http {{
     fastcgi_temp_path {work}/fastcgi;
     uwsgi_temp_path {work}/uwsgi;
     scgi_temp_path {work}/scgi;
+    log_format handshakes "{handshake_format}";
     server {{
-        listen {host}:{port};
+        listen {host}:{port}{ssl};
         root {root};
-    }}
+{tls}    }}
 }}
 """
+# The server's TLS lines: TLS 1.3 is not in nginx 1.22's default ssl_protocols; ring3's minimum is 1.2.
+NGINX_TLS = """\
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+"""
+# No session tickets and no session cache: every handshake is a full one.
+NGINX_NO_RESUMPTION = """\
+        ssl_session_tickets off;
+        ssl_session_cache off;
+"""
+# One short line per request, buffered (a write per thousands of requests), flushed within 250 ms.
+NGINX_HANDSHAKE_LOG = """\
+        access_log {log} handshakes buffer=32k flush=250ms;
+"""
+NGINX_FLUSH_S = 0.6  # the handshake log's flush interval, and some
 
 
-def nginx_argv(nopush: bool) -> Callable[[Launch], list[str]]:
+def handshake_log(launch: Launch) -> Path:
+    """nginx's handshake log (NGINX_HANDSHAKE_LOG), of one instance."""
+    return launch.work / f"nginx-{launch.port}-handshakes.log"
+
+
+def _nginx_tls(launch: Launch, resumption: bool, log_handshakes: bool) -> str:
+    if launch.tls is None:
+        return ""
+    lines = NGINX_TLS.format(cert=launch.tls.cert, key=launch.tls.key)
+    if not resumption:
+        lines += NGINX_NO_RESUMPTION
+    if log_handshakes:
+        lines += NGINX_HANDSHAKE_LOG.format(log=handshake_log(launch))
+    return lines
+
+
+def nginx_argv(nopush: bool, resumption: bool = True,
+               log_handshakes: bool = False) -> Callable[[Launch], list[str]]:
+    """nginx's command line, its config written first; with TLS, sessions resumable or not, and each
+    request's handshake logged or not."""
     def argv(launch: Launch) -> list[str]:
         conf = launch.work / f"nginx-{launch.port}.conf"
         conf.write_text(NGINX_CONF.format(
             work=launch.work, nopush="on" if nopush else "off", keepalive_requests=KEEPALIVE_REQUESTS,
-            host=HOST, port=launch.port, root=launch.root))
+            host=HOST, port=launch.port, root=launch.root, handshake_format=tls.NGINX_LOG_FORMAT,
+            ssl=" ssl" if launch.tls else "", tls=_nginx_tls(launch, resumption, log_handshakes)))
         nginx = tools.find_tool("nginx") or "nginx"
         return [nginx, "-c", str(conf), "-p", str(launch.work), "-e", str(launch.work / "nginx-error.log")]
     return argv
@@ -173,14 +228,15 @@ def granian_app_argv(app: str, interface: str) -> Callable[[Launch], list[str]]:
     def argv(launch: Launch) -> list[str]:
         return [str(tools.VENV / "bin" / "granian"), "--interface", interface, "--host", HOST,
                 "--port", str(launch.port), "--workers", "1", "--no-access-log", "--log-level", "warning",
-                "--working-dir", str(APPS_DIR), app]
+                *tls_flags(launch, "--ssl-certificate", "--ssl-keyfile"), "--working-dir", str(APPS_DIR), app]
     return argv
 
 
 def _uvicorn_argv(launch: Launch, app: str, app_dir: Path, ws: str) -> list[str]:
     return [str(tools.VENV_PYTHON), "-m", "uvicorn", app, "--app-dir", str(app_dir),
             "--host", HOST, "--port", str(launch.port), "--workers", "1", "--loop", "uvloop",
-            "--http", "httptools", "--ws", ws, "--no-access-log", "--log-level", "warning"]
+            "--http", "httptools", "--ws", ws, "--no-access-log", "--log-level", "warning",
+            *tls_flags(launch, "--ssl-certfile", "--ssl-keyfile")]
 
 
 def uvicorn_argv(launch: Launch) -> list[str]:
@@ -210,7 +266,7 @@ UVICORN = ServerSpec("uvicorn", uvicorn_argv, peer="python", strace_share=0.2)
 
 def start(spec: ServerSpec, root: Path, work: Path, probe: str, with_admin: bool) -> Server:
     admin = free_port() if with_admin and spec.has_ledger else None
-    launch = Launch(free_port(), root, work, admin)
+    launch = Launch(free_port(), root, work, admin, tls.files(work) if spec.tls else None)
     log_path = work / f"{spec.name}-{launch.port}.log"
     env = {**os.environ, "BENCH_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
@@ -225,8 +281,9 @@ def start(spec: ServerSpec, root: Path, work: Path, probe: str, with_admin: bool
     return server
 
 
-def _get_status(port: int, path: str) -> int:
-    conn = http.client.HTTPConnection(HOST, port, timeout=2)
+def _get_status(launch: Launch, path: str) -> int:
+    conn = (http.client.HTTPConnection(HOST, launch.port, timeout=2) if launch.tls is None else
+            http.client.HTTPSConnection(HOST, launch.port, timeout=2, context=tls.client_context(launch.tls)))
     try:
         conn.request("GET", path)
         response = conn.getresponse()
@@ -244,7 +301,7 @@ def wait_ready(server: Server, probe: str) -> None:
         if server.process.poll() is not None:
             raise RuntimeError(f"{server.spec.name} exited: {tail(server.log_path)}")
         try:
-            if _get_status(server.launch.port, path) == 200:
+            if _get_status(server.launch, path) == 200:
                 return
         except OSError:
             pass

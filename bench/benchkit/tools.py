@@ -17,6 +17,7 @@ VENV_PYTHON = VENV / "bin" / "python"
 LOAD_TOOLS = {"wrk": "wrk", "h2load": "nghttp2-client", "strace": "strace", "taskset": "util-linux"}
 PEER_TOOLS = {"nginx": "nginx"}
 WEBSOCKET_TOOLS = {"cc": "gcc"}  # builds bench/wsload, the WebSocket load generator
+TLS_TOOLS = {"openssl": "openssl"}  # makes the TLS scenarios' certificate
 # The peers and the chart live in bench/.venv, never in ring3's own dependencies.
 VENV_PACKAGES = ("granian>=2,<3", "uvicorn>=0.30,<1", "uvloop>=0.19,<1", "httptools>=0.6,<1",
                  "starlette>=0.37,<2", "gunicorn>=23,<28", "websockets>=14,<18", "wsproto>=1.2,<2",
@@ -61,9 +62,9 @@ def apt_install(packages: list[str]) -> None:
             POLICY_RC.unlink()
 
 
-def ensure_system_tools(with_peers: bool, with_websocket: bool) -> None:
+def ensure_system_tools(with_peers: bool, with_websocket: bool, with_tls: bool) -> None:
     wanted = {**LOAD_TOOLS, **(PEER_TOOLS if with_peers else {}),
-              **(WEBSOCKET_TOOLS if with_websocket else {})}
+              **(WEBSOCKET_TOOLS if with_websocket else {}), **(TLS_TOOLS if with_tls else {})}
     apt_install(missing_tools(wanted))
     still = missing_tools(wanted)
     if still:

@@ -1,0 +1,72 @@
+"""The issue's goals for ring3, held against the figures of the same run: a ratio to a peer (or to ring3
+in another scenario), or a bound of its own."""
+
+from __future__ import annotations
+
+from benchkit.figures import Record, num
+
+LABELS = {"cpu_us_per_request": "CPU µs per request", "mb_per_s": "MB/s", "peak_rss_mib": "peak RSS MiB",
+          "requests_per_s": "requests/s"}
+
+
+def figure(record: Record | None, key: str) -> float | None:
+    """A results figure: the median of the repetitions, or a single value (peak RSS)."""
+    value = (record or {}).get(key)
+    if isinstance(value, dict):
+        found = value.get("median")
+        return float(found) if found is not None else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def evaluate(goal: Record, scenario: Record, by_name: dict[str, Record]) -> Record:
+    """ring3's figure, the one it is held to (if a ratio), and whether the goal is met (None: not
+    measured in this run)."""
+    key = goal["key"]
+    mine = figure(scenario["results"].get("ring3"), key)
+    reference = by_name.get(goal["scenario"] or scenario["name"], {})
+    theirs = figure(reference.get("results", {}).get(goal["against"]), key) if goal["against"] else None
+    value = mine / theirs if mine is not None and theirs else None
+    if not goal["against"]:
+        value = mine
+    met = None if value is None else (value >= goal["bound"] if goal["at_least"] else value <= goal["bound"])
+    return {"ring3": mine, "reference": theirs, "value": value, "met": met,
+            "peers": peer_ratios(goal, scenario, reference) if goal["against"] == "ring3" else {}}
+
+
+def peer_ratios(goal: Record, scenario: Record, reference: Record) -> dict[str, float]:
+    """For a goal against ring3's own figure elsewhere (resumed against full): each peer's same ratio,
+    for scale."""
+    found = {}
+    elsewhere = reference.get("results", {})
+    for name, record in scenario["results"].items():
+        mine, theirs = figure(record, goal["key"]), figure(elsewhere.get(name), goal["key"])
+        if name != "ring3" and mine is not None and theirs:
+            found[name] = mine / theirs
+    return found
+
+
+def describe(goal: Record, scenario: Record) -> str:
+    sign = ">=" if goal["at_least"] else "<="
+    label = LABELS.get(goal["key"], goal["key"])
+    note = f" ({goal['note']})" if goal.get("note") else ""
+    if not goal["against"]:
+        return f"{label} {sign} {goal['bound']:.1f}{note}"
+    where = f" in {goal['scenario']}" if goal["scenario"] and goal["scenario"] != scenario["name"] else ""
+    return f"{label} {sign} {goal['bound']:.2f}x {goal['against']}'s{where}{note}"
+
+
+def goal_table(report: Record) -> list[str]:
+    """One row per goal of every scenario that has some."""
+    by_name = {scenario["name"]: scenario for scenario in report["scenarios"]}
+    lines = ["| scenario | goal | ring3 | held to | ring3/it | met |", "|" + "---|" * 6]
+    for scenario in report["scenarios"]:
+        for goal in scenario.get("goals") or []:
+            found = evaluate(goal, scenario, by_name)
+            verdict = {True: "yes", False: "**no**", None: "not measured"}[found["met"]]
+            ratio = num(found["value"], 2) if goal["against"] else ""
+            if found["peers"]:
+                ratio += " (" + ", ".join(f"{name}'s own: {num(value, 2)}"
+                                          for name, value in found["peers"].items()) + ")"
+            lines.append(f"| {scenario['title']} | {describe(goal, scenario)} | {num(found['ring3'], 2)} | "
+                         f"{num(found['reference'], 2) if goal['against'] else ''} | {ratio} | {verdict} |")
+    return lines if len(lines) > 2 else []
