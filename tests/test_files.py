@@ -79,11 +79,19 @@ def test_decode_path_refuses_separators_nul_and_bad_utf8(raw: bytes) -> None:
     assert refused(raw) == 400
 
 
-@pytest.mark.parametrize("raw", [b"/.env", b"/a/.git/config", b"/.well-known/x", b"/%2egit"])
+@pytest.mark.parametrize("raw", [b"/.env", b"/a/.git/config", b"/a/.well-known/x", b"/.well-known/.git",
+                                 b"/%2egit", b"/.well-known-not/x"])
 def test_dotfiles_are_403_unless_allowed(raw: bytes) -> None:
     assert refused(raw) == 403
     segments = decode_path(raw, dotfiles=True).segments
     assert any(s.startswith(".") for s in segments)
+
+
+def test_well_known_at_the_top_is_served_without_dotfiles() -> None:
+    # RFC 8615; certbot --webroot writes /.well-known/acme-challenge/TOKEN.
+    assert decode_path(b"/.well-known/acme-challenge/t0k", dotfiles=False).segments == (
+        ".well-known", "acme-challenge", "t0k")
+    assert decode_path(b"/x/../.well-known/a", dotfiles=False).segments == (".well-known", "a")
 
 
 @pytest.mark.parametrize(

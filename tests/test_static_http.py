@@ -205,6 +205,15 @@ def test_dotfile_is_403(served: RunningServer) -> None:
     assert b"do not serve" not in response.content
 
 
+def test_acme_challenge_under_well_known_is_served(served: RunningServer, site: Path) -> None:
+    challenge = site / ".well-known" / "acme-challenge"
+    challenge.mkdir(parents=True)
+    (challenge / "t0ken").write_text("t0ken.thumbprint")
+    with client(served) as http:
+        assert http.get("/.well-known/acme-challenge/t0ken").text == "t0ken.thumbprint"
+        assert http.get("/.secret").status_code == 403
+
+
 def test_dotfile_served_with_flag(site: Path, ring3_process: Callable[..., RunningServer]) -> None:
     server = ring3_process(str(site), "--listen", "127.0.0.1:0", "--access-log", "off", "--dotfiles")
     with client(server) as http:

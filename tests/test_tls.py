@@ -502,13 +502,14 @@ print(sorted(name for name in sys.modules if name.startswith("ring3.transport"))
 
 def test_plain_http_on_a_tls_port_gets_a_cleartext_400(certs: Certs, site: Path,
                                                        ring3_process: Start) -> None:
-    server = serve_tls(ring3_process, site, certs)
+    server = serve_tls(ring3_process, site, certs, "--admin", "127.0.0.1:0")
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         data, closed = read_until_eof(sock, 5)
     assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert b"plain HTTP request was sent to an HTTPS port" in data
     assert b"connection: close" in data and closed
+    assert scrape(admin_url(server))["ring3_tls_handshake_failures_total"] == 1
 
 
 @pytest.mark.parametrize("hello", [
@@ -548,12 +549,14 @@ def test_silent_and_stalled_handshakes_are_closed_at_the_handshake_timeout(
     silent = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     stalled = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     stalled.sendall(_client_hello_prefix(server.port))  # and never the rest
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as gone:
+        gone.sendall(_client_hello_prefix(server.port))  # then leaves halfway: counted at once
     started = time.monotonic()
     for sock in (silent, stalled):
         with sock:
             assert read_until_eof(sock, 5)[1]
     assert 0.4 < time.monotonic() - started < 8  # well before the default 10 s
-    assert scrape(admin_url(server))["ring3_tls_handshake_failures_total"] == 2
+    assert scrape(admin_url(server))["ring3_tls_handshake_failures_total"] == 3
 
 
 HANDSHAKERS = 1000

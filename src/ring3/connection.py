@@ -158,14 +158,14 @@ class Connection:
             if tls is None:
                 ledger.recv += 1
                 data = self._sock.recv(RECV_SIZE)
+                ledger.bytes_received += len(data)
             else:
-                data = tls.recv(RECV_SIZE)  # counts its own recv
+                data = tls.recv(RECV_SIZE)  # counts its own recv and the ciphertext's bytes
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             self.close()
             return
-        ledger.bytes_received += len(data)
         upgrade = self._upgrade
         if upgrade is not None:
             if data:

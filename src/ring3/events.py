@@ -38,7 +38,7 @@ class TLSInfo:
     alpn: str | None
     server_name: str | None  # the SNI name the client sent
     server_cert: str | None  # the certificate ring3 answered with (PEM)
-    client_cert: bytes | None  # the client's certificate (DER), when it sent one
+    client_cert: str | None  # the client's certificate (PEM), when it sent one
     client_cert_name: str | None  # its subject, as RFC 4514 writes it ("CN=alice,O=Example")
     resumed: bool
 

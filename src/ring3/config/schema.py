@@ -235,7 +235,8 @@ class TLSSection:
         "intermediate profile). TLS 1.3 suites are OpenSSL's own.", flag="--tls-ciphers")
     session_tickets: bool = setting(
         True, "Issue session tickets (TLS 1.3 and 1.2) so a returning client skips the full handshake. "
-        "The ticket keys live in the process and change when it restarts.",
+        "The ticket keys live in the process and change when it restarts. Off, TLS 1.3 clients do not "
+        "resume; TLS 1.2 clients still may, by session id, from this process's session cache.",
         flag="--tls-session-tickets")
     verify_client: str = setting(
         "off", "Client certificates (mutual TLS): 'off', 'optional' (verified when sent) or "

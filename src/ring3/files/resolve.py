@@ -64,6 +64,11 @@ def close_file(fd: int) -> None:
     os.close(fd)
 
 
+# RFC 8615's /.well-known/ is served even without dotfiles (certbot's --webroot puts its ACME challenges
+# under /.well-known/acme-challenge/); only at the top, and dotfiles beneath it stay refused.
+WELL_KNOWN = ".well-known"
+
+
 def decode_path(raw_path: bytes, *, dotfiles: bool) -> DecodedPath:
     """Percent-decode once and normalise; raise PathRefused for anything suspicious."""
     if b"\\" in raw_path or b"\0" in raw_path:
@@ -90,7 +95,7 @@ def decode_path(raw_path: bytes, *, dotfiles: bool) -> DecodedPath:
                 raise PathRefused(400, "path climbs above the root")
             segments.pop()
             continue
-        if segment[0] == "." and not dotfiles:
+        if segment[0] == "." and not dotfiles and (segments or segment != WELL_KNOWN):
             raise PathRefused(403, "dotfiles are not served")
         segments.append(segment)
     return DecodedPath(tuple(segments), text.endswith("/"))

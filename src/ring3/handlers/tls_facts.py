@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
 from ring3.events import TLSInfo
@@ -13,7 +12,7 @@ def asgi_tls_extension(info: TLSInfo) -> dict[str, Any]:
     """scope["extensions"]["tls"] (ASGI TLS extension, version 0.2)."""
     return {
         "server_cert": info.server_cert,
-        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(info.client_cert)] if info.client_cert else [],
+        "client_cert_chain": [info.client_cert] if info.client_cert else [],
         "client_cert_name": info.client_cert_name,
         "client_cert_error": None,  # a certificate that fails verification fails the handshake
         "tls_version": info.version_code or None,
@@ -25,7 +24,7 @@ def wsgi_tls_environ(info: TLSInfo) -> dict[str, str]:
     """The environ keys of an https request."""
     environ = {"HTTPS": "on", "SSL_PROTOCOL": info.version, "SSL_CIPHER": info.cipher}
     if info.client_cert:
-        environ["SSL_CLIENT_CERT"] = ssl.DER_cert_to_PEM_cert(info.client_cert)
+        environ["SSL_CLIENT_CERT"] = info.client_cert
         if info.client_cert_name:
             environ["SSL_CLIENT_S_DN"] = info.client_cert_name
     if info.server_name:

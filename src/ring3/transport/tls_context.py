@@ -171,6 +171,9 @@ def _new_context(settings: TLSSection) -> ssl.SSLContext:
     context.minimum_version = _VERSIONS[settings.min_version]
     context.maximum_version = ssl.TLSVersion.TLSv1_3
     context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
+    # Mozilla's intermediate profile lets the client pick among its (all strong) suites: a phone
+    # without AES instructions then gets ChaCha20. Python's server contexts prefer their own order.
+    context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     try:
         context.set_ciphers(settings.ciphers)
     except ssl.SSLError:

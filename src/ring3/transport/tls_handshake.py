@@ -71,6 +71,8 @@ class TLSHandshake:
         ledger.bytes_received += len(data)
         if not data or self._lingering:
             if not data:
+                if self._obj is not None and not self._lingering:
+                    self._server.ledger.tls_handshake_failures += 1  # broken off halfway
                 self.close()
             return
         obj = self._obj
@@ -195,6 +197,7 @@ class TLSHandshake:
             return
         logger.info("%s: plain HTTP request on a TLS port", self._peer)
         server = self._server
+        server.ledger.tls_handshake_failures += 1
         head = serialize_head(400, server.dates.common_headers(0),
                               [(b"content-type", b"text/plain; charset=utf-8")],
                               len(_PLAIN_HTTP_BODY), b"connection: close\r\n")
@@ -254,21 +257,30 @@ def _describe(obj: ssl.SSLObject, server_name: str | None, tls: ServerTLS) -> TL
     name = cipher[0] if cipher else ""
     version = obj.version() or ""
     client_cert = obj.getpeercert(binary_form=True)
-    subject = None
-    if client_cert:
-        subject = _rfc4514(obj.getpeercert() or {})
+    subject = _rfc4514(obj.getpeercert() or {}) if client_cert else None
     return TLSInfo(version=version, version_code=_VERSIONS.get(version, 0), cipher=name,
                    cipher_id=tls.cipher_ids.get(name, 0), alpn=obj.selected_alpn_protocol(),
                    server_name=server_name, server_cert=tls.certificate_pem(obj.context),
-                   client_cert=client_cert or None, client_cert_name=subject,
+                   client_cert=ssl.DER_cert_to_PEM_cert(client_cert) if client_cert else None,
+                   client_cert_name=subject,
                    resumed=obj.session_reused)
 
 
 def _rfc4514(cert: dict[str, Any]) -> str | None:
     """A certificate's subject as RFC 4514 writes it: the most specific name first."""
     fields: tuple[tuple[tuple[str, str], ...], ...] = cert.get("subject", ())
-    return ",".join(f"{_RDN_KEYS.get(key, key)}={value}" for rdn in reversed(fields)
-                    for key, value in rdn) or None
+    return ",".join("+".join(f"{_RDN_KEYS.get(key, key)}={_escape_dn(value)}" for key, value in rdn)
+                    for rdn in reversed(fields)) or None
+
+
+def _escape_dn(value: str) -> str:
+    """An attribute value escaped as RFC 4514 2.4 asks, so a comma in it cannot pose as a separator."""
+    escaped = "".join("\\" + char if char in ',+"\\<>;' else char for char in value)
+    if escaped.startswith(("#", " ")):
+        escaped = "\\" + escaped
+    if escaped.endswith(" ") and not escaped.endswith("\\ "):
+        escaped = escaped[:-1] + "\\ "
+    return escaped.replace("\0", "\\00")
 
 
 _RDN_KEYS = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU",

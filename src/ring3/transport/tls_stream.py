@@ -2,7 +2,8 @@
 
 Measured on this machine (2026-12-01, `python3 bench/tls_transport.py`): a non-blocking `ssl.SSLSocket`,
 where OpenSSL reads the socket itself, costs the same CPU per 1 KiB request as an `ssl.SSLObject` over two
-`MemoryBIO`s (27.6-29.1 against 26.0-30.2 us, noise either way), but OpenSSL reads a record in two calls
+`MemoryBIO`s (27.6-29.1 against 26.0-30.2 us; 31.9-40.3 against 30.1-39.5 in a slower state at 20:57
+UTC: noise either way), but OpenSSL reads a record in two calls
 (its 5-byte header, then the rest) where one `recv` of ours takes whole records: 2 reads per request
 against 1 under strace. Over memory buffers ring3 also knows each call it makes, so the ledger counts
 them exactly, and it can encrypt several responses (or a head and the start of a file) into one `send`.
@@ -64,6 +65,7 @@ class TLSOutputPath(OutputPath):
         ledger = self._ledger
         ledger.recv += 1
         data = self._sock.recv(size)
+        ledger.bytes_received += len(data)
         if not data or self._shut:
             return data
         self._incoming.write(data)
