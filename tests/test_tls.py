@@ -3,6 +3,7 @@ client certificates, what applications see, HTTP features over TLS, and hostile 
 
 from __future__ import annotations
 
+import gc
 import signal
 import socket
 import ssl
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ResponseReader, RunningServer
+from conftest import InProcessServer, ResponseReader, RunningServer, recv_until_closed
 from hostile.wire import read_until_eof, wait_until
 from ring3.config import ConfigError, build_config, parse_listen
+from ring3.events import Request, Response
 from test_floods import many_connections, raise_fd_limit
 from test_ledger import admin_url, mismatches, scrape, traced
 from tls_kit import Certs, make_certs, peer_names, tls_connect, tls_get
@@ -593,3 +595,36 @@ def test_client_initiated_renegotiation_is_refused(certs: Certs, site: Path, rin
     assert "RENEGOTIATING" in output
     assert "no renegotiation" in output.lower() or "alert" in output.lower(), output
     assert tls_get(server.port, certs.client_context())[0] == 200
+
+
+# -- memory ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_closed_connections_are_freed_at_once_not_by_the_cycle_collector(
+        certs: Certs, in_process: Callable[..., InProcessServer], tls: bool) -> None:
+    """A TLS connection holds about 30 KiB in OpenSSL, which the cycle collector does not see: left to
+    it, thousands of closed connections pile up between its passes (the bench saw 28 -> 99 MB)."""
+    def handler(request: Request, body: object) -> Response:
+        return Response(200, [], b"", b"hi")
+
+    flags = {"server__listen": ["127.0.0.1:0 tls"], "tls__cert": [str(certs.main.cert)],
+             "tls__key": [str(certs.main.key)]} if tls else {}
+    server = in_process(handler, **flags)
+    context = certs.client_context()
+    names = {"Connection", "OutputPath", "TLSOutputPath", "TLSHandshake", "SSLObject", "LazyTimer"}
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(30):
+            if tls:
+                assert tls_get(server.port, context, "/")[2] == b"hi"
+            else:
+                with server.connect() as sock:
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    assert recv_until_closed(sock).endswith(b"hi")
+        assert wait_until(lambda: not server.server or not server.server.connections, 5)
+        alive = [type(o).__name__ for o in gc.get_objects() if type(o).__name__ in names]
+    finally:
+        gc.enable()
+    assert alive == []

@@ -632,7 +632,7 @@ class Connection:
         if self.tls is not None:
             self.tls.close_notify()
         self._output.close()
-        self._timer.cancel()
+        self._timer.close()
         if self._task is not None:
             self._task.cancel()
             self._task = None

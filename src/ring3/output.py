@@ -267,7 +267,9 @@ class OutputPath:
         await waiter
 
     def close(self) -> None:
-        """Drop whatever is queued and stop watching the socket for writability."""
+        """Drop whatever is queued and stop watching the socket for writability. The connection's
+        error callback is let go, so that the connection is freed by reference counting."""
+        self._on_error = _ignore_error
         self._queue = _NOTHING_QUEUED
         self._held = []
         self._held_size = 0
@@ -400,6 +402,10 @@ class OutputPath:
             buffers.append(entry)
         self._ledger.sendmsg += 1
         return sum(len(b) for b in buffers), self._sock.sendmsg(buffers)
+
+
+def _ignore_error(exc: BaseException) -> None:
+    pass
 
 
 def _consume(queue: deque[Item], sent: int) -> None:

@@ -37,6 +37,16 @@ class LazyTimer:
             self._handle.cancel()
             self._handle = None
 
+    def close(self) -> None:
+        """Cancel for good and let go of `check`: its owner (which holds this timer) is then freed
+        by reference counting at once, not by a later pass of the cycle collector."""
+        self.cancel()
+        self._check = _nothing
+
     def _fire(self) -> None:
         self._handle = None
         self._check()
+
+
+def _nothing() -> None:
+    pass

@@ -348,7 +348,7 @@ class WebSocketSession:
             self._closed = closed
         self._wake()
         self._opened.set()
-        self._timer.cancel()
+        self._timer.close()
 
     def _write(self, data: bytes) -> None:
         if self._channel is not None:
