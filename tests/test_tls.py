@@ -348,6 +348,28 @@ def test_ledger_agrees_with_strace_over_tls(certs: Certs, site: Path, tmp_path: 
     assert not found, "\n".join(found) + "\n" + summary
 
 
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",  # close_notify rides along
+    b"GET /data.bin HTTP/1.0\r\n\r\n",
+    b"HEAD /hello.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    b"GET /nowhere HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+])
+def test_a_last_response_ends_with_close_notify(certs: Certs, site: Path, ring3_process: Start,
+                                                request_bytes: bytes) -> None:
+    server = serve_tls(ring3_process, site, certs)
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    with certs.client_context().wrap_socket(raw, server_hostname="localhost",
+                                            suppress_ragged_eofs=False) as sock:
+        sock.sendall(request_bytes)
+        received = b""
+        while chunk := sock.recv(65536):  # SSLEOFError if the connection ends without close_notify
+            received += chunk
+    status = int(received.split(b" ", 2)[1])
+    assert status == (404 if b"nowhere" in request_bytes else 200)
+    if b"data.bin" in request_bytes:
+        assert received.endswith(bytes(range(256)) * 4)
+
+
 def test_graceful_shutdown_sends_close_notify(certs: Certs, site: Path, ring3_process: Start) -> None:
     server = serve_tls(ring3_process, site, certs)
     raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)

@@ -407,6 +407,9 @@ class Connection:
         if upgrade is not None:
             keep = True  # no Connection: close on a 101; the new protocol owns the connection
         self._keep_alive = keep
+        if not keep and self.tls is not None and (fixed is not None or head_only):
+            # A whole response, handed over in one piece: its close_notify leaves with its end.
+            self.tls.closing = True
         connection = _CLOSE if not keep else b"" if request.http_version == "1.1" else _KEEP_ALIVE_10
         try:
             if upgrade is not None and (status != 101 or not request.upgrade or not self._parser.upgraded):
@@ -589,8 +592,14 @@ class Connection:
 
     def _close_after_response(self) -> None:
         parser = self._parser
-        unread = (self._events or parser.in_head or parser.in_body or parser.dead
-                  or not self._body_complete)
+        events = self._events
+        if events and not self._body_complete and type(events[0]) is RequestEnded:
+            # A response sent while its request was being taken apart: that request's end is read
+            # already, so only what follows it would be unread.
+            unread = len(events) > 1
+        else:
+            unread = bool(events) or not self._body_complete
+        unread = unread or parser.in_head or parser.in_body or parser.dead
         if unread and not self._eof:
             self._linger()
         else:

@@ -30,6 +30,9 @@ from ring3.events import FileRange
 from ring3.observe.ledger import Ledger
 from ring3.output import _NOTHING_QUEUED, OutputPath, SealedBytes, SendFailed, _FileItem
 
+# The most plaintext one TLS record holds: what each read of OpenSSL's asks for. (Python allocates the
+# size asked for, then shrinks it: asking for more costs a mmap, mremap and munmap per read.)
+RECORD_SIZE = 16 * 1024
 # Plaintext encrypted per send at most: a head and the start of a file, or pieces of a large file.
 FILE_CHUNK = 256 * 1024
 _CHUNK = bytearray(FILE_CHUNK)  # every file read lands here, then is encrypted at once (one thread)
@@ -39,7 +42,8 @@ _CHUNK_VIEW = memoryview(_CHUNK)
 class TLSOutputPath(OutputPath):
     """The output path of a TLS connection; it also decrypts what the connection reads (`recv`)."""
 
-    __slots__ = ("_broken", "_early", "_incoming", "_obj", "_outgoing", "_raw", "_shut")
+    __slots__ = ("_broken", "_draining", "_early", "_incoming", "_obj", "_outgoing", "_raw", "_shut",
+                 "closing")
 
     def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop, ledger: Ledger,
                  sendfile_min: int, on_error: Callable[[BaseException], None], obj: ssl.SSLObject,
@@ -51,7 +55,12 @@ class TLSOutputPath(OutputPath):
         self._raw = sock.send
         self._early = b""  # plaintext decrypted before the connection existed (it came with Finished)
         self._broken = False  # a send failed: no close_notify can follow
-        self._shut = False  # close_notify sent: what arrives is drained undecrypted
+        self._shut = False  # close_notify made: no more records of ours
+        self._draining = False  # the connection lingers: what arrives is dropped undecrypted
+        # The connection closes after the whole response now handed over (bytes, files: never a
+        # stream, whose queue empties between pieces): its close_notify leaves in the same send as
+        # the response's last bytes, as soon as the queue is empty.
+        self.closing = False
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -66,18 +75,18 @@ class TLSOutputPath(OutputPath):
         ledger.recv += 1
         data = self._sock.recv(size)
         ledger.bytes_received += len(data)
-        if not data or self._shut:
+        if not data or self._draining:
             return data
         self._incoming.write(data)
-        return self.decrypt(size)
+        return self.decrypt()
 
-    def decrypt(self, size: int = FILE_CHUNK, flush: bool = True) -> bytes:
+    def decrypt(self, flush: bool = True) -> bytes:
         """The plaintext of the whole records received so far (BlockingIOError if there is none).
         Records OpenSSL makes while reading (a KeyUpdate's answer, alerts) are sent, unless `flush`
         is False: then they wait for the next send."""
         obj = self._obj
         try:
-            data = obj.read(size)
+            data = obj.read(RECORD_SIZE)
         except ssl.SSLWantReadError:
             if flush:
                 self.send_control()
@@ -88,7 +97,7 @@ class TLSOutputPath(OutputPath):
             pieces = [data]
             while self._incoming.pending:
                 try:
-                    pieces.append(obj.read(size))
+                    pieces.append(obj.read(RECORD_SIZE))
                 except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
                     break
             data = b"".join(pieces)
@@ -105,13 +114,10 @@ class TLSOutputPath(OutputPath):
     def close_notify(self) -> None:
         """Tell the client no more data follows (once; best effort, never waits): what it gets before
         the connection closes, so it can tell a whole response from a cut one."""
+        self._draining = True
         if self._shut or self._broken:
             return
-        self._shut = True
-        try:
-            self._obj.unwrap()
-        except ssl.SSLError:
-            pass  # it waits for the client's close_notify, which nobody waits for here
+        self._seal_end()
         if self._queue or self.blocked:
             return  # unsent data is being dropped: the close_notify could not follow it anyway
         cipher = self._outgoing.read()
@@ -124,9 +130,20 @@ class TLSOutputPath(OutputPath):
 
     # -- sending ----------------------------------------------------------------------------------
 
+    def _seal_end(self) -> None:
+        """Make the close_notify now, after the last plaintext (once)."""
+        if not self._shut:
+            self._shut = True
+            try:
+                self._obj.unwrap()
+            except ssl.SSLError:
+                pass  # it waits for the client's close_notify, which nobody waits for here
+
     def _send_now(self, data: bytes) -> bool:
         self._obj.write(data)
         self._ledger.bytes_encrypted += len(data)
+        if self.closing:
+            self._seal_end()
         try:
             if self._push(self._outgoing.read()):
                 return True
@@ -215,6 +232,8 @@ class TLSOutputPath(OutputPath):
                     queue.popleft()
                 obj.write(item)
                 ledger.bytes_encrypted += len(item)
+            if not queue and self.closing:
+                self._seal_end()
             if not self._push(outgoing.read()):
                 return False
         return True
