@@ -59,7 +59,8 @@ def test_listen_options_parse() -> None:
     assert parse_listen("[::1]:80 redirect-https").redirect_https
     assert parse_listen("unix:/run/a b.sock tls") == parse_listen("unix:/run/a b.sock tls")
     assert parse_listen("unix:/run/a b.sock tls").unix_path == "/run/a b.sock"
-    for bad in ("127.0.0.1:443 ssl", "127.0.0.1:443 tls redirect-https", " tls"):
+    assert not parse_listen("127.0.0.1:80 plain").tls
+    for bad in ("127.0.0.1:443 ssl", "127.0.0.1:443 tls redirect-https", " tls", "127.0.0.1:1 tls plain"):
         with pytest.raises(ValueError):
             parse_listen(bad)
 
@@ -94,6 +95,18 @@ def test_tls_cert_on_the_command_line_makes_every_command_line_listener_tls(tmp_
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "tls.cert" in result.stderr and "x.pem" in result.stderr
+
+
+def test_plain_keeps_a_command_line_listener_plain_beside_tls_ones(certs: Certs, site: Path,
+                                                                  ring3_process: Start) -> None:
+    server = ring3_process(str(site), "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0 plain",
+                           "--access-log", "off", *tls_flags(certs))
+    assert wait_until(lambda: sum("listening on" in line for line in server.stdout_lines) == 2, 5)
+    secure, plain = [line.split()[-1] for line in server.stdout_lines if "listening on" in line]
+    assert secure.startswith("https://") and plain.startswith("http://")
+    with socket.create_connection(("127.0.0.1", int(plain.rsplit(":", 1)[1])), timeout=5) as sock:
+        sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert ResponseReader(sock).read()[2] == b"hello, world\n"
 
 
 def _toml(tmp_path: Path, text: str) -> Path:

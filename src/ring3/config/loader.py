@@ -45,7 +45,7 @@ class ListenAddress:
 
 
 # The words that may follow an address in `listen`, as nginx's `listen 443 ssl`.
-LISTEN_OPTIONS = ("tls", "redirect-https")
+LISTEN_OPTIONS = ("tls", "redirect-https", "plain")
 
 
 def parse_listen(text: str) -> ListenAddress:
@@ -63,8 +63,8 @@ def parse_listen(text: str) -> ListenAddress:
     if not address.startswith("unix:") and len(address.split()) > 1:
         raise ValueError(f"{text!r}: unknown option {address.split()[-1]!r}; known: "
                          f"{', '.join(LISTEN_OPTIONS)}")
-    if "tls" in words and "redirect-https" in words:
-        raise ValueError(f"{text!r}: a redirect-https listener is plain HTTP; it cannot be tls too")
+    if "tls" in words and ("redirect-https" in words or "plain" in words):
+        raise ValueError(f"{text!r}: a listener is either tls or plain HTTP")
     parsed = _parse_address(address)
     if words:
         parsed = dataclasses.replace(parsed, tls="tls" in words, redirect_https="redirect-https" in words)

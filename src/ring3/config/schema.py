@@ -40,7 +40,8 @@ class ServerSection:
         "Option words may follow the address: 'tls' (HTTPS on it, with the certificates of [tls]) or "
         "'redirect-https' (plain HTTP answering every request with 301 to the same host, path and query "
         "over https, on the first tls listener's port), as in \"0.0.0.0:443 tls\". With --tls-cert on "
-        "the command line, every --listen of the command line is tls.",
+        "the command line, every --listen of the command line without an option word is tls; 'plain' "
+        "keeps one plain HTTP.",
         flag="--listen")
     admin: str = setting(
         "", "Admin listener (HOST:PORT) serving /metrics in Prometheus text format; empty for none. "
