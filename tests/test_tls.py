@@ -663,3 +663,45 @@ def test_closed_connections_are_freed_at_once_not_by_the_cycle_collector(
     finally:
         gc.enable()
     assert alive == []
+
+
+# -- limits and bodies over TLS -------------------------------------------------------------------------
+
+
+ECHO_APP = '''
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+
+def test_a_large_request_body_is_decrypted_whole_and_echoed(certs: Certs, tmp_path: Path,
+                                                            ring3_process: Start) -> None:
+    server = _app_server(ring3_process, tmp_path, certs, ECHO_APP, "--max-body-size", "4m")
+    payload = bytes(range(256)) * 8192  # 2 MiB: many records per read, reading paused and resumed
+    with tls_connect(server.port, certs.client_context(), timeout=30) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % len(payload)
+                     + payload)
+        status, _, body = ResponseReader(sock, timeout=30).read()
+        assert (status, body == payload) == (200, True)
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000000\r\n\r\n")
+        assert ResponseReader(sock).read()[0] == 413  # the limit holds over TLS too
+
+
+def test_the_header_timeout_holds_after_the_handshake(certs: Certs, site: Path, ring3_process: Start) -> None:
+    server = serve_tls(ring3_process, site, certs, "--header-timeout", "0.5")
+    with tls_connect(server.port, certs.client_context()) as sock:
+        sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: lo")  # and never the rest
+        started = time.monotonic()
+        status = ResponseReader(sock).read()[0]
+        assert status == 408
+        assert time.monotonic() - started < 8
