@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,6 +108,14 @@ def _drain(process: subprocess.Popen[str], lines: list[str]) -> None:
     assert process.stdout is not None
     for line in process.stdout:
         lines.append(line)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A CA and leaf certificates made with trustme (tls_kit.Certs), once per module."""
+    from tls_kit import make_certs
+
+    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture

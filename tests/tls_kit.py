@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
 
-from conftest import ResponseReader
+from conftest import ResponseReader, RunningServer
 
 
 @dataclass
@@ -69,3 +70,19 @@ def peer_names(sock: ssl.SSLSocket) -> set[str]:
     cert = sock.getpeercert()
     assert cert is not None
     return {str(value) for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"}
+
+
+def tls_flags(certs: Certs, *pairs: str) -> list[str]:
+    """--tls-cert/--tls-key for the named pairs of `certs` (main alone by default)."""
+    flags: list[str] = []
+    for name in pairs or ("main",):
+        pair = getattr(certs, name)
+        flags += ["--tls-cert", str(pair.cert), "--tls-key", str(pair.key)]
+    return flags
+
+
+def serve_tls(ring3_process: Callable[..., RunningServer], site: Path, certs: Certs, *flags: str,
+              pairs: tuple[str, ...] = ()) -> RunningServer:
+    """ring3 serving `site` over TLS on a free loopback port, access log off."""
+    return ring3_process(str(site), "--listen", "127.0.0.1:0", "--access-log", "off",
+                         *tls_flags(certs, *pairs), *flags)
