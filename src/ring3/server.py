@@ -296,11 +296,17 @@ async def serve(config: Config, handler: Handler, *, announce: bool = True,
         if shutdown is not None:
             await shutdown(config.server.shutdown_grace)
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-            # A second signal while exiting must not turn a clean exit into death by signal:
-            # shutdown_grace already bounds how long the exit takes.
-            signal.signal(signum, signal.SIG_IGN)
+        # A second signal while exiting must not turn a clean exit into death by signal:
+        # shutdown_grace already bounds how long the exit takes. Removing the loop's handler puts the
+        # default (death) back for a moment, so the signals wait, blocked, until they are ignored.
+        stopping = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+        try:
+            for signum in stopping:
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, signal.SIG_IGN)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
 
 
 def run(config: Config, handler: Handler, *, startup: Startup | None = None,
