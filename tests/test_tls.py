@@ -147,6 +147,18 @@ def test_bad_certificate_or_key_fails_startup_in_one_line(certs: Certs, tmp_path
     assert str(named) in result.stderr
 
 
+@pytest.mark.parametrize(("flags", "key"), [
+    (["--tls-ciphers", "NO-SUCH-SUITE"], "tls.ciphers"),
+    (["--tls-verify-client", "required", "--tls-client-ca", "/nonexistent/ca.pem"], "tls.client_ca"),
+])
+def test_bad_tls_settings_fail_startup_in_one_line(certs: Certs, site: Path, flags: list[str],
+                                                   key: str) -> None:
+    result = run_cli("serve", str(site), "--listen", "127.0.0.1:0", *tls_flags(certs), *flags)
+    assert result.returncode == 2, result
+    assert result.stderr.startswith(f"ring3: config error: tls: {key}: "), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
 def test_a_key_with_a_passphrase_from_a_file_serves(certs: Certs, tmp_path: Path, site: Path,
                                                     ring3_process: Start) -> None:
     key = _encrypted_key(certs, tmp_path, b"right horse")

@@ -13,6 +13,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ring3.config import ConfigError
 from ring3.config.schema import TLSSection
@@ -144,7 +145,9 @@ def _load_certificate(settings: TLSSection, cert_path: str, key_path: str,
         raise ConfigError(_SOURCE, "tls.key", f"{key_path}: the key is encrypted; give its passphrase "
                           "in a file with tls.key_password_file")
     context = _new_context(settings)
-    supply: Callable[[], str] = lambda: password or ""  # noqa: E731 - never prompts on a terminal
+    def supply() -> str:  # a callable, so that OpenSSL never prompts on a terminal for a passphrase
+        return password or ""
+
     try:
         context.load_cert_chain(cert_path, key_path, password=supply)
     except ssl.SSLError as exc:
@@ -194,15 +197,16 @@ def _new_context(settings: TLSSection) -> ssl.SSLContext:
 
 def _describe(cert_path: str) -> tuple[tuple[str, ...], float]:
     """The DNS names of the first certificate in the file, and when it expires."""
-    # The standard library parses certificates only through this helper (it backs getpeercert()).
-    decode: Callable[[str], dict[str, object]] = ssl._ssl._test_decode_cert  # type: ignore[attr-defined]
+    # The standard library parses a certificate file only through this helper (the one behind
+    # getpeercert(); public APIs give parsed certificates of CAs or peers only), and ring3 has no
+    # runtime dependency that parses X.509. Its result is getpeercert()'s documented dict.
+    decode: Callable[[str], dict[str, Any]] = ssl._ssl._test_decode_cert  # type: ignore[attr-defined]
     try:
         info = decode(os.fspath(cert_path))
     except (ssl.SSLError, ValueError) as exc:
         raise ConfigError(_SOURCE, "tls.cert", f"{cert_path}: not a certificate ({exc})") from None
-    names = tuple(str(value).lower() for kind, value in info.get("subjectAltName", ())  # type: ignore[attr-defined]
-                  if kind == "DNS")
+    names = tuple(str(value).lower() for kind, value in info.get("subjectAltName", ()) if kind == "DNS")
     if not names:
-        for rdn in info.get("subject", ()):  # type: ignore[attr-defined]
+        for rdn in info.get("subject", ()):
             names += tuple(str(value).lower() for key, value in rdn if key == "commonName")
     return names, ssl.cert_time_to_seconds(str(info["notAfter"]))

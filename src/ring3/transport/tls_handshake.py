@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ring3.connection import RECV_SIZE, Connection
@@ -115,7 +116,7 @@ class TLSHandshake:
     def _established(self, obj: ssl.SSLObject) -> None:
         server = self._server
         ledger = server.ledger
-        if self._pending or self._writing:
+        if self._pending:
             # The socket did not take the end of our handshake flight; rare enough to wait for.
             self._send_pending()
             if self._pending:
@@ -128,9 +129,9 @@ class TLSHandshake:
         incoming, outgoing = self._incoming, self._outgoing
         sock = self._sock
 
-        def output(on_error: object) -> TLSOutputPath:
+        def output(on_error: Callable[[BaseException], None]) -> TLSOutputPath:
             return TLSOutputPath(sock, server.loop, ledger, server.config.static.sendfile_min_size,
-                                 on_error, obj, incoming, outgoing)  # type: ignore[arg-type]
+                                 on_error, obj, incoming, outgoing)
 
         connection = Connection(server, sock, self._peer, info, output)
         server.connection_replaced(self, connection)
