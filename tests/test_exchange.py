@@ -148,7 +148,7 @@ def test_client_half_close_still_gets_its_answer(in_process: Start) -> None:
 def test_idle_connections_give_back_their_queues(in_process: Start) -> None:
     """Between requests a connection holds no deque of its own: events and output share one empty
     sentinel each, which nothing may ever fill (it would leak into every connection)."""
-    from ring3.connection import _NO_EVENTS
+    from ring3.http1.connection import _NO_EVENTS
     from ring3.output import _NOTHING_QUEUED
 
     big = b"z" * (4 << 20)  # more than a socket takes at once: the output queues and waits

@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ring3.config import Config, ListenAddress, parse_listen
-from ring3.connection import Connection
 from ring3.dates import DateCache
 from ring3.events import ConnectionInfo
 from ring3.handlers import Handler
+from ring3.http1.connection import Connection
 from ring3.http1.parser import H1Limits
 from ring3.listeners import bind, describe
 from ring3.loops import loop_factory

@@ -14,8 +14,8 @@ import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ring3.connection import RECV_SIZE, Connection
 from ring3.events import ConnectionInfo, TLSInfo
+from ring3.http1.connection import RECV_SIZE, Connection
 from ring3.http1.serialize import serialize_head
 from ring3.transport.tls_context import ServerTLS
 from ring3.transport.tls_stream import TLSOutputPath

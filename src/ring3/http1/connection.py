@@ -1,5 +1,6 @@
-"""One client connection: feeds the sans-IO parser, runs handlers in order, and hands responses to the
-output path. Owns the connection's timeouts (header, body, keep-alive, send, lingering close).
+"""One HTTP/1.1 client connection: feeds the sans-IO parser, runs its requests' exchanges in order
+(ring3.exchange), frames their responses and hands them to the output path. Owns the connection's
+timeouts (header, body, keep-alive, send, lingering close).
 
 The exchange rule: the next request is not started before the previous response has been sent and its
 request body fully received; events for it wait in `_events`, and reading pauses meanwhile.
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from ring3.body import BODY_HIGH_WATER, EMPTY_BODY, RequestBody
-from ring3.errors import ClientDisconnected, LocalProtocolError, ResponseAborted
+from ring3.errors import LocalProtocolError
 from ring3.events import (
     ConnectionInfo,
     Event,
@@ -30,10 +31,12 @@ from ring3.events import (
     Upgrade,
     body_length,
 )
+from ring3.exchange import Exchange
 from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
 from ring3.http1.parser import H1Parser
 from ring3.http1.serialize import CONTINUE, NO_BODY_STATUSES, serialize_head
+from ring3.http1.writers import H1BodyWriter, UpgradeChannel
 from ring3.output import OutputPath, SendFailed
 from ring3.replay import Replay
 from ring3.timers import LazyTimer
@@ -56,15 +59,14 @@ _OPTIONS_ALLOW = [(b"allow", b"GET, HEAD, OPTIONS")]
 _NO_EVENTS: deque[Event] = deque()
 
 
-class Connection:
-    """An HTTP/1.1 connection driven by readiness callbacks of the event loop."""
+class Connection(Exchange):
+    """An HTTP/1.1 connection driven by readiness callbacks of the event loop; it carries one exchange
+    at a time, so it is that exchange (ring3.exchange) too."""
 
     __slots__ = (
         "_body",
         "_body_complete",
         "_candidate",
-        "_cleanup",
-        "_closed",
         "_continue_sent",
         "_eof",
         "_events",
@@ -74,25 +76,17 @@ class Connection:
         "_keep_alive",
         "_last_read",
         "_lingering",
-        "_log_line",
-        "_log_sent",
-        "_log_status",
-        "_loop",
         "_max_requests",
         "_output",
         "_parser",
-        "_peer",
         "_phase_since",
         "_pumping",
         "_reading",
         "_replays",
-        "_request",
         "_response_sent",
         "_response_started",
         "_served",
-        "_server",
         "_sock",
-        "_task",
         "_timer",
         "_upgrade",
         "tls",
@@ -301,34 +295,7 @@ class Connection:
         if request.path == b"*":  # OPTIONS * (the parser allows '*' for nothing else)
             self._respond(status_response(200, list(_OPTIONS_ALLOW)))
             return
-        try:
-            result = self._handler(request, body)
-        except Exception:
-            logger.exception("handler failed for %r", request.target)
-            result = status_response(500)
-        if isinstance(result, Response):
-            self._respond(result)
-        else:
-            task = self._task = asyncio.ensure_future(result, loop=self._loop)
-            task.add_done_callback(self._on_handler_done)
-
-    def _on_handler_done(self, task: asyncio.Future[Response]) -> None:
-        if task is not self._task or self._closed:
-            _abandon(task)  # nothing to answer any more: release what the response holds
-            return
-        self._task = None
-        if task.cancelled():
-            return
-        error = task.exception()
-        if isinstance(error, ResponseAborted):
-            logger.debug("%s: the handler aborted its response", self._peer)
-            self.close()
-        elif error is not None:
-            request = self._request
-            logger.error("handler failed for %r", request and request.target, exc_info=error)
-            self._respond(status_response(500))
-        else:
-            self._respond(task.result())
+        self._run_handler(self._handler, request, body)
 
     def _start_rejected(self, status: int) -> None:
         """Answer a request the parser refused; the connection closes after it."""
@@ -437,10 +404,10 @@ class Connection:
                 self._run_cleanup()
                 self._output.send(head, None, self._on_response_sent, may_cork=keep)
             elif pushed is not None:
-                pushed.start(_PushWriter(self, head, chunked, declared))
+                pushed.start(H1BodyWriter(self, head, chunked, declared))
             elif stream is not None:
                 self._task = self._loop.create_task(
-                    self._send_stream(head, stream, chunked, declared))
+                    self._send_stream(H1BodyWriter(self, head, chunked, declared), stream))
             else:
                 self._output.send(head, fixed, self._on_response_sent, may_cork=keep)
         except (SendFailed, OSError) as exc:
@@ -505,30 +472,8 @@ class Connection:
         if output.blocked and not self._closed:
             self._timer.arm(output.progress_at + self._server.config.limits.send_timeout)
 
-    async def _send_stream(self, head: bytes, stream: AsyncIterator[Segment], chunked: bool,
-                           declared: int | None) -> None:
-        """Pull a stream body and write it as a pushed body is written (see _PushWriter): chunked,
-        close-delimited, or exactly its declared length; the head leaves with the first piece."""
-        writer = _PushWriter(self, head, chunked, declared)
-        try:
-            async for piece in stream:
-                writer.write(piece)
-                if writer.blocked:
-                    await writer.drain()
-        except ClientDisconnected:
-            return  # the connection is closed already
-        except Exception as exc:
-            if isinstance(exc, ResponseAborted):
-                logger.debug("%s: the handler aborted its response", self._peer)
-            else:
-                logger.exception("response stream failed for %r",
-                                 self._request and self._request.target)
-            self.close()  # the head may be out: the only honest signal left is to abort
-            return
-        self._task = None
-        writer.end()
-
     def _on_response_sent(self) -> None:
+        self._response_sent = True
         self._account()
         if not self._keep_alive:
             self._close_after_response()
@@ -542,27 +487,15 @@ class Connection:
                 body.discard()
             self._resume_reading()
 
-    def _account(self) -> None:
-        """The response has left: release what it held, count it and log it."""
-        self._run_cleanup()
-        self._response_sent = True
-        self._server.ledger.count_status(self._log_status)
-        access_log = self._server.access_log
-        if access_log is not None:
-            request = self._request
-            assert request is not None
-            access_log.log(self._peer, self._server.dates.log_time(), self._log_line,
-                           self._log_status, self._log_sent, request.header(b"referer"),
-                           request.header(b"user-agent"))
-
     def _switch_protocols(self, upgrade: Upgrade) -> None:
         """The 101 head has left: from now on the bytes belong to `upgrade`."""
+        self._response_sent = True
         self._account()
         self._upgrade = upgrade
         self._request = None
         self._body = None
         self._events.clear()
-        upgrade.start(_Channel(self), self._parser.upgrade_data)
+        upgrade.start(UpgradeChannel(self), self._parser.upgrade_data)
         if not self._closed and not self._eof and not self._reading:
             self._reading = True
             self._loop.add_reader(self._fd, self._on_readable)
@@ -578,15 +511,6 @@ class Connection:
         self._timer.arm(now + self._server.config.limits.keepalive_timeout)
         if not self._reading and not self._events:
             self._resume_reading()
-
-    def _run_cleanup(self) -> None:
-        cleanup = self._cleanup
-        if cleanup is not None:
-            self._cleanup = None
-            try:
-                cleanup()
-            except Exception:
-                logger.exception("%s: response cleanup failed", self._peer)
 
     # -- closing ----------------------------------------------------------------------------------
 
@@ -658,6 +582,8 @@ class Connection:
         self._sock.close()
         self._server.connection_closed(self)
 
+    _abort = close
+
     def drain(self) -> None:
         """Server shutdown: close now if idle; otherwise the current response ends with close. A
         protocol that took the connection over is asked to end its session."""
@@ -719,125 +645,3 @@ class Connection:
         self._fail_current(408)
 
 
-class _PushWriter:
-    """The BodyWriter of one pushed body: frames pieces, holds the head back to join the first piece,
-    and holds the producer to the length it declared."""
-
-    __slots__ = ("_chunked", "_connection", "_declared", "_done", "_pending", "_sent")
-
-    def __init__(self, connection: Connection, head: bytes, chunked: bool, declared: int | None) -> None:
-        self._connection = connection
-        self._pending = head
-        self._chunked = chunked
-        self._declared = declared
-        self._sent = 0
-        self._done = False
-
-    def write(self, piece: Segment) -> None:
-        connection = self._connection
-        if connection._closed or self._done:
-            raise ClientDisconnected("the connection is closed")
-        size = len(piece) if isinstance(piece, bytes) else piece.count
-        if not size:
-            return
-        self._sent += size
-        declared = self._declared
-        if declared is not None and self._sent > declared:
-            self._fail(f"the body is longer than its Content-Length {declared}")
-            raise ClientDisconnected("the response was aborted")
-        pending, self._pending = self._pending, b""
-        output = connection._output
-        if self._chunked:
-            output.write_segments([pending + b"%x\r\n" % size, piece, b"\r\n"])
-        else:
-            output.write_segments([pending, piece] if pending else [piece])
-        if output.blocked:
-            connection._watch_output()
-
-    @property
-    def blocked(self) -> bool:
-        return self._connection._output.blocked
-
-    async def drain(self) -> None:
-        try:
-            await self._connection._output.drain()
-        except SendFailed:
-            raise ClientDisconnected("the client closed the connection") from None
-
-    def end(self) -> None:
-        connection = self._connection
-        if connection._closed or self._done:
-            return
-        declared = self._declared
-        if declared is not None and self._sent != declared:
-            self._fail(f"the body is {declared - self._sent} bytes short of its length")
-            return
-        self._done = True
-        connection._log_sent = self._sent
-        tail = self._pending + b"0\r\n\r\n" if self._chunked else self._pending
-        try:
-            connection._output.send(tail, None, connection._on_response_sent)
-        except (SendFailed, OSError) as exc:
-            logger.warning("%s: response aborted: %s", connection._peer, exc)
-            connection.close()
-            return
-        connection._watch_output()
-
-    def abort(self) -> None:
-        self._done = True
-        self._connection.close()
-
-    def _fail(self, reason: str) -> None:
-        request = self._connection._request
-        logger.error("response for %r aborted: %s", request and request.target, reason)
-        self.abort()
-
-
-def _abandon(result: asyncio.Future[Response]) -> None:
-    """Run the cleanup of a Response that will never be sent."""
-    if result.cancelled() or result.exception() is not None:
-        return
-    cleanup = result.result().cleanup
-    if cleanup is not None:
-        try:
-            cleanup()
-        except Exception:
-            logger.exception("response cleanup failed")
-
-
-class _Channel:
-    """The connection as a protocol that took it over (WebSocket) sees it."""
-
-    __slots__ = ("_connection",)
-
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-
-    def write(self, data: bytes) -> None:
-        connection = self._connection
-        if not connection._closed:
-            output = connection._output
-            output.write(data)
-            if output.blocked:
-                connection._watch_output()
-
-    @property
-    def blocked(self) -> bool:
-        return self._connection._output.blocked
-
-    async def drain(self) -> None:
-        await self._connection._output.drain()
-
-    def pause_reading(self) -> None:
-        self._connection._pause_reading()
-
-    def resume_reading(self) -> None:
-        self._connection._resume_reading()
-
-    def close(self) -> None:
-        connection = self._connection
-        if not connection._closed:
-            connection._close_when_flushed()
-
-    def abort(self) -> None:
-        self._connection.close()
