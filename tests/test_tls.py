@@ -226,17 +226,29 @@ def test_sni_strict_refuses_an_unknown_name(certs: Certs, site: Path, ring3_proc
         assert peer_names(sock) == {"other.test"}
 
 
-def test_alpn_selects_http11_and_a_client_without_a_match_still_gets_http11(
+def test_alpn_prefers_h2_and_a_client_without_a_match_still_gets_http11(
         certs: Certs, site: Path, ring3_process: Start) -> None:
     server = serve_tls(ring3_process, site, certs)
-    for offered, chosen in ((["h2", "http/1.1"], "http/1.1"), (["h2"], None), (None, None)):
+    cases = ((["h2", "http/1.1"], "h2"), (["http/1.1", "h2"], "h2"), (["http/1.1"], "http/1.1"),
+             (["spdy/3.1"], None), (None, None))
+    for offered, chosen in cases:
         context = certs.client_context()
         if offered:
             context.set_alpn_protocols(offered)
         with tls_connect(server.port, context) as sock:
             assert sock.selected_alpn_protocol() == chosen
+            if chosen == "h2":
+                continue  # HTTP/2 over TLS: tests/test_h2_clients.py
             sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert ResponseReader(sock).read()[2] == b"hello, world\n"
+
+
+def test_alpn_offers_no_h2_when_http2_is_off(certs: Certs, site: Path, ring3_process: Start) -> None:
+    server = serve_tls(ring3_process, site, certs, "--no-http2")
+    context = certs.client_context()
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with tls_connect(server.port, context) as sock:
+        assert sock.selected_alpn_protocol() == "http/1.1"
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])

@@ -124,7 +124,7 @@ def _load_tls(config: Config) -> ServerTLS | None:
         return None
     from ring3.transport.tls_context import load_server_tls
 
-    return load_server_tls(config.tls)
+    return load_server_tls(config.tls, config.http2.enabled)
 
 
 def _serve(config: Config, tls: ServerTLS | None) -> int:

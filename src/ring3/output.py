@@ -102,6 +102,11 @@ class OutputPath:
         self.blocked = False
         self.progress_at = 0.0
 
+    def rebind(self, on_error: Callable[[BaseException], None]) -> None:
+        """Report send errors to another owner (a connection that took the socket over: HTTP/2 after
+        the preface came on an HTTP/1.1 connection)."""
+        self._on_error = on_error
+
     def cork(self) -> None:
         """Hold back whole in-memory responses until uncork(), so a batch leaves in one call."""
         self._corked = True

@@ -28,10 +28,12 @@ from ring3.observe.metrics import MetricsHandler
 from ring3.replay import ReplayCache
 
 if TYPE_CHECKING:
+    from ring3.http2.connection import H2Connection
+    from ring3.http2.protocol import H2Settings
     from ring3.transport.tls_context import ServerTLS
     from ring3.transport.tls_handshake import TLSHandshake
 
-    Client = Connection | TLSHandshake
+    Client = Connection | TLSHandshake | H2Connection
 
 logger = logging.getLogger("ring3.error")
 
@@ -58,6 +60,7 @@ class Server:
             max_body_size=limits.max_body_size,
         )
         self.dates = DateCache(config.server.server_header)
+        self.h2_settings: H2Settings | None = None  # made with the first HTTP/2 connection
         settings = config.server
         self.replays: ReplayCache | None = (
             ReplayCache(settings.replay_cache_entries, settings.replay_max_request)
@@ -83,7 +86,7 @@ class Server:
         if any(address.tls for address in addresses) and self.tls is None:
             from ring3.transport.tls_context import load_server_tls
 
-            self.tls = load_server_tls(self.config.tls)
+            self.tls = load_server_tls(self.config.tls, self.config.http2.enabled)
         try:
             for address in addresses:
                 self.listeners.append(bind(address))
@@ -181,7 +184,8 @@ class Server:
             self._resume_accepting()
 
     def connection_replaced(self, old: Client, new: Client) -> None:
-        """A TLS handshake is over: its Connection takes its place."""
+        """A TLS handshake is over, or an HTTP/1.1 connection saw the HTTP/2 preface: the connection
+        that carries on takes its place."""
         self.connections.discard(old)
         self.connections.add(new)
 

@@ -248,6 +248,49 @@ class TLSSection:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Http2Section:
+    """HTTP/2: over TLS when the client's ALPN offers h2, and in cleartext (h2c) when a client opens
+    with the HTTP/2 connection preface (prior knowledge). The SETTINGS ring3 announces and the limits
+    that keep a connection's streams and frames bounded."""
+
+    enabled: bool = setting(
+        True, "Offer h2 by ALPN on the tls listeners (preferred to http/1.1).", flag="--http2")
+    cleartext: bool = setting(
+        True, "Take HTTP/2 with prior knowledge (h2c) on the plain listeners: the connection preface "
+        "tells it from HTTP/1.1.", flag="--h2c")
+    # nginx http2_max_concurrent_streams 128.
+    max_concurrent_streams: int = setting(
+        128, "Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); more are "
+        "refused with RST_STREAM REFUSED_STREAM.", minimum=1)
+    initial_window_size: int = setting(
+        65535, "Request body bytes a client may send on a stream before the handler reads them "
+        "(SETTINGS_INITIAL_WINDOW_SIZE): an app that does not read holds the upload back.",
+        unit="bytes", minimum=1, flag="--h2-initial-window-size")
+    connection_window_size: int = setting(
+        1024 * KiB, "Request body bytes a client may send on all its streams together before they are "
+        "read (the connection's flow-control window).", unit="bytes", minimum=65535)
+    max_frame_size: int = setting(
+        16 * KiB, "Largest frame payload accepted (SETTINGS_MAX_FRAME_SIZE; 16384 to 16777215); larger "
+        "is a connection error FRAME_SIZE_ERROR.", unit="bytes", minimum=16384)
+    # nginx: large_client_header_buffers 4 x 8k.
+    max_header_list_size: int = setting(
+        32 * KiB, "Largest request header list, measured as RFC 9113 does (name, value and 32 bytes "
+        "per field; SETTINGS_MAX_HEADER_LIST_SIZE): larger gets 431. A header block whose compressed "
+        "size passes it is a connection error ENHANCE_YOUR_CALM (the CONTINUATION flood).",
+        unit="bytes", minimum=1024)
+    header_table_size: int = setting(
+        4096, "Size of the HPACK dynamic table the client may use for its requests "
+        "(SETTINGS_HEADER_TABLE_SIZE).", unit="bytes", minimum=0)
+    control_frame_burst: int = setting(
+        1000, "Frames that ask work without carrying a request forward (PING, SETTINGS, PRIORITY, "
+        "empty DATA or CONTINUATION, a stream reset before its answer: Rapid Reset, a refused stream) "
+        "a client may send in a burst; past the budget the connection ends with GOAWAY "
+        "ENHANCE_YOUR_CALM.", minimum=1)
+    control_frame_rate: float = setting(
+        100.0, "How fast that budget refills, in frames per second.", minimum=0)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Config:
     """ring3's whole configuration."""
 
@@ -256,6 +299,7 @@ class Config:
     static: StaticSection = field(default_factory=StaticSection)
     app: AppSection = field(default_factory=AppSection)
     tls: TLSSection = field(default_factory=TLSSection)
+    http2: Http2Section = field(default_factory=Http2Section)
 
 
 # Section name -> section class, in the order of Config's fields.
@@ -265,4 +309,5 @@ SECTIONS: dict[str, type[Any]] = {
     "static": StaticSection,
     "app": AppSection,
     "tls": TLSSection,
+    "http2": Http2Section,
 }

@@ -53,6 +53,7 @@ logger = logging.getLogger("ring3.error")
 RECV_SIZE = 64 * 1024
 _CLOSE = b"connection: close\r\n"
 _KEEP_ALIVE_10 = b"connection: keep-alive\r\n"
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _OPTIONS_ALLOW = [(b"allow", b"GET, HEAD, OPTIONS")]
 # Every connection's `_events` while none wait: shared, never appended to. An idle connection then holds
 # no deque of its own (760 bytes, a sixth of what it costs).
@@ -177,6 +178,8 @@ class Connection(Exchange):
         parser = self._parser
         was_in_head = parser.in_head
         at_boundary = self._request is None and not was_in_head and not self._events
+        if self._served == 0 and at_boundary and data[:3] == b"PRI" and self._take_h2c(data):
+            return
         if at_boundary and self._replays is not None:
             replay = self._replays.get(data)
             if replay is not None and self._replay(data, replay):
@@ -198,6 +201,22 @@ class Connection(Exchange):
             else:
                 self._events.extend(events)
             self._pump()
+
+    def _take_h2c(self, data: bytes) -> bool:
+        """The HTTP/2 connection preface opens a cleartext connection (h2c with prior knowledge): an
+        H2Connection takes the socket, its reader registration and the output path over."""
+        if (self.tls is not None or self._upgrade is not None or not self._server.config.http2.cleartext
+                or not _PREFACE.startswith(data[:24])):
+            return False
+        from ring3.http2.connection import H2Connection
+
+        self._closed = True  # this object is done; the socket lives on in the new one
+        self._timer.close()
+        connection = H2Connection(self._server, self._sock, self._peer, self._info, output=self._output,
+                                  handler=self._handler)
+        self._server.connection_replaced(self, connection)
+        connection.receive(data)
+        return True
 
     @property
     def closed(self) -> bool:

@@ -18,7 +18,7 @@ _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
 # A method token, or what has arrived of one (llhttp may fail before the space arrives).
 _TOKEN_OR_PREFIX = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?: |$)")
 # Host: reg-name / IPv4 / [IPv6] with an optional port. No userinfo, no path, no spaces.
-_HOST = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?$")
+HOST_SYNTAX = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?$")
 # A request line of a protocol llhttp also parses (RTSP, ICE), at the start of a line.
 _OTHER_PROTOCOL = re.compile(rb"(?:^|\n)[A-Z_-]+ [^ \r\n]+ (?:RTSP|ICE)/")
 _ENDED = RequestEnded()  # immutable and the same for every HTTP/1.1 request: shared
@@ -222,7 +222,7 @@ class H1Parser:
                 raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request", status=400)
             _check_transfer_coding(self._te_values or [])
         host = self._host
-        if not _HOST.match(host):
+        if not HOST_SYNTAX.match(host):
             raise RemoteProtocolError("invalid Host header", status=400)
         if method == b"CONNECT":
             raise RemoteProtocolError("CONNECT is not supported", status=501)
@@ -357,7 +357,7 @@ def _split_target(target: bytes, method: bytes, host: bytes) -> tuple[bytes, byt
             if index != -1:
                 authority_end = min(authority_end, index)
         authority, remainder = rest[:authority_end], rest[authority_end:]
-        if not authority or b"@" in authority or not _HOST.match(authority):
+        if not authority or b"@" in authority or not HOST_SYNTAX.match(authority):
             raise RemoteProtocolError("invalid authority in absolute-form target", status=400)
         host = authority  # RFC 9112 3.2.2: the target's authority replaces Host.
         path, _, query = remainder.partition(b"?")

@@ -20,9 +20,9 @@ from ring3.config.schema import TLSSection
 
 logger = logging.getLogger("ring3.error")
 
-# What ALPN offers. HTTP/2 joins once it exists; a client that offers none of these (or no ALPN at all)
-# gets HTTP/1.1.
-ALPN_PROTOCOLS = ("http/1.1",)
+# What ALPN offers, in ring3's order of preference (h2 unless [http2] enabled is off); a client that offers
+# none of these (or no ALPN at all) gets HTTP/1.1.
+ALPN_PROTOCOLS = ("h2", "http/1.1")
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 _VERIFY = {"off": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 _SOURCE = "tls"
@@ -88,10 +88,12 @@ class ServerTLS:
         return None
 
 
-def load_server_tls(settings: TLSSection) -> ServerTLS:
-    """Load and check every certificate and key; a ConfigError names the file and the reason."""
+def load_server_tls(settings: TLSSection, http2: bool = True) -> ServerTLS:
+    """Load and check every certificate and key; a ConfigError names the file and the reason. ALPN
+    offers h2 with `http2`."""
     password = _read_password(settings.key_password_file) if settings.key_password_file else None
-    certificates = [_load_certificate(settings, cert, key, password)
+    alpn = ALPN_PROTOCOLS if http2 else ALPN_PROTOCOLS[1:]
+    certificates = [_load_certificate(settings, cert, key, password, alpn)
                     for cert, key in zip(settings.cert, settings.key, strict=True)]
     return ServerTLS(certificates, settings.sni_strict)
 
@@ -133,7 +135,7 @@ def _read_pem(key: str, path: str) -> str:
 
 
 def _load_certificate(settings: TLSSection, cert_path: str, key_path: str,
-                      password: str | None) -> Certificate:
+                      password: str | None, alpn: tuple[str, ...]) -> Certificate:
     cert_text = _read_pem("tls.cert", cert_path)
     key_text = _read_pem("tls.key", key_path)
     if "-----BEGIN CERTIFICATE-----" not in cert_text:
@@ -144,7 +146,7 @@ def _load_certificate(settings: TLSSection, cert_path: str, key_path: str,
     if encrypted and password is None:
         raise ConfigError(_SOURCE, "tls.key", f"{key_path}: the key is encrypted; give its passphrase "
                           "in a file with tls.key_password_file")
-    context = _new_context(settings)
+    context = _new_context(settings, alpn)
     def supply() -> str:  # a callable, so that OpenSSL never prompts on a terminal for a passphrase
         return password or ""
 
@@ -169,7 +171,7 @@ def _load_certificate(settings: TLSSection, cert_path: str, key_path: str,
     return Certificate(cert_path, pem, names, not_after, context)
 
 
-def _new_context(settings: TLSSection) -> ssl.SSLContext:
+def _new_context(settings: TLSSection, alpn: tuple[str, ...]) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = _VERSIONS[settings.min_version]
     context.maximum_version = ssl.TLSVersion.TLSv1_3
@@ -184,7 +186,7 @@ def _new_context(settings: TLSSection) -> ssl.SSLContext:
     if not settings.session_tickets:
         context.options |= ssl.OP_NO_TICKET
         context.num_tickets = 0
-    context.set_alpn_protocols(list(ALPN_PROTOCOLS))
+    context.set_alpn_protocols(list(alpn))
     if settings.verify_client != "off":
         context.verify_mode = _VERIFY[settings.verify_client]
         try:

@@ -21,6 +21,7 @@ from ring3.transport.tls_context import ServerTLS
 from ring3.transport.tls_stream import TLSOutputPath
 
 if TYPE_CHECKING:
+    from ring3.http2.connection import H2Connection
     from ring3.server import Server
 
 logger = logging.getLogger("ring3.error")
@@ -133,7 +134,13 @@ class TLSHandshake:
             return TLSOutputPath(sock, server.loop, ledger, server.config.static.sendfile_min_size,
                                  on_error, obj, incoming, outgoing)
 
-        connection = Connection(server, sock, self._peer, info, output)
+        connection: Connection | H2Connection
+        if facts.alpn == "h2":
+            from ring3.http2.connection import H2Connection
+
+            connection = H2Connection(server, sock, self._peer, info, output)
+        else:
+            connection = Connection(server, sock, self._peer, info, output)
         server.connection_replaced(self, connection)
         tls_output = connection.tls
         assert tls_output is not None

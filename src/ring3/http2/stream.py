@@ -1,0 +1,370 @@
+"""One HTTP/2 stream as an exchange (ring3.exchange): its request body with flow control, its response
+framed into HEADERS and DATA, and what a client's RST_STREAM does to the handler.
+
+A response's body waits here as segments (bytes or FileRange) until the connection takes DATA frames
+from it in turn with the other streams (see H2Connection._frame_data). A pushed or streamed body writes
+into the same queue through H2BodyWriter, which reports `blocked` while a window's worth waits, so an app
+that produces faster than the client reads is held back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+from ring3.body import EMPTY_BODY, RequestBody
+from ring3.errors import ClientDisconnected, LocalProtocolError
+from ring3.events import FileRange, PushedBody, Request, Response, Segment
+from ring3.exchange import Exchange, abandon, fixed_body
+from ring3.handlers.status import status_response
+from ring3.http1.serialize import NO_BODY_STATUSES
+from ring3.http2 import frames as f
+from ring3.http2.hpack import encode_status
+from ring3.http2.response import response_block
+
+if TYPE_CHECKING:
+    from ring3.handlers import BodyReader, Handler
+    from ring3.http2.connection import H2Connection
+
+logger = logging.getLogger("ring3.error")
+
+WRITER_HIGH_WATER = 64 * 1024  # bytes a pushed body may queue on its stream before it must drain
+_CONTINUE = encode_status(100)
+
+
+class H2RequestBody(RequestBody):
+    """A request body whose reads give the client flow-control credit back."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: H2Stream, on_first_read: Callable[[], None] | None) -> None:
+        super().__init__(stream._loop, on_first_read, _nothing)
+        self._stream = stream
+
+    async def read(self) -> bytes:
+        data = await super().read()
+        if data:
+            self._stream.consumed(len(data))
+        return data
+
+
+class H2Stream(Exchange):
+    """One request and its response on an HTTP/2 connection."""
+
+    __slots__ = ("_body", "_body_done", "_conn", "_continue_sent", "_drain_waiter", "_end_pending",
+                 "_pending", "_response_done", "_response_started", "pending_size", "queued", "stream_id")
+
+    def __init__(self, conn: H2Connection, stream_id: int, request: Request, end_stream: bool) -> None:
+        self._conn = conn
+        self._server = conn._server
+        self._loop = conn._loop
+        self._peer = conn.peer
+        self._closed = False
+        self._request = request
+        self._task = None
+        self._cleanup = None
+        self._log_line = b"-"
+        self._log_status = 0
+        self._log_sent = 0
+        self.stream_id = stream_id
+        self._body: H2RequestBody | None = None
+        self._body_done = end_stream
+        self._continue_sent = False
+        self._response_started = False
+        self._response_done = False
+        self._pending: deque[Segment] = deque()
+        self.pending_size = 0
+        self._end_pending = False  # END_STREAM goes with the last queued segment
+        self.queued = False  # in the connection's ready queue
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    # -- the request ------------------------------------------------------------------------------
+
+    def start(self, handler: Handler) -> None:
+        request = self._request
+        assert request is not None
+        body: BodyReader = EMPTY_BODY
+        if not self._body_done:
+            on_first = self._send_continue if request.expect_continue else None
+            body = self._body = H2RequestBody(self, on_first)
+        self._run_handler(handler, request, body)
+
+    def data_received(self, data: bytes, end: bool) -> None:
+        body = self._body
+        if body is None or self._closed:
+            if data:
+                self._conn.protocol.consumed(self.stream_id, len(data))
+        else:
+            if data:
+                body.feed(data)
+            if end:
+                body.end()
+        if end:
+            self._body_done = True
+            if self._response_done:
+                self._finish()
+
+    def consumed(self, size: int) -> None:
+        if not self._closed:
+            self._conn.protocol.consumed(self.stream_id, size)
+            self._conn.flush_soon()
+
+    def _send_continue(self) -> None:
+        if not self._response_started and not self._body_done and not self._closed:
+            self._continue_sent = True
+            self._conn.protocol.send_headers(self.stream_id, _CONTINUE, False)
+            self._conn.flush_soon()
+
+    def refused(self, status: int) -> None:
+        """The core refused the request (413, 417, 431, 501): answer it, unless already answering."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self._body is not None:
+            self._body.abort()
+        self._body_done = True  # the core drops the rest of the body
+        if not self._response_started:
+            self._respond(status_response(status))
+        elif self._response_done:
+            self._finish()
+
+    # -- the response -----------------------------------------------------------------------------
+
+    def _respond(self, response: Response, log_line: bytes | None = None) -> None:
+        if self._closed:
+            self._cleanup = response.cleanup
+            self._run_cleanup()
+            return
+        request = self._request
+        assert request is not None
+        self._response_started = True
+        self._cleanup = response.cleanup
+        status = response.status
+        fixed, length = fixed_body(response)
+        no_body = status in NO_BODY_STATUSES
+        head_only = no_body or request.method == b"HEAD"
+        declared = response.content_length
+        if fixed is None or (declared is not None and request.method == b"HEAD"):
+            length = declared
+        if no_body:
+            length = None
+        try:
+            if response.upgrade is not None:
+                raise LocalProtocolError("a protocol switch (101) over HTTP/2")
+            block = response_block(status, self._server.dates.common_headers(response.sets_fields),
+                                   response.headers, response.header_block, length)
+        except LocalProtocolError as exc:
+            logger.error("refused an invalid response for %r: %s", request.target, exc)
+            self._run_cleanup()
+            self._respond(status_response(500), log_line)
+            return
+        if self._server.access_log is not None:
+            self._log_line = log_line or b"%s %s HTTP/2.0" % (request.method, request.target)
+        self._log_status = status
+        self._log_sent = 0 if head_only else (length or 0)
+        protocol = self._conn.protocol
+        body = response.body
+        if head_only or (fixed is not None and not length):
+            protocol.send_headers(self.stream_id, block, True)
+            self._run_cleanup()
+            self._conn.flush_soon()
+            self._finish()
+            return
+        protocol.send_headers(self.stream_id, block, False)
+        if fixed is not None:
+            if isinstance(fixed, list):
+                self._pending.extend(fixed)
+            else:
+                self._pending.append(fixed)
+            self.pending_size = length or 0
+            self._end_pending = True
+            self._conn.ready(self)
+        elif isinstance(body, PushedBody):
+            self._conn.flush_soon()
+            body.start(H2BodyWriter(self, declared))
+        else:
+            assert not isinstance(body, bytes | FileRange | list)
+            self._conn.flush_soon()
+            self._task = self._loop.create_task(self._stream_body(body, declared))
+
+    async def _stream_body(self, stream: AsyncIterator[Segment], declared: int | None) -> None:
+        await self._send_stream(H2BodyWriter(self, declared), stream)
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending) or self._end_pending
+
+    def frame(self, parts: list[Segment], room: int) -> int:
+        """Append one DATA frame of at most `room` bytes to `parts`; the bytes it carries."""
+        pending = self._pending
+        protocol = self._conn.protocol
+        if not pending:  # only the end is left (a pushed body ended after its last piece had gone)
+            self._end_pending = False
+            parts.append(protocol.data_header(self.stream_id, 0, True))
+            self._sent_all()
+            return 0
+        piece = pending[0]
+        size = len(piece) if isinstance(piece, bytes) else piece.count
+        if size > room:
+            if isinstance(piece, bytes):
+                piece, pending[0] = piece[:room], piece[room:]
+            else:
+                pending[0] = FileRange(piece.fd, piece.offset + room, piece.count - room)
+                piece = FileRange(piece.fd, piece.offset, room)
+            size = room
+        else:
+            pending.popleft()
+        self.pending_size -= size
+        last = not pending and self._end_pending
+        parts.append(protocol.data_header(self.stream_id, size, last))
+        parts.append(piece)
+        if last:
+            self._end_pending = False
+            self._sent_all()
+        elif self._drain_waiter is not None and self.pending_size < WRITER_HIGH_WATER:
+            self._wake_writer(None)
+        return size
+
+    def _sent_all(self) -> None:
+        """END_STREAM is framed (it leaves with this flush): what the response holds is released once
+        the output path has sent it (its file ranges are read or sent then)."""
+        cleanup, self._cleanup = self._cleanup, None
+        if cleanup is not None:
+            self._conn.release_after_send(cleanup)
+        self._wake_writer(None)
+        self._finish()
+
+    def _finish(self) -> None:
+        """The response is complete; the exchange ends once the request is complete too (a body
+        still arriving that nobody will read is stopped with RST_STREAM NO_ERROR, RFC 9113 8.1)."""
+        if self._closed:
+            return
+        self._response_done = True
+        if not self._body_done:
+            body = self._body
+            if body is not None and not body.ended and self._task is None:
+                self._conn.protocol.reset(self.stream_id, f.NO_ERROR)
+                body.discard()
+                self._body_done = True
+            else:
+                return  # the handler still reads; data_received calls again at the end
+        self._closed = True
+        self._account()
+        self._conn.stream_done(self)
+
+    # -- giving up --------------------------------------------------------------------------------
+
+    def _abort(self) -> None:
+        """The handler gave up on its response: reset the stream."""
+        if self._closed:
+            return
+        self._conn.protocol.reset(self.stream_id, f.INTERNAL_ERROR)
+        self._conn.flush_soon()
+        self.reset_received()
+        self._conn.stream_done(self)
+
+    def reset_received(self) -> None:
+        """The client reset the stream, or the connection is going: the handler sees a disconnect and
+        what the response holds (file descriptors) is released."""
+        if self._closed and self._task is None:
+            return
+        self._closed = True
+        self._pending.clear()
+        self.pending_size = 0
+        self._end_pending = False
+        if self._body is not None:
+            self._body.abort()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            if task.done() and not task.cancelled():
+                abandon(task)
+        self._run_cleanup()
+        self._wake_writer(ClientDisconnected("the client reset the stream"))
+
+    # -- pushed bodies ----------------------------------------------------------------------------
+
+    def push(self, piece: Segment, size: int) -> None:
+        self._pending.append(piece)
+        self.pending_size += size
+        self._conn.ready(self)
+
+    def end_push(self) -> None:
+        self._end_pending = True
+        self._conn.ready(self)
+
+    async def wait_writable(self) -> None:
+        if self.pending_size < WRITER_HIGH_WATER or self._closed:
+            if self._closed:
+                raise ClientDisconnected("the client reset the stream")
+            return
+        waiter = self._drain_waiter = self._loop.create_future()
+        await waiter
+
+    def _wake_writer(self, error: BaseException | None) -> None:
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+
+
+class H2BodyWriter:
+    """The BodyWriter of a pushed or streamed body on one stream; it holds the producer to the length
+    it declared."""
+
+    __slots__ = ("_declared", "_done", "_sent", "_stream")
+
+    def __init__(self, stream: H2Stream, declared: int | None) -> None:
+        self._stream = stream
+        self._declared = declared
+        self._sent = 0
+        self._done = False
+
+    def write(self, piece: Segment) -> None:
+        stream = self._stream
+        if stream._closed or self._done:
+            raise ClientDisconnected("the stream is closed")
+        size = len(piece) if isinstance(piece, bytes) else piece.count
+        if not size:
+            return
+        self._sent += size
+        if self._declared is not None and self._sent > self._declared:
+            self._fail(f"the body is longer than its Content-Length {self._declared}")
+            raise ClientDisconnected("the response was aborted")
+        stream.push(piece, size)
+
+    @property
+    def blocked(self) -> bool:
+        return self._stream.pending_size >= WRITER_HIGH_WATER
+
+    async def drain(self) -> None:
+        await self._stream.wait_writable()
+
+    def end(self) -> None:
+        stream = self._stream
+        if stream._closed or self._done:
+            return
+        if self._declared is not None and self._sent != self._declared:
+            self._fail(f"the body is {self._declared - self._sent} bytes short of its length")
+            return
+        self._done = True
+        stream._log_sent = self._sent
+        stream.end_push()
+
+    def abort(self) -> None:
+        self._done = True
+        self._stream._abort()
+
+    def _fail(self, reason: str) -> None:
+        request = self._stream._request
+        logger.error("response for %r aborted: %s", request and request.target, reason)
+        self.abort()
+
+
+def _nothing() -> None:
+    pass
