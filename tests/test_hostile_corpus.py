@@ -228,6 +228,7 @@ def body_reader_server() -> Iterator[InProcessServer]:
         ("limits", "max_header_bytes"): LIMITS.max_header_bytes,
         ("limits", "max_header_count"): LIMITS.max_header_count,
         ("limits", "max_body_size"): LIMITS.max_body_size,
+        ("http2", "cleartext"): False,
     }
     server = InProcessServer(read_body_then_answer, build_config(None, "<test>", values))
     yield server

@@ -16,7 +16,9 @@ says what the sans-IO parser must produce and what a real `ring3 serve` of the t
 doubt: whatever follows a refused request on that connection is never processed.
 
 The rows are run with the small limits of `LIMITS` (the same values are passed to `ring3 serve` as
-`SERVER_FLAGS`), so the over-long rows stay small.
+`SERVER_FLAGS`), so the over-long rows stay small. The corpus is HTTP/1.1's: its servers run with h2c off,
+so the HTTP/2 preface is an HTTP/1.1 request line to refuse (with h2c on, HTTP/2 takes the connection:
+tests/test_h2_clients.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ SERVER_FLAGS: tuple[str, ...] = (
     "--max-header-bytes", str(LIMITS.max_header_bytes),
     "--max-header-count", str(LIMITS.max_header_count),
     "--max-body-size", str(LIMITS.max_body_size),
+    "--no-h2c",
 )
 
 # The valid request an attacker pipelines right behind each row. When the framing is in doubt it must never

@@ -138,10 +138,9 @@ class H2Connection:
                 for stream in list(self.streams.values()):
                     stream.reset_received()
                 self.streams.clear()
+                self._ready.clear()
                 self._closing = True
         self._flush()
-        if self._closing and not self._closed:
-            self._close_when_flushed()
 
     def _start(self, stream_id: int, request: Request, end_stream: bool) -> None:
         request.conn = self.info
@@ -198,8 +197,11 @@ class H2Connection:
         if output.blocked:
             self._timer.arm(output.progress_at + self._server.config.limits.send_timeout)
             output.when_drained(self._flush)
-        elif self._releases:
+            return
+        if self._releases:
             self._run_releases()
+        if self._closing and not self.streams:
+            self.close()  # everything has left (the output path is not blocked)
 
     def release_after_send(self, cleanup: Callable[[], None]) -> None:
         """Run a response's cleanup once what is framed has been handed to the socket."""
@@ -259,11 +261,11 @@ class H2Connection:
     # -- closing ----------------------------------------------------------------------------------
 
     def _close_when_flushed(self) -> None:
-        if self._closed:
-            return
-        self._flush()
-        self._closing = True
-        self._output.when_drained(self.close)
+        """Close once what is queued has left: at the end of this turn's flush (never from inside
+        one, which may still be framing the last stream's end)."""
+        if not self._closed:
+            self._closing = True
+            self.flush_soon()
 
     def close(self) -> None:
         if self._closed:
