@@ -72,6 +72,7 @@ class H2Connection:
         self._timer = LazyTimer(loop, self._on_timer)
         self._timer.arm(self._last_active + server.config.limits.header_timeout)
         self.protocol.start()
+        self._reading = True
         loop.add_reader(self._fd, self._on_readable)  # swaps the callback of the registered fd
 
     @property
@@ -195,9 +196,17 @@ class H2Connection:
             if not protocol.has_output and not self._ready:
                 break
         if output.blocked:
+            # The client does not read: stop reading what it sends too, so what it asks for cannot pile
+            # up here (answers to requests or PINGs it never takes). Reading resumes once all has left.
             self._timer.arm(output.progress_at + self._server.config.limits.send_timeout)
+            if self._reading:
+                self._reading = False
+                self._loop.remove_reader(self._fd)
             output.when_drained(self._flush)
             return
+        if not self._reading and not self._closing:
+            self._reading = True
+            self._loop.add_reader(self._fd, self._on_readable)
         if self._releases:
             self._run_releases()
         if self._closing and not self.streams:
@@ -271,7 +280,9 @@ class H2Connection:
         if self._closed:
             return
         self._closed = True
-        self._loop.remove_reader(self._fd)
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
         if self.tls is not None:
             self.tls.close_notify()
         self._output.close()

@@ -108,6 +108,7 @@ class H2Protocol:
         self.goaway_received = False
         self.closed = False
         self._tokens = float(settings.control_frame_burst)
+        self._burst = float(settings.control_frame_burst)
         self._tokens_at = clock()
         self._events: list[H2Event] = []
 
@@ -226,7 +227,9 @@ class H2Protocol:
 
     def _charge(self, what: str) -> None:
         """One frame that asks work of ring3 without carrying a request forward (PING, SETTINGS,
-        PRIORITY, empty DATA or CONTINUATION, a reset, a refused stream): a token of the flood budget."""
+        PRIORITY, empty DATA or CONTINUATION, a reset, a refused stream, a WINDOW_UPDATE): a token of the
+        flood budget (CVE-2019-9512 to 9518, CVE-2023-44487). The budget refills with time and with
+        every DATA frame ring3 sends."""
         now = self._clock()
         s = self.settings
         self._tokens = min(float(s.control_frame_burst), self._tokens + (now - self._tokens_at) *
@@ -456,6 +459,7 @@ class H2Protocol:
         if len(payload) != 4:
             raise ConnectionError_(f.FRAME_SIZE_ERROR, "WINDOW_UPDATE not 4 bytes")
         increment = f.unpack_u32(payload) & f.MAX_WINDOW
+        self._charge("WINDOW_UPDATE")  # refunded by the DATA it lets ring3 send (see data_header)
         if not stream_id:
             if not increment:
                 raise ConnectionError_(f.PROTOCOL_ERROR, "a WINDOW_UPDATE of 0")
@@ -571,6 +575,8 @@ class H2Protocol:
             stream = self.streams[stream_id]
             stream.send_window -= length
             self.send_window -= length
+            if self._tokens < self._burst:
+                self._tokens += 1  # a client that takes data earns its WINDOW_UPDATEs back
         header = f.frame_header(length, f.DATA, f.FLAG_END_STREAM if end_stream else 0, stream_id)
         if end_stream:
             self._local_end(stream_id)
