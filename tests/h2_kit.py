@@ -31,6 +31,7 @@ class H2Client:
     def __init__(self, port: int, context: ssl.SSLContext | None = None, timeout: float = 5.0,
                  window: int | None = None) -> None:
         raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if context is not None:
             context.set_alpn_protocols(["h2"])
             self.sock: socket.socket = context.wrap_socket(raw, server_hostname="localhost")

@@ -357,7 +357,6 @@ class H2Protocol:
         if self_dependent:
             raise StreamError(stream_id, f.PROTOCOL_ERROR, "a stream that depends on itself")
         if len(self.streams) >= self.settings.max_concurrent_streams:
-            self._charge("refused stream")
             raise StreamError(stream_id, f.REFUSED_STREAM, "more streams than allowed")
         stream = _Stream(self.peer_initial_window, self.settings.initial_window_size, -1, end_stream)
         if fields is None:
@@ -489,6 +488,7 @@ class H2Protocol:
             raise ConnectionError_(f.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
         stream = self.streams.get(stream_id)
         if stream is None:
+            self._charge("RST_STREAM")  # of a closed stream: nothing to give up
             return
         self._forget(stream_id)
         if not stream.local_closed:
@@ -517,6 +517,7 @@ class H2Protocol:
     # -- errors and closing -----------------------------------------------------------------------
 
     def _stream_error(self, stream_id: int, code: int) -> None:
+        self._charge("stream error")  # each costs an RST_STREAM: frames on closed streams, malformed ones
         self._out.append(f.rst_stream(stream_id, code))
         if self._forget(stream_id) is not None:
             self._events.append((RESET, stream_id, code, False))
