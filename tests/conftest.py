@@ -213,6 +213,26 @@ def in_process() -> Iterator[Callable[..., InProcessServer]]:
         server.stop()
 
 
+@pytest.fixture(params=["HTTP/1.1", "HTTP/2"])
+def protocol(request: pytest.FixtureRequest) -> str:
+    """Tests that speak through httpx take it to run over HTTP/1.1 and over HTTP/2 (h2c by prior
+    knowledge on plain listeners)."""
+    return str(request.param)
+
+
+def http_client(base_url: str, protocol: str = "HTTP/1.1", **options: Any) -> Any:
+    """An httpx.Client speaking only `protocol`; every response is checked to have come over it."""
+    import httpx
+
+    def check(response: httpx.Response) -> None:
+        assert response.http_version == protocol, (response.http_version, protocol)
+
+    h2 = protocol == "HTTP/2"
+    options.setdefault("timeout", 10.0)
+    return httpx.Client(base_url=base_url, http1=not h2, http2=h2, event_hooks={"response": [check]},
+                        **options)
+
+
 def recv_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
     """Read until the peer closes (or the timeout passes)."""
     sock.settimeout(timeout)

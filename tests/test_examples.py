@@ -29,7 +29,7 @@ import pytest
 from websockets.exceptions import ConnectionClosedOK
 from websockets.sync.client import connect as ws_connect
 
-from conftest import ResponseReader, RunningServer, start_ring3
+from conftest import ResponseReader, RunningServer, http_client, start_ring3
 from test_ledger import admin_url, scrape
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -194,8 +194,9 @@ def starlette(starlette_root: Path, servers: list[RunningServer],
     return server
 
 
-def test_starlette_file_response_is_byte_exact(starlette: RunningServer, starlette_root: Path) -> None:
-    with httpx.Client(base_url=starlette.url, timeout=5) as client:
+def test_starlette_file_response_is_byte_exact(starlette: RunningServer, starlette_root: Path,
+                                               protocol: str) -> None:
+    with http_client(starlette.url, protocol, timeout=5) as client:
         listing = expect(client.get("/"), 200, starlette).json()
         assert listing["files"] == ["big.bin", "docs/notes.md", "hello.txt"]
         for name, mime in (("hello.txt", "text/plain"), ("docs/notes.md", "text/markdown")):
@@ -231,7 +232,7 @@ def test_starlette_1mib_file_goes_out_zero_copy(starlette: RunningServer, starle
     assert response.content == expected
 
 
-def test_starlette_head_and_range(starlette: RunningServer, starlette_root: Path) -> None:
+def test_starlette_head_and_range(starlette: RunningServer, starlette_root: Path, protocol: str) -> None:
     big = (starlette_root / "big.bin").read_bytes()
     with starlette.connect() as sock:
         reader = ResponseReader(sock)
@@ -246,7 +247,7 @@ def test_starlette_head_and_range(starlette: RunningServer, starlette_root: Path
         status, headers, body = reader.read()
         assert status == 200 and body == (starlette_root / "hello.txt").read_bytes()
         assert reader.buffer == b""
-    with httpx.Client(base_url=starlette.url, timeout=5) as client:
+    with http_client(starlette.url, protocol, timeout=5) as client:
         response = expect(client.get("/files/big.bin", headers={"Range": "bytes=1000-1999"}), 206, starlette)
         assert response.headers["content-range"] == f"bytes 1000-1999/{MIB}"
         assert response.content == big[1000:2000]
@@ -267,8 +268,8 @@ def fastapi(servers: list[RunningServer], tmp_path_factory: pytest.TempPathFacto
     return server
 
 
-def test_fastapi_json_and_pydantic_post(fastapi: RunningServer) -> None:
-    with httpx.Client(base_url=fastapi.url, timeout=5) as client:
+def test_fastapi_json_and_pydantic_post(fastapi: RunningServer, protocol: str) -> None:
+    with http_client(fastapi.url, protocol, timeout=5) as client:
         response = expect(client.get("/api/hello", params={"name": "Grace Hopper"}), 200, fastapi)
         assert response.headers["content-type"] == "application/json"
         assert response.json() == {"message": "Hello, Grace Hopper!", "server": "ring3"}
@@ -365,10 +366,11 @@ def django(request: pytest.FixtureRequest, django_static: Path,
     server.stop()
 
 
-def test_django_pages_and_static_files(django: tuple[str, RunningServer], django_static: Path) -> None:
+def test_django_pages_and_static_files(django: tuple[str, RunningServer], django_static: Path,
+                                       protocol: str) -> None:
     kind, server = django
     request_class = {"asgi": "ASGIRequest", "wsgi": "WSGIRequest"}[kind]
-    with httpx.Client(base_url=server.url, timeout=5) as client:
+    with http_client(server.url, protocol, timeout=5) as client:
         page = expect(client.get("/"), 200, server)
         assert page.headers["content-type"] == "text/html; charset=utf-8"
         assert page.headers["x-frame-options"] == "DENY"  # Django's middleware ran
@@ -399,10 +401,10 @@ def test_django_pages_and_static_files(django: tuple[str, RunningServer], django
         expect(client.get("/whoami/", headers={"Host": "evil.example"}), 400, server)
 
 
-def test_django_csrf_form_post(django: tuple[str, RunningServer]) -> None:
+def test_django_csrf_form_post(django: tuple[str, RunningServer], protocol: str) -> None:
     _, server = django
     origin = f"http://127.0.0.1:{server.port}"
-    with httpx.Client(base_url=server.url, timeout=5) as client:
+    with http_client(server.url, protocol, timeout=5) as client:
         form = expect(client.get("/greet/"), 200, server)
         cookie = client.cookies.get("csrftoken")
         assert cookie, form.headers
@@ -456,8 +458,8 @@ def flask(flask_downloads: Path, servers: list[RunningServer],
     return server
 
 
-def test_flask_page_and_json_api(flask: RunningServer) -> None:
-    with httpx.Client(base_url=flask.url, timeout=5) as client:
+def test_flask_page_and_json_api(flask: RunningServer, protocol: str) -> None:
+    with http_client(flask.url, protocol, timeout=5) as client:
         page = expect(client.get("/"), 200, flask)
         assert page.headers["content-type"] == "text/html; charset=utf-8"
         assert "<h1>Hello from Flask</h1>" in page.text
@@ -472,8 +474,8 @@ def test_flask_page_and_json_api(flask: RunningServer) -> None:
         expect(client.delete("/api/items"), 405, flask)
 
 
-def test_flask_post_echo(flask: RunningServer) -> None:
-    with httpx.Client(base_url=flask.url, timeout=5) as client:
+def test_flask_post_echo(flask: RunningServer, protocol: str) -> None:
+    with http_client(flask.url, protocol, timeout=5) as client:
         document = {"name": "ring3", "tags": ["wsgi", "flask"], "nested": {"n": 1}}
         echoed = expect(client.post("/echo", json=document, params={"v": "1"}), 200, flask).json()
         assert echoed["json"] == document and echoed["query"] == {"v": "1"}
@@ -512,8 +514,8 @@ def test_flask_streamed_generator_response(flask: RunningServer) -> None:
     check_streamed(response, arrivals, expected, lines, delay)
 
 
-def test_flask_send_file(flask: RunningServer, flask_downloads: Path, tmp_path: Path) -> None:
-    with httpx.Client(base_url=flask.url, timeout=10) as client:
+def test_flask_send_file(flask: RunningServer, flask_downloads: Path, tmp_path: Path, protocol: str) -> None:
+    with http_client(flask.url, protocol, timeout=10) as client:
         small = expect(client.get("/download/readme.txt"), 200, flask)
         assert small.content == (FLASK / "downloads" / "readme.txt").read_bytes()
         assert small.headers["content-type"] == "text/plain; charset=utf-8"

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import httpx
 
-from conftest import ResponseReader, RunningServer, exchange
+from conftest import ResponseReader, RunningServer, exchange, http_client
 
 DATA = bytes(range(256)) * 4  # the site's data.bin
 TEN_MIB = 10 * 1024 * 1024
 OLD_DATE = "Sun, 06 Nov 1994 08:49:37 GMT"
 
 
-def client(server: RunningServer) -> httpx.Client:
-    return httpx.Client(base_url=server.url, timeout=10.0)
+def client(server: RunningServer, protocol: str = "HTTP/1.1") -> httpx.Client:
+    client: httpx.Client = http_client(server.url, protocol)
+    return client
 
 
 def get(path: str, *extra: str) -> bytes:
@@ -45,8 +46,8 @@ def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
 
 # -- plain GET and HEAD -------------------------------------------------------------------------------
 
-def test_get_file_bytes_and_headers(served: RunningServer, site: Path) -> None:
-    with client(served) as http:
+def test_get_file_bytes_and_headers(served: RunningServer, site: Path, protocol: str) -> None:
+    with client(served, protocol) as http:
         response = http.get("/hello.txt")
     assert response.status_code == 200
     assert response.content == (site / "hello.txt").read_bytes()
@@ -61,14 +62,14 @@ def test_get_file_bytes_and_headers(served: RunningServer, site: Path) -> None:
     assert abs(last_modified.timestamp() - (site / "hello.txt").stat().st_mtime) < 2
 
 
-def test_content_types(served: RunningServer, site: Path) -> None:
+def test_content_types(served: RunningServer, site: Path, protocol: str) -> None:
     expected = {
         "/index.html": "text/html; charset=utf-8",
         "/style.css": "text/css; charset=utf-8",
         "/hello.txt": "text/plain; charset=utf-8",
         "/data.bin": "application/octet-stream",
     }
-    with client(served) as http:
+    with client(served, protocol) as http:
         for path, content_type in expected.items():
             response = http.get(path)
             assert response.status_code == 200, path
@@ -76,8 +77,8 @@ def test_content_types(served: RunningServer, site: Path) -> None:
             assert response.content == (site / path.lstrip("/")).read_bytes(), path
 
 
-def test_binary_file(served: RunningServer) -> None:
-    with client(served) as http:
+def test_binary_file(served: RunningServer, protocol: str) -> None:
+    with client(served, protocol) as http:
         response = http.get("/data.bin")
     assert response.status_code == 200
     assert response.content == DATA
@@ -122,8 +123,8 @@ def test_head_same_headers_no_body(served: RunningServer) -> None:
     assert head_headers[b"content-length"] == b"1024"
 
 
-def test_head_with_httpx(served: RunningServer) -> None:
-    with client(served) as http:
+def test_head_with_httpx(served: RunningServer, protocol: str) -> None:
+    with client(served, protocol) as http:
         full = http.get("/style.css")
         head = http.head("/style.css")
     assert head.status_code == 200
@@ -132,8 +133,8 @@ def test_head_with_httpx(served: RunningServer) -> None:
         assert head.headers[name] == full.headers[name], name
 
 
-def test_date_and_server_headers(served: RunningServer) -> None:
-    with client(served) as http:
+def test_date_and_server_headers(served: RunningServer, protocol: str) -> None:
+    with client(served, protocol) as http:
         ok = http.get("/hello.txt")
         missing = http.get("/missing")
     for response in (ok, missing):
@@ -144,8 +145,8 @@ def test_date_and_server_headers(served: RunningServer) -> None:
 
 # -- directories, redirects, errors -----------------------------------------------------------------
 
-def test_index_for_root_and_subdirectory(served: RunningServer, site: Path) -> None:
-    with client(served) as http:
+def test_index_for_root_and_subdirectory(served: RunningServer, site: Path, protocol: str) -> None:
+    with client(served, protocol) as http:
         root = http.get("/")
         sub = http.get("/sub/")
     assert root.status_code == 200
@@ -173,15 +174,15 @@ def test_redirect_followed_by_httpx(served: RunningServer) -> None:
     assert [r.status_code for r in response.history] == [301]
 
 
-def test_missing_is_404(served: RunningServer) -> None:
-    with client(served) as http:
+def test_missing_is_404(served: RunningServer, protocol: str) -> None:
+    with client(served, protocol) as http:
         assert http.get("/nope.txt").status_code == 404
         assert http.get("/sub/nope.html").status_code == 404
         assert http.get("/hello.txt/").status_code == 404
 
 
-def test_other_methods_are_405(served: RunningServer) -> None:
-    with client(served) as http:
+def test_other_methods_are_405(served: RunningServer, protocol: str) -> None:
+    with client(served, protocol) as http:
         for method in ("POST", "PUT", "DELETE"):
             response = http.request(method, "/hello.txt", content=b"x")
             assert response.status_code == 405, method
@@ -193,30 +194,31 @@ def test_other_methods_are_405(served: RunningServer) -> None:
     assert headers[b"allow"] == b"GET, HEAD"
 
 
-def test_directory_without_index_is_403(served: RunningServer) -> None:
-    with client(served) as http:
+def test_directory_without_index_is_403(served: RunningServer, protocol: str) -> None:
+    with client(served, protocol) as http:
         assert http.get("/empty-dir/").status_code == 403
 
 
-def test_dotfile_is_403(served: RunningServer) -> None:
-    with client(served) as http:
+def test_dotfile_is_403(served: RunningServer, protocol: str) -> None:
+    with client(served, protocol) as http:
         response = http.get("/.secret")
     assert response.status_code == 403
     assert b"do not serve" not in response.content
 
 
-def test_acme_challenge_under_well_known_is_served(served: RunningServer, site: Path) -> None:
+def test_acme_challenge_under_well_known_is_served(served: RunningServer, site: Path, protocol: str) -> None:
     challenge = site / ".well-known" / "acme-challenge"
     challenge.mkdir(parents=True)
     (challenge / "t0ken").write_text("t0ken.thumbprint")
-    with client(served) as http:
+    with client(served, protocol) as http:
         assert http.get("/.well-known/acme-challenge/t0ken").text == "t0ken.thumbprint"
         assert http.get("/.secret").status_code == 403
 
 
-def test_dotfile_served_with_flag(site: Path, ring3_process: Callable[..., RunningServer]) -> None:
+def test_dotfile_served_with_flag(site: Path, ring3_process: Callable[..., RunningServer],
+                                  protocol: str) -> None:
     server = ring3_process(str(site), "--listen", "127.0.0.1:0", "--access-log", "off", "--dotfiles")
-    with client(server) as http:
+    with client(server, protocol) as http:
         response = http.get("/.secret")
     assert response.status_code == 200
     assert response.content == b"do not serve\n"
@@ -254,8 +256,8 @@ def test_if_none_match(served: RunningServer) -> None:
         assert reader.buffer == b""
 
 
-def test_if_none_match_with_httpx(served: RunningServer) -> None:
-    with client(served) as http:
+def test_if_none_match_with_httpx(served: RunningServer, protocol: str) -> None:
+    with client(served, protocol) as http:
         etag = http.get("/data.bin").headers["etag"]
         cached = http.get("/data.bin", headers={"If-None-Match": etag})
         stale = http.get("/data.bin", headers={"If-None-Match": '"0-0"'})
@@ -266,8 +268,8 @@ def test_if_none_match_with_httpx(served: RunningServer) -> None:
     assert stale.content == DATA
 
 
-def test_if_modified_since(served: RunningServer) -> None:
-    with client(served) as http:
+def test_if_modified_since(served: RunningServer, protocol: str) -> None:
+    with client(served, protocol) as http:
         last_modified = http.get("/hello.txt").headers["last-modified"]
         same = http.get("/hello.txt", headers={"If-Modified-Since": last_modified})
         older = http.get("/hello.txt", headers={"If-Modified-Since": OLD_DATE})
@@ -277,8 +279,8 @@ def test_if_modified_since(served: RunningServer) -> None:
     assert older.content == b"hello, world\n"
 
 
-def test_if_match_mismatch_is_412(served: RunningServer) -> None:
-    with client(served) as http:
+def test_if_match_mismatch_is_412(served: RunningServer, protocol: str) -> None:
+    with client(served, protocol) as http:
         etag = http.get("/hello.txt").headers["etag"]
         mismatch = http.get("/hello.txt", headers={"If-Match": '"not-the-etag"'})
         match = http.get("/hello.txt", headers={"If-Match": etag})
@@ -288,8 +290,8 @@ def test_if_match_mismatch_is_412(served: RunningServer) -> None:
     assert match.content == b"hello, world\n"
 
 
-def test_if_unmodified_since_older_is_412(served: RunningServer) -> None:
-    with client(served) as http:
+def test_if_unmodified_since_older_is_412(served: RunningServer, protocol: str) -> None:
+    with client(served, protocol) as http:
         last_modified = http.get("/hello.txt").headers["last-modified"]
         older = http.get("/hello.txt", headers={"If-Unmodified-Since": OLD_DATE})
         same = http.get("/hello.txt", headers={"If-Unmodified-Since": last_modified})
@@ -299,8 +301,8 @@ def test_if_unmodified_since_older_is_412(served: RunningServer) -> None:
 
 # -- ranges -------------------------------------------------------------------------------------------
 
-def test_single_range(served: RunningServer) -> None:
-    with client(served) as http:
+def test_single_range(served: RunningServer, protocol: str) -> None:
+    with client(served, protocol) as http:
         response = http.get("/data.bin", headers={"Range": "bytes=10-109"})
     assert response.status_code == 206
     assert response.headers["content-range"] == "bytes 10-109/1024"
@@ -316,16 +318,16 @@ def test_single_range_raw(served: RunningServer) -> None:
     assert body == DATA[:1]
 
 
-def test_suffix_range(served: RunningServer) -> None:
-    with client(served) as http:
+def test_suffix_range(served: RunningServer, protocol: str) -> None:
+    with client(served, protocol) as http:
         response = http.get("/data.bin", headers={"Range": "bytes=-100"})
     assert response.status_code == 206
     assert response.headers["content-range"] == "bytes 924-1023/1024"
     assert response.content == DATA[-100:]
 
 
-def test_open_range(served: RunningServer) -> None:
-    with client(served) as http:
+def test_open_range(served: RunningServer, protocol: str) -> None:
+    with client(served, protocol) as http:
         response = http.get("/data.bin", headers={"Range": "bytes=1000-"})
     assert response.status_code == 206
     assert response.headers["content-range"] == "bytes 1000-1023/1024"
@@ -358,10 +360,10 @@ def parse_multipart(content_type: str, body: bytes) -> list[tuple[dict[str, str]
     return parts
 
 
-def test_multiple_ranges_multipart(served: RunningServer) -> None:
+def test_multiple_ranges_multipart(served: RunningServer, protocol: str) -> None:
     wanted = [(0, 9), (100, 109), (1000, 1023)]
     spec = ",".join(f"{first}-{last}" for first, last in wanted)
-    with client(served) as http:
+    with client(served, protocol) as http:
         response = http.get("/data.bin", headers={"Range": f"bytes={spec}"})
     assert response.status_code == 206
     assert "content-range" not in response.headers
@@ -385,16 +387,16 @@ def test_multiple_ranges_raw_text(served: RunningServer) -> None:
     assert all(h["content-type"] == "text/plain; charset=utf-8" for h, _ in parts)
 
 
-def test_unsatisfiable_range(served: RunningServer) -> None:
-    with client(served) as http:
+def test_unsatisfiable_range(served: RunningServer, protocol: str) -> None:
+    with client(served, protocol) as http:
         response = http.get("/data.bin", headers={"Range": "bytes=2000-3000"})
     assert response.status_code == 416
     assert response.headers["content-range"] == "bytes */1024"
     assert DATA[:64] not in response.content
 
 
-def test_if_range(served: RunningServer) -> None:
-    with client(served) as http:
+def test_if_range(served: RunningServer, protocol: str) -> None:
+    with client(served, protocol) as http:
         etag = http.get("/data.bin").headers["etag"]
         fresh = http.get("/data.bin", headers={"Range": "bytes=0-9", "If-Range": etag})
         stale = http.get("/data.bin", headers={"Range": "bytes=0-9", "If-Range": '"stale-etag"'})
@@ -473,12 +475,12 @@ def test_http10_keep_alive(served: RunningServer) -> None:
 
 # -- a large file -------------------------------------------------------------------------------------
 
-def test_ten_mib_file_with_httpx(served: RunningServer, site: Path) -> None:
+def test_ten_mib_file_with_httpx(served: RunningServer, site: Path, protocol: str) -> None:
     payload = os.urandom(TEN_MIB)
     (site / "big.bin").write_bytes(payload)
     digest = hashlib.sha256()
     received = 0
-    with client(served) as http, http.stream("GET", "/big.bin") as response:
+    with client(served, protocol) as http, http.stream("GET", "/big.bin") as response:
         assert response.status_code == 200
         assert response.headers["content-length"] == str(TEN_MIB)
         assert "transfer-encoding" not in response.headers
@@ -489,10 +491,10 @@ def test_ten_mib_file_with_httpx(served: RunningServer, site: Path) -> None:
     assert digest.hexdigest() == hashlib.sha256(payload).hexdigest()
 
 
-def test_ten_mib_file_range_tail(served: RunningServer, site: Path) -> None:
+def test_ten_mib_file_range_tail(served: RunningServer, site: Path, protocol: str) -> None:
     payload = os.urandom(TEN_MIB)
     (site / "big.bin").write_bytes(payload)
-    with client(served) as http:
+    with client(served, protocol) as http:
         response = http.get("/big.bin", headers={"Range": f"bytes={TEN_MIB - 70000}-"})
     assert response.status_code == 206
     assert response.content == payload[-70000:]
