@@ -146,6 +146,8 @@ class H2Connection:
     def _start(self, stream_id: int, request: Request, end_stream: bool) -> None:
         request.conn = self.info
         stream = self.streams[stream_id] = H2Stream(self, stream_id, request, end_stream)
+        if not end_stream:
+            self._timer.arm(stream.body_since + self._server.config.limits.body_timeout)
         stream.start(self._handler)
 
     def _refuse(self, stream_id: int, status: int, reason: str) -> None:
@@ -157,6 +159,7 @@ class H2Connection:
             return
         request = Request(b"-", b"-", b"-", b"", "2", [], b"", True, False, False, False, False, stream_id)
         stream = self.streams[stream_id] = H2Stream(self, stream_id, request, True)
+        stream.cut_body()  # the client may still send a body: the stream is reset after the answer
         stream.refused(status)
 
     # -- writing ----------------------------------------------------------------------------------
@@ -325,7 +328,8 @@ class H2Connection:
             deadline = self._stalled_since + limits.send_timeout
             reason = "send timeout (the client gives no flow-control credit)"
         elif self.streams:
-            return  # handlers at work; their bodies have their own pace
+            self._check_bodies(now, limits.body_timeout)
+            return  # otherwise handlers at work: their responses have their own pace
         elif self.protocol.last_stream_id == 0:
             deadline = self._last_active + limits.header_timeout
             reason = "no request in time"
@@ -342,6 +346,25 @@ class H2Connection:
             return
         self.protocol.goaway(f.NO_ERROR, "idle")
         self._close_when_flushed()
+
+
+    def _check_bodies(self, now: float, timeout: float) -> None:
+        """Streams whose request body stopped arriving for `body_timeout` get 408 (or a reset, when
+        their answer has begun); the timer is armed for the next such deadline."""
+        earliest = 0.0
+        for stream in list(self.streams.values()):
+            if not stream.awaiting_body:
+                continue
+            deadline = stream.body_since + timeout
+            if now >= deadline:
+                logger.info("%s: request body not received in time (stream %d)", self.peer, stream.stream_id)
+                self.protocol.refuse(stream.stream_id)
+                stream.refused(408)
+            elif not earliest or deadline < earliest:
+                earliest = deadline
+        if earliest:
+            self._timer.arm(earliest)
+        self.flush_soon()
 
 
 def settings_for(server: Server) -> p.H2Settings:

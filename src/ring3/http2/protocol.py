@@ -593,8 +593,14 @@ class H2Protocol:
     def reset(self, stream_id: int, code: int) -> None:
         """Reset a stream from ring3's side (its handler gave up, or its response is complete while the
         client still sends a body nobody reads: NO_ERROR, RFC 9113 8.1)."""
-        if self._forget(stream_id) is not None or stream_id <= self.last_stream_id:
+        if self._forget(stream_id) is not None:  # a stream closed both ways needs no reset
             self._out.append(f.rst_stream(stream_id, code))
+
+    def refuse(self, stream_id: int) -> None:
+        """ring3 answers the stream without its body (408): what still arrives is dropped and credited."""
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.refused = True
 
     def consumed(self, stream_id: int, size: int) -> None:
         """The handler has read `size` body bytes: grant them back to the client (in WINDOW_UPDATEs

@@ -54,8 +54,22 @@ class H2RequestBody(RequestBody):
 class H2Stream(Exchange):
     """One request and its response on an HTTP/2 connection."""
 
-    __slots__ = ("_body", "_body_done", "_conn", "_continue_sent", "_drain_waiter", "_end_pending",
-                 "_pending", "_response_done", "_response_started", "pending_size", "queued", "stream_id")
+    __slots__ = (
+        "_body",
+        "_body_done",
+        "_conn",
+        "_continue_sent",
+        "_cut_body",
+        "_drain_waiter",
+        "_end_pending",
+        "_pending",
+        "_response_done",
+        "_response_started",
+        "body_since",
+        "pending_size",
+        "queued",
+        "stream_id",
+    )
 
     def __init__(self, conn: H2Connection, stream_id: int, request: Request, end_stream: bool) -> None:
         self._conn = conn
@@ -72,6 +86,7 @@ class H2Stream(Exchange):
         self.stream_id = stream_id
         self._body: H2RequestBody | None = None
         self._body_done = end_stream
+        self._cut_body = False
         self._continue_sent = False
         self._response_started = False
         self._response_done = False
@@ -80,6 +95,11 @@ class H2Stream(Exchange):
         self._end_pending = False  # END_STREAM goes with the last queued segment
         self.queued = False  # in the connection's ready queue
         self._drain_waiter: asyncio.Future[None] | None = None
+        self.body_since = self._loop.time()  # the last piece of the request body (or the head)
+
+    @property
+    def awaiting_body(self) -> bool:
+        return not self._body_done and not self._closed
 
     # -- the request ------------------------------------------------------------------------------
 
@@ -93,6 +113,7 @@ class H2Stream(Exchange):
         self._run_handler(handler, request, body)
 
     def data_received(self, data: bytes, end: bool) -> None:
+        self.body_since = self._loop.time()
         body = self._body
         if body is None or self._closed:
             if data:
@@ -118,6 +139,9 @@ class H2Stream(Exchange):
             self._conn.protocol.send_headers(self.stream_id, _CONTINUE, False)
             self._conn.flush_soon()
 
+    def cut_body(self) -> None:
+        self._cut_body = True
+
     def refused(self, status: int) -> None:
         """The core refused the request (413, 417, 431, 501): answer it, unless already answering."""
         if self._task is not None:
@@ -125,7 +149,9 @@ class H2Stream(Exchange):
             self._task = None
         if self._body is not None:
             self._body.abort()
-        self._body_done = True  # the core drops the rest of the body
+        if not self._body_done:
+            self._body_done = True  # the core drops the rest of the body
+            self._cut_body = True  # and the stream is reset once the answer is out
         if not self._response_started:
             self._respond(status_response(status))
         elif self._response_done:
@@ -251,6 +277,8 @@ class H2Stream(Exchange):
                 self._body_done = True
             else:
                 return  # the handler still reads; data_received calls again at the end
+        elif self._cut_body:
+            self._conn.protocol.reset(self.stream_id, f.NO_ERROR)
         self._closed = True
         self._account()
         self._conn.stream_done(self)
