@@ -68,6 +68,11 @@ class H2Client:
         self._flush()
         return stream_id
 
+    def send_data_raw(self, stream_id: int, data: bytes) -> None:
+        """A DATA frame written directly: after a GOAWAY the h2 library sends nothing more, though the
+        streams it spares go on (RFC 9113 6.8)."""
+        self.sock.sendall(DataFrame(stream_id, data).serialize())
+
     def reset(self, stream_id: int, code: int = 8) -> None:
         self.conn.reset_stream(stream_id, code)
         self._flush()
@@ -84,14 +89,17 @@ class H2Client:
         if not data:
             self.closed = True
             return False
-        if self.goaway is not None:
-            self._after_goaway(data)
-            return True
-        for event in self.conn.receive_data(data):
-            self._on(event)
-            if self.goaway is not None:
-                break  # the h2 library takes any GOAWAY as the end: frames after it are read here
-        self._flush()
+        if self.goaway is None:
+            # The h2 library takes any GOAWAY as the end of everything: it gets the frames up to the
+            # first GOAWAY, and the frames after it (the streams a graceful GOAWAY spares) are read here.
+            upto, after = _through_goaway(data)
+            for event in self.conn.receive_data(upto):
+                self._on(event)
+            self._flush()
+            if self.goaway is None or not after:
+                return True
+            data = after
+        self._after_goaway(data)
         return True
 
     def _after_goaway(self, data: bytes) -> None:
@@ -166,3 +174,18 @@ class H2Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _through_goaway(data: bytes) -> tuple[bytes, bytes]:
+    """`data` split after its first GOAWAY frame, if it holds a whole one (the frames of one read are
+    whole here but for the last; the h2 library buffers the rest)."""
+    at = 0
+    while len(data) - at >= 9:
+        length = int.from_bytes(data[at:at + 3], "big")
+        end = at + 9 + length
+        if end > len(data):
+            break
+        if data[at + 3] == 0x7:  # GOAWAY
+            return data[:end], data[end:]
+        at = end
+    return data, b""

@@ -349,7 +349,7 @@ def test_render_toml_round_trips_every_setting_changed(tmp_path: Path) -> None:
         "tls": {"cert": ["a.pem", "b c.pem"], "key": ["a.key", "b.key"], "key_password_file": "/run/pw",
                 "sni_strict": True, "min_version": "1.3", "ciphers": "ECDHE-ECDSA-AES128-GCM-SHA256",
                 "session_tickets": False, "verify_client": "optional", "client_ca": "ca.pem"},
-        "http2": {"enabled": False, "cleartext": False, "max_concurrent_streams": 7,
+        "http2": {"enabled": False, "cleartext": False, "websockets": False, "max_concurrent_streams": 7,
                   "initial_window_size": "1m", "connection_window_size": "2m", "max_frame_size": "32k",
                   "max_header_list_size": "8k", "header_table_size": 0, "control_frame_burst": 5,
                   "control_frame_rate": 0.5},

@@ -166,8 +166,9 @@ def test_a_repeated_block_is_decoded_once_and_still_gives_fresh_header_lists() -
     ([(":method", "GET"), (":scheme", "https"), (":path", "relative"), (":authority", "x")], "relative path"),
     ([*GET, ("host", "other.test")], "Host differs from :authority"),
     ([(":method", "GET"), (":scheme", "https"), (":path", "/"), (":authority", "a b")], "bad authority"),
-    ([(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"), (":path", "/"),
-      (":authority", "x")], ":protocol while SETTINGS_ENABLE_CONNECT_PROTOCOL is not announced"),
+    ([(":method", "GET"), (":protocol", "websocket"), (":scheme", "https"), (":path", "/"),
+      (":authority", "x")], ":protocol without CONNECT"),
+    ([(":method", "CONNECT"), (":authority", "x"), (":path", "/")], "CONNECT with :path"),
 ])
 def test_a_malformed_request_is_a_stream_error_never_a_request(fields: list[tuple[str, str]],
                                                                why: str) -> None:
@@ -177,6 +178,34 @@ def test_a_malformed_request_is_a_stream_error_never_a_request(fields: list[tupl
     assert peer.resets() == {1: f.PROTOCOL_ERROR}, why
     # The connection goes on: the next request is served.
     assert kinds(peer.send(peer.headers(3, GET))) == [p.REQUEST]
+
+
+WEBSOCKET = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"), (":path", "/chat"),
+             (":authority", "x"), ("sec-websocket-version", "13")]
+
+
+def test_an_extended_connect_is_a_request_to_tunnel_a_protocol() -> None:
+    peer = Peer()
+    settings = next(fr for fr in peer.frames if isinstance(fr, SettingsFrame))
+    assert settings.settings[f.SETTINGS_ENABLE_CONNECT_PROTOCOL] == 1
+    [(kind, _, request, end)] = peer.send(peer.headers(1, WEBSOCKET, end_stream=False))
+    assert kind == p.REQUEST and not end
+    assert (request.method, request.protocol, request.path, request.upgrade) == (
+        b"CONNECT", b"websocket", b"/chat", True)
+
+
+def test_an_extended_connect_is_malformed_when_not_announced() -> None:
+    peer = Peer(enable_connect_protocol=False)
+    settings = next(fr for fr in peer.frames if isinstance(fr, SettingsFrame))
+    assert f.SETTINGS_ENABLE_CONNECT_PROTOCOL not in settings.settings
+    assert peer.send(peer.headers(1, WEBSOCKET, end_stream=False)) == []
+    assert peer.resets() == {1: f.PROTOCOL_ERROR}
+
+
+def test_a_plain_connect_gets_501() -> None:
+    peer = Peer()
+    events = peer.send(peer.headers(1, [(":method", "CONNECT"), (":authority", "example.test:443")]))
+    assert events[0][:3] == (p.REFUSED, 1, 501)
 
 
 def test_content_length_must_match_the_data() -> None:

@@ -83,6 +83,7 @@ class Request:
     upgrade: bool = False  # it asks to switch protocols (Connection: upgrade with an Upgrade field)
     stream_id: int = 1
     conn: ConnectionInfo = NO_CONNECTION_INFO  # set by the connection before a handler sees it
+    protocol: bytes = b""  # HTTP/2's :protocol of an extended CONNECT (RFC 8441): b"websocket"
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header (name in lower case), or None."""

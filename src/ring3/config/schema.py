@@ -281,6 +281,9 @@ class Http2Section:
     header_table_size: int = setting(
         4096, "Size of the HPACK dynamic table the client may use for its requests "
         "(SETTINGS_HEADER_TABLE_SIZE).", unit="bytes", minimum=0)
+    websockets: bool = setting(
+        True, "Announce SETTINGS_ENABLE_CONNECT_PROTOCOL and take WebSockets over HTTP/2 (RFC 8441's "
+        "extended CONNECT) for ASGI applications; off, browsers open their WebSockets over HTTP/1.1.")
     control_frame_burst: int = setting(
         1000, "Frames that ask work without carrying a request forward (PING, SETTINGS, PRIORITY, "
         "empty DATA or CONTINUATION, a stream reset before its answer: Rapid Reset, a refused stream) "

@@ -134,6 +134,9 @@ class ASGIHandler:
 
 
 def _asks_for_websocket(request: Request) -> bool:
+    """An HTTP/1.1 Upgrade to websocket, or HTTP/2's extended CONNECT for it (RFC 8441)."""
+    if request.protocol:
+        return request.protocol == b"websocket"
     value = request.header(b"upgrade")
     return request.method == b"GET" and value is not None and value.lower() == b"websocket"
 

@@ -304,6 +304,8 @@ class H2Connection:
         """Server shutdown: GOAWAY with the last stream id; the streams up to it may finish (within
         shutdown_grace, after which the server closes the connection)."""
         self.protocol.goaway(f.NO_ERROR, "shutting down")
+        for stream in list(self.streams.values()):
+            stream.shutdown()  # tunnels (WebSockets) end their sessions; requests finish
         if not self.streams:
             self._close_when_flushed()
         else:
@@ -377,6 +379,7 @@ def settings_for(server: Server) -> p.H2Settings:
             connection_window_size=c.connection_window_size, max_frame_size=c.max_frame_size,
             max_header_list_size=c.max_header_list_size, header_table_size=c.header_table_size,
             control_frame_burst=c.control_frame_burst, control_frame_rate=c.control_frame_rate,
+            enable_connect_protocol=c.websockets,
             max_body_size=server.config.limits.max_body_size)
     return settings
 

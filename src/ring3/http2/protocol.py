@@ -45,7 +45,7 @@ class H2Settings:
     max_frame_size: int = 16384
     max_header_list_size: int = 32768
     header_table_size: int = 4096
-    enable_connect_protocol: bool = False  # RFC 8441: not yet built
+    enable_connect_protocol: bool = True  # RFC 8441
     control_frame_burst: int = 1000
     control_frame_rate: float = 100.0
     max_body_size: int = 1 << 20

@@ -54,8 +54,12 @@ class RequestHead:
     def request(self, stream_id: int, has_body: bool) -> Request:
         # Positional (see Request): method, target, path, query, http_version, headers, host, keep_alive,
         # expect_continue, has_body, conditional, upgrade, stream_id.
-        return Request(self.method, self.target, self.path, self.query, "2", list(self.headers), self.host,
-                       True, self.expect_continue and has_body, has_body, self.conditional, False, stream_id)
+        request = Request(self.method, self.target, self.path, self.query, "2", list(self.headers),
+                          self.host, True, self.expect_continue and has_body, has_body, self.conditional,
+                          bool(self.protocol), stream_id)
+        if self.protocol:
+            request.protocol = self.protocol  # an extended CONNECT asks to tunnel this protocol
+        return request
 
 
 def parse_request(fields: list[tuple[bytes, bytes]], *, connect_protocol: bool,

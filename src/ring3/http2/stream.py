@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 
 from ring3.body import EMPTY_BODY, RequestBody
 from ring3.errors import ClientDisconnected, LocalProtocolError
-from ring3.events import FileRange, PushedBody, Request, Response, Segment
+from ring3.events import FileRange, PushedBody, Request, Response, Segment, Upgrade
 from ring3.exchange import Exchange, abandon, fixed_body
 from ring3.handlers.status import status_response
 from ring3.http1.serialize import NO_BODY_STATUSES
 from ring3.http2 import frames as f
 from ring3.http2.hpack import encode_status
 from ring3.http2.response import response_block
+from ring3.http2.tunnel import StreamChannel
 
 if TYPE_CHECKING:
     from ring3.handlers import BodyReader, Handler
@@ -59,12 +60,17 @@ class H2Stream(Exchange):
         "_body_done",
         "_conn",
         "_continue_sent",
+        "_credit_paused",
         "_cut_body",
         "_drain_waiter",
+        "_early",
+        "_early_end",
         "_end_pending",
         "_pending",
         "_response_done",
         "_response_started",
+        "_upgrade",
+        "_withheld",
         "body_since",
         "pending_size",
         "queued",
@@ -95,6 +101,11 @@ class H2Stream(Exchange):
         self._end_pending = False  # END_STREAM goes with the last queued segment
         self.queued = False  # in the connection's ready queue
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._upgrade: Upgrade | None = None  # the protocol tunnelled after an extended CONNECT
+        self._credit_paused = False
+        self._withheld = 0  # tunnel bytes taken while paused: credit given back on resume
+        self._early: list[bytes] | None = None  # tunnel bytes that came before the protocol started
+        self._early_end = False
         self.body_since = self._loop.time()  # the last piece of the request body (or the head)
 
     @property
@@ -107,13 +118,22 @@ class H2Stream(Exchange):
         request = self._request
         assert request is not None
         body: BodyReader = EMPTY_BODY
-        if not self._body_done:
+        if request.protocol:
+            self._early = []  # a tunnel's DATA is not a body: it waits for the protocol's start
+        elif not self._body_done:
             on_first = self._send_continue if request.expect_continue else None
             body = self._body = H2RequestBody(self, on_first)
         self._run_handler(handler, request, body)
 
     def data_received(self, data: bytes, end: bool) -> None:
         self.body_since = self._loop.time()
+        if self._upgrade is not None:
+            self._tunnel_received(data, end)
+            return
+        if self._early is not None:  # a tunnel asked for, not accepted yet: its first bytes wait
+            self._early.append(data)
+            self._early_end = self._early_end or end
+            return
         body = self._body
         if body is None or self._closed:
             if data:
@@ -179,7 +199,9 @@ class H2Stream(Exchange):
             length = None
         try:
             if response.upgrade is not None:
-                raise LocalProtocolError("a protocol switch (101) over HTTP/2")
+                if not request.protocol or not 200 <= status < 300:
+                    raise LocalProtocolError("a switch over HTTP/2 needs an extended CONNECT and a 2xx")
+                length = None
             block = response_block(status, self._server.dates.common_headers(response.sets_fields),
                                    response.headers, response.header_block, length)
         except LocalProtocolError as exc:
@@ -193,6 +215,10 @@ class H2Stream(Exchange):
         self._log_sent = 0 if head_only else (length or 0)
         protocol = self._conn.protocol
         body = response.body
+        if response.upgrade is not None:
+            protocol.send_headers(self.stream_id, block, False)
+            self._open_tunnel(response.upgrade)
+            return
         if head_only or (fixed is not None and not length):
             protocol.send_headers(self.stream_id, block, True)
             self._run_cleanup()
@@ -280,16 +306,22 @@ class H2Stream(Exchange):
         elif self._cut_body:
             self._conn.protocol.reset(self.stream_id, f.NO_ERROR)
         self._closed = True
-        self._account()
+        if self._upgrade is None:
+            self._account()
+        else:
+            self._close_tunnel()
         self._conn.stream_done(self)
 
     # -- giving up --------------------------------------------------------------------------------
 
     def _abort(self) -> None:
         """The handler gave up on its response: reset the stream."""
+        self._abort_with(f.INTERNAL_ERROR)
+
+    def _abort_with(self, code: int) -> None:
         if self._closed:
             return
-        self._conn.protocol.reset(self.stream_id, f.INTERNAL_ERROR)
+        self._conn.protocol.reset(self.stream_id, code)
         self._conn.flush_soon()
         self.reset_received()
         self._conn.stream_done(self)
@@ -312,6 +344,70 @@ class H2Stream(Exchange):
                 abandon(task)
         self._run_cleanup()
         self._wake_writer(ClientDisconnected("the client reset the stream"))
+        self._close_tunnel()
+
+    # -- a tunnel (RFC 8441) ----------------------------------------------------------------------
+
+    def _open_tunnel(self, upgrade: Upgrade) -> None:
+        """The 2xx that accepts an extended CONNECT is queued: from now on the stream's DATA belongs to
+        `upgrade` (a WebSocket), both ways."""
+        self._upgrade = upgrade
+        self._account()  # logged at the switch, as HTTP/1.1 logs its 101
+        early, self._early = self._early or [], None
+        data = b"".join(early)
+        upgrade.start(StreamChannel(self), b"")
+        if data or self._early_end:
+            self._tunnel_received(data, self._early_end)  # credited as the protocol takes it
+        self._conn.flush_soon()
+
+    def _tunnel_received(self, data: bytes, end: bool) -> None:
+        upgrade = self._upgrade
+        assert upgrade is not None
+        if data:
+            if self._credit_paused:
+                self._withheld += len(data)
+            else:
+                self.consumed(len(data))
+            if not self._closed:
+                upgrade.data_received(data)
+        if end:
+            self._body_done = True
+            upgrade.eof_received()
+            if self._response_done:
+                self._finish()
+
+    def pause_credit(self) -> None:
+        self._credit_paused = True
+
+    def resume_credit(self) -> None:
+        self._credit_paused = False
+        withheld, self._withheld = self._withheld, 0
+        if withheld:
+            self.consumed(withheld)
+
+    @property
+    def writer_blocked(self) -> bool:
+        return self.pending_size >= WRITER_HIGH_WATER
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def abort_tunnel(self) -> None:
+        self._abort_with(f.CANCEL)
+
+    def shutdown(self) -> None:
+        """The server stops: a tunnel's protocol ends its session (a WebSocket closes with 1001)."""
+        if self._upgrade is not None and not self._closed:
+            self._upgrade.shutdown()
+
+    def _close_tunnel(self) -> None:
+        upgrade, self._upgrade = self._upgrade, None
+        if upgrade is not None:
+            try:
+                upgrade.connection_lost()
+            except Exception:
+                logger.exception("%s: the tunnelled protocol failed while closing", self._peer)
 
     # -- pushed bodies ----------------------------------------------------------------------------
 

@@ -213,8 +213,8 @@ class WebSocketExchange(AppExchange):
         session = WebSocketSession(self._loop, extensions, max_message=settings.websocket_max_message,
                                    ping_interval=settings.websocket_ping_interval,
                                    ping_timeout=settings.websocket_ping_timeout)
-        self._settle(Response(status=101, headers=headers, upgrade=session, cleanup=session.head_settled,
-                              sets_fields=fields_set(headers)))
+        self._settle(Response(status=handshake.accept_status(self._request), headers=headers, upgrade=session,
+                              cleanup=session.head_settled, sets_fields=fields_set(headers)))
         self._session = session
 
     def _start_denial(self, message: Message) -> None:

@@ -42,6 +42,8 @@ def check_request(request: Request) -> Response | None:
 
 
 def _problem(request: Request) -> tuple[int, str] | None:
+    if request.http_version == "2":
+        return _problem_h2(request)
     if request.method != b"GET":
         return 400, "a WebSocket handshake must be a GET"
     if request.http_version != "1.1":
@@ -53,12 +55,28 @@ def _problem(request: Request) -> tuple[int, str] | None:
     keys = [value for name, value in request.headers if name == b"sec-websocket-key"]
     if len(keys) != 1 or not _valid_key(keys[0]):
         return 400, "Sec-WebSocket-Key is missing or invalid"
+    return _version_problem(request)
+
+
+def _problem_h2(request: Request) -> tuple[int, str] | None:
+    """RFC 8441 4 and 5: an extended CONNECT with :protocol websocket; no key, no Upgrade."""
+    if request.method != b"CONNECT" or request.protocol != b"websocket":
+        return 400, "a WebSocket over HTTP/2 is an extended CONNECT with :protocol websocket"
+    return _version_problem(request)
+
+
+def _version_problem(request: Request) -> tuple[int, str] | None:
     version = request.header(b"sec-websocket-version")
     if version is None:
         return 400, "Sec-WebSocket-Version is missing"
     if version.strip() != WEBSOCKET_VERSION:
         return 426, "unsupported WebSocket version"
     return None
+
+
+def accept_status(request: Request) -> int:
+    """101 on HTTP/1.1; a 2xx (200) accepts an extended CONNECT on HTTP/2 (RFC 8441 5)."""
+    return 200 if request.http_version == "2" else 101
 
 
 def _valid_key(key: bytes) -> bool:
@@ -114,10 +132,12 @@ def accept_headers(request: Request, subprotocol: str | None, extension: bytes |
                    extra: Iterable[Any]) -> Headers:
     """The header fields of the 101 that accepts `request`, with the application's `extra` fields
     (those the handshake owns are dropped)."""
-    key = request.header(b"sec-websocket-key")
-    assert key is not None  # check_request has passed
-    headers: Headers = [(b"upgrade", b"websocket"), (b"connection", b"upgrade"),
-                        (b"sec-websocket-accept", generate_accept_token(key.strip()))]
+    headers: Headers = []
+    if request.http_version != "2":  # HTTP/2 has neither Upgrade nor the accept token (RFC 8441 5)
+        key = request.header(b"sec-websocket-key")
+        assert key is not None  # check_request has passed
+        headers += [(b"upgrade", b"websocket"), (b"connection", b"upgrade"),
+                    (b"sec-websocket-accept", generate_accept_token(key.strip()))]
     if subprotocol is not None:
         headers.append((b"sec-websocket-protocol", subprotocol.encode("ascii")))
     if extension is not None:
