@@ -31,6 +31,7 @@ from websockets.sync.client import connect as ws_connect
 
 from conftest import ResponseReader, RunningServer, http_client, start_ring3
 from test_ledger import admin_url, scrape
+from tls_kit import Certs
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 MIB = 1024 * 1024
@@ -126,14 +127,14 @@ def check_streamed(response: httpx.Response, arrivals: list[tuple[float, bytes]]
 
 
 @contextlib.contextmanager
-def chromium_page(url: str, profile: Path) -> Iterator[Callable[[str], object]]:
+def chromium_page(url: str, profile: Path, *flags: str) -> Iterator[Callable[[str], object]]:
     """Headless Chromium showing `url` (flags as in test_browser.py), driven over the DevTools protocol:
     yields a function that evaluates JavaScript in the page and returns its value. (--dump-dom would
     not do: it dumps at the load event, before any WebSocket message has arrived.)"""
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     assert path, "chromium is missing: scripts/test installs it"
     process = subprocess.Popen(
-        [path, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", url],
+        [path, *CHROMIUM_FLAGS, *flags, f"--user-data-dir={profile}", "--remote-debugging-port=0", url],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         port_file = profile / "DevToolsActivePort"  # Chromium writes the port it picked here
@@ -335,6 +336,35 @@ def test_fastapi_websocket_from_chromium(fastapi: RunningServer, tmp_path: Path)
     assert status == "done", (status, replies, fastapi.stderr()[-3000:])
     assert replies == ["echo: alpha", "echo: beta", "echo: bye"]
     assert '<li class="reply">echo: beta</li>' in str(dom)
+
+
+def test_fastapi_websocket_from_chromium_over_http2(certs: Certs, tmp_path: Path) -> None:
+    """Over TLS Chromium speaks HTTP/2 and, since ring3 announces SETTINGS_ENABLE_CONNECT_PROTOCOL, opens
+    the page's WebSocket as an extended CONNECT on that connection (RFC 8441): the access log shows it."""
+    log = tmp_path / "access.log"
+    server = start_ring3(["--app", "main:app", "--app-dir", str(FASTAPI), "--listen", "127.0.0.1:0",
+                          "--access-log", str(log), "--tls-cert", str(certs.main.cert),
+                          "--tls-key", str(certs.main.key)], tmp_path)
+    try:
+        url = f"https://localhost:{server.port}/"
+        # Loopback only, with a certificate made by this test: Chromium need not check it.
+        with chromium_page(url, tmp_path / "profile", "--ignore-certificate-errors",
+                           "--host-resolver-rules=MAP localhost 127.0.0.1") as evaluate:
+            deadline = time.monotonic() + 15
+            status = None
+            while time.monotonic() < deadline:
+                status = evaluate("document.getElementById('status')?.textContent")
+                if status not in (None, "connecting", "open"):
+                    break
+                time.sleep(0.1)
+            replies = evaluate("[...document.querySelectorAll('li.reply')].map(li => li.textContent)")
+    finally:
+        assert server.stop() == 0, server.stderr()
+    assert status == "done", (status, replies, server.stderr()[-3000:])
+    assert replies == ["echo: alpha", "echo: beta", "echo: bye"]
+    served = log.read_text()
+    assert '"GET / HTTP/2.0" 200' in served, served
+    assert re.search(r'"CONNECT /\S* HTTP/2.0" 200', served), served
 
 
 # -- Django: ASGI and WSGI, CSRF form, signed-cookie sessions, static files served by ring3 -------------
