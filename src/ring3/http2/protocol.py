@@ -22,78 +22,49 @@ Frames wait in `data_to_send()`.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 from ring3.http2 import frames as f
-from ring3.http2.hpack import TABLE_SIZE_ZERO, CompressionError, Decoder, HeaderListTooLarge
-from ring3.http2.request import MalformedRequest, RefusedRequest, RequestHead, parse_request
+from ring3.http2.hpack import CompressionError, Decoder, HeaderListTooLarge
+from ring3.http2.request import MalformedRequest, RefusedRequest, parse_request
+from ring3.http2.sending import SendingSide
+from ring3.http2.state import (
+    CLOSE,
+    DATA,
+    GOAWAY,
+    RECENTLY_CLOSED,
+    REFUSED,
+    REQUEST,
+    RESET,
+    TRAILERS,
+    WINDOW,
+    H2ConnectionError,
+    H2Event,
+    H2Settings,
+    ParsedHead,
+    StreamError,
+    StreamState,
+)
 
-REQUEST, DATA, TRAILERS, REFUSED, RESET, WINDOW, GOAWAY, CLOSE = range(8)
-H2Event = tuple[int, int, Any, Any]
-
-_RECENTLY_CLOSED = 256  # closed stream ids remembered, to tell "closed" (STREAM_CLOSED) from "never used"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class H2Settings:
-    """What ring3 announces and enforces; see ring3.config.schema.Http2Section for the docs."""
-
-    max_concurrent_streams: int = 128
-    initial_window_size: int = 65535
-    connection_window_size: int = 1 << 20
-    max_frame_size: int = 16384
-    max_header_list_size: int = 32768
-    header_table_size: int = 4096
-    enable_connect_protocol: bool = True  # RFC 8441
-    control_frame_burst: int = 1000
-    control_frame_rate: float = 100.0
-    max_body_size: int = 1 << 20
-
-
-class ConnectionError_(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
+__all__ = ["CLOSE", "DATA", "GOAWAY", "REFUSED", "REQUEST", "RESET", "TRAILERS", "WINDOW", "H2Event",
+           "H2Protocol", "H2Settings"]
 
 
-class StreamError(Exception):
-    def __init__(self, stream_id: int, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.stream_id = stream_id
-        self.code = code
-
-
-class _Stream:
-    __slots__ = ("expected", "local_closed", "received", "recv_window", "refused", "remote_closed",
-                 "send_window", "unacked")
-
-    def __init__(self, send_window: int, recv_window: int, expected: int, remote_closed: bool) -> None:
-        self.send_window = send_window
-        self.recv_window = recv_window  # credit the client still has on this stream
-        self.unacked = 0  # body bytes the handler has read, not yet granted back
-        self.expected = expected  # Content-Length, or -1
-        self.received = 0
-        self.remote_closed = remote_closed
-        self.local_closed = False
-        self.refused = False  # answered without a handler: its body is dropped (and credited back)
-
-
-class H2Protocol:
+class H2Protocol(SendingSide):
     """One server-side HTTP/2 connection's protocol state."""
 
     def __init__(self, settings: H2Settings, clock: Any) -> None:
         self.settings = settings
         self._clock = clock  # a function returning seconds (the flood budget refills with it)
         self._decoder = Decoder(settings.header_table_size, settings.max_header_list_size)
-        self._heads: dict[bytes, _Parsed] = {}
+        self._heads: dict[bytes, ParsedHead] = {}
         self._heads_generation = -1
         self._buffer = b""
         self._out: list[bytes] = []
         self._preface = False
         self._first_settings = False
-        self.streams: dict[int, _Stream] = {}
-        self._recently_closed: deque[int] = deque(maxlen=_RECENTLY_CLOSED)
+        self.streams: dict[int, StreamState] = {}
+        self._recently_closed: deque[int] = deque(maxlen=RECENTLY_CLOSED)
         self._closed_set: set[int] = set()
         self.last_stream_id = 0
         self._continuation: tuple[int, list[bytes], bool, bool] | None = None
@@ -112,40 +83,6 @@ class H2Protocol:
         self._tokens_at = clock()
         self._events: list[H2Event] = []
 
-    # -- starting and output ----------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Queue ring3's SETTINGS (and the connection window beyond the default)."""
-        s = self.settings
-        announced = {
-            f.SETTINGS_MAX_CONCURRENT_STREAMS: s.max_concurrent_streams,
-            f.SETTINGS_INITIAL_WINDOW_SIZE: s.initial_window_size,
-            f.SETTINGS_MAX_FRAME_SIZE: s.max_frame_size,
-            f.SETTINGS_MAX_HEADER_LIST_SIZE: s.max_header_list_size,
-            f.SETTINGS_ENABLE_PUSH: 0,
-        }
-        if s.header_table_size != 4096:
-            announced[f.SETTINGS_HEADER_TABLE_SIZE] = s.header_table_size
-        if s.enable_connect_protocol:
-            announced[f.SETTINGS_ENABLE_CONNECT_PROTOCOL] = 1
-        self._out.append(f.settings_frame(announced))
-        extra = s.connection_window_size - f.DEFAULT_WINDOW
-        if extra > 0:
-            self._out.append(f.window_update(0, extra))
-            self._recv_window += extra
-
-    def data_to_send(self) -> bytes:
-        out = self._out
-        if not out:
-            return b""
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        return data
-
-    @property
-    def has_output(self) -> bool:
-        return bool(self._out)
-
     # -- receiving --------------------------------------------------------------------------------
 
     def receive(self, data: bytes) -> list[H2Event]:
@@ -161,9 +98,9 @@ class H2Protocol:
                     if f.PREFACE.startswith(buf):
                         self._buffer = buf
                         return events
-                    raise ConnectionError_(f.PROTOCOL_ERROR, "not the HTTP/2 connection preface")
+                    raise H2ConnectionError(f.PROTOCOL_ERROR, "not the HTTP/2 connection preface")
                 if buf[:24] != f.PREFACE:
-                    raise ConnectionError_(f.PROTOCOL_ERROR, "not the HTTP/2 connection preface")
+                    raise H2ConnectionError(f.PROTOCOL_ERROR, "not the HTTP/2 connection preface")
                 self._preface = True
                 pos = 24
             end = len(buf)
@@ -171,7 +108,7 @@ class H2Protocol:
             while end - pos >= 9:
                 length, kind, flags, stream_id = f.parse_header(buf, pos)
                 if length > limit:
-                    raise ConnectionError_(f.FRAME_SIZE_ERROR, f"a frame of {length} bytes")
+                    raise H2ConnectionError(f.FRAME_SIZE_ERROR, f"a frame of {length} bytes")
                 start = pos + 9
                 if end - start < length:
                     break
@@ -180,7 +117,7 @@ class H2Protocol:
                     self._frame(kind, flags, stream_id, buf[start:pos])
                 except StreamError as exc:
                     self._stream_error(exc.stream_id, exc.code)
-        except ConnectionError_ as exc:
+        except H2ConnectionError as exc:
             self._connection_error(exc.code, str(exc))
             return events
         self._buffer = buf[pos:] if pos < len(buf) else b""
@@ -189,10 +126,10 @@ class H2Protocol:
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if not self._first_settings:
             if kind != f.SETTINGS or flags & f.FLAG_ACK:
-                raise ConnectionError_(f.PROTOCOL_ERROR, "the first frame is not SETTINGS")
+                raise H2ConnectionError(f.PROTOCOL_ERROR, "the first frame is not SETTINGS")
             self._first_settings = True
         if self._continuation is not None and kind != f.CONTINUATION:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "a header block interrupted")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "a header block interrupted")
         if kind == f.DATA:
             self._on_data(flags, stream_id, payload)
         elif kind == f.HEADERS:
@@ -211,17 +148,17 @@ class H2Protocol:
             self._on_priority(stream_id, payload)
         elif kind == f.GOAWAY:
             if stream_id:
-                raise ConnectionError_(f.PROTOCOL_ERROR, "GOAWAY on a stream")
+                raise H2ConnectionError(f.PROTOCOL_ERROR, "GOAWAY on a stream")
             if len(payload) < 8:
-                raise ConnectionError_(f.FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
+                raise H2ConnectionError(f.FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
             last, code = f.unpack_two_u32(payload)
             self.goaway_received = True
             self._events.append((GOAWAY, 0, code, last & f.MAX_WINDOW))
         elif kind == f.PUSH_PROMISE:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
         elif kind == f.PRIORITY_UPDATE:
             if stream_id:
-                raise ConnectionError_(f.PROTOCOL_ERROR, "PRIORITY_UPDATE on a stream")
+                raise H2ConnectionError(f.PROTOCOL_ERROR, "PRIORITY_UPDATE on a stream")
             self._charge("PRIORITY_UPDATE")
         # other types are extensions: ignored (RFC 9113 4.1, 5.5)
 
@@ -237,31 +174,31 @@ class H2Protocol:
         self._tokens_at = now
         self._tokens -= 1
         if self._tokens < 0:
-            raise ConnectionError_(f.ENHANCE_YOUR_CALM, f"a flood of {what} frames")
+            raise H2ConnectionError(f.ENHANCE_YOUR_CALM, f"a flood of {what} frames")
 
     def _padding(self, flags: int, payload: bytes) -> tuple[int, int]:
         """(start, end) of the frame's content inside its padding (RFC 9113 6.1, 6.2)."""
         if not flags & f.FLAG_PADDED:
             return 0, len(payload)
         if not payload:
-            raise ConnectionError_(f.FRAME_SIZE_ERROR, "a padded frame without its pad length")
+            raise H2ConnectionError(f.FRAME_SIZE_ERROR, "a padded frame without its pad length")
         pad = payload[0]
         if pad >= len(payload):
-            raise ConnectionError_(f.PROTOCOL_ERROR, "padding as long as the frame")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "padding as long as the frame")
         return 1, len(payload) - pad
 
     def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
         if not stream_id:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "DATA on stream 0")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "DATA on stream 0")
         length = len(payload)
         self._recv_window -= length
         if self._recv_window < 0:
-            raise ConnectionError_(f.FLOW_CONTROL_ERROR, "DATA beyond the connection window")
+            raise H2ConnectionError(f.FLOW_CONTROL_ERROR, "DATA beyond the connection window")
         start, end = self._padding(flags, payload)
         stream = self.streams.get(stream_id)
         if stream is None or stream.remote_closed:
             if stream is None and stream_id > self.last_stream_id:
-                raise ConnectionError_(f.PROTOCOL_ERROR, "DATA on an idle stream")
+                raise H2ConnectionError(f.PROTOCOL_ERROR, "DATA on an idle stream")
             self._grant(length)  # the connection's credit comes back at once
             raise StreamError(stream_id, f.STREAM_CLOSED, "DATA on a closed stream")
         stream.recv_window -= length
@@ -301,12 +238,12 @@ class H2Protocol:
 
     def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
         if not stream_id or not stream_id & 1:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "HEADERS on stream 0 or an even stream")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "HEADERS on stream 0 or an even stream")
         start, end = self._padding(flags, payload)
         self_dependent = False
         if flags & f.FLAG_PRIORITY:
             if end - start < 5:
-                raise ConnectionError_(f.FRAME_SIZE_ERROR, "HEADERS too short for its priority")
+                raise H2ConnectionError(f.FRAME_SIZE_ERROR, "HEADERS too short for its priority")
             self_dependent = f.unpack_u32(payload, start) & f.MAX_WINDOW == stream_id
             start += 5
         fragment = payload[start:end]
@@ -320,11 +257,11 @@ class H2Protocol:
     def _on_continuation(self, flags: int, stream_id: int, payload: bytes) -> None:
         pending = self._continuation
         if pending is None or pending[0] != stream_id:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "CONTINUATION without a header block to continue")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "CONTINUATION without a header block to continue")
         pending[1].append(payload)
         self._continuation_size += len(payload)
         if self._continuation_size > self.settings.max_header_list_size:
-            raise ConnectionError_(f.ENHANCE_YOUR_CALM, "a header block larger than the header list limit")
+            raise H2ConnectionError(f.ENHANCE_YOUR_CALM, "a header block larger than the header list limit")
         if flags & f.FLAG_END_HEADERS:
             self._continuation = None
             self._headers_complete(stream_id, b"".join(pending[1]), pending[2], pending[3])
@@ -336,7 +273,7 @@ class H2Protocol:
         try:
             return self._decoder.decode(block)
         except CompressionError as exc:
-            raise ConnectionError_(f.COMPRESSION_ERROR, str(exc)) from None
+            raise H2ConnectionError(f.COMPRESSION_ERROR, str(exc)) from None
         except HeaderListTooLarge:
             return None
 
@@ -348,8 +285,8 @@ class H2Protocol:
         if stream_id <= self.last_stream_id:
             self._decode(block)
             if stream_id in self._closed_set:
-                raise ConnectionError_(f.STREAM_CLOSED, "HEADERS on a closed stream")
-            raise ConnectionError_(f.PROTOCOL_ERROR, "a stream id lower than one used before")
+                raise H2ConnectionError(f.STREAM_CLOSED, "HEADERS on a closed stream")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "a stream id lower than one used before")
         self.last_stream_id = stream_id
         fields = self._decode(block)
         if self.goaway_sent:
@@ -358,7 +295,7 @@ class H2Protocol:
             raise StreamError(stream_id, f.PROTOCOL_ERROR, "a stream that depends on itself")
         if len(self.streams) >= self.settings.max_concurrent_streams:
             raise StreamError(stream_id, f.REFUSED_STREAM, "more streams than allowed")
-        stream = _Stream(self.peer_initial_window, self.settings.initial_window_size, -1, end_stream)
+        stream = StreamState(self.peer_initial_window, self.settings.initial_window_size, -1, end_stream)
         if fields is None:
             self.streams[stream_id] = stream
             stream.refused = True
@@ -377,7 +314,7 @@ class H2Protocol:
         stream.expected = head.content_length
         self._events.append((REQUEST, stream_id, head.request(stream_id, not end_stream), end_stream))
 
-    def _head(self, stream_id: int, block: bytes, fields: list[tuple[bytes, bytes]]) -> _Parsed:
+    def _head(self, stream_id: int, block: bytes, fields: list[tuple[bytes, bytes]]) -> ParsedHead:
         """The validated head of a block, remembered while the HPACK table stays as it is."""
         generation = self._decoder.generation  # a head holds while the table that decoded it does
         if generation != self._heads_generation:
@@ -390,12 +327,12 @@ class H2Protocol:
             return parsed
         s = self.settings
         try:
-            parsed = _Parsed(parse_request(fields, connect_protocol=s.enable_connect_protocol,
+            parsed = ParsedHead(parse_request(fields, connect_protocol=s.enable_connect_protocol,
                                            max_body_size=s.max_body_size), 0, "", False)
         except MalformedRequest as exc:
-            parsed = _Parsed(None, 0, str(exc), True)
+            parsed = ParsedHead(None, 0, str(exc), True)
         except RefusedRequest as exc:
-            parsed = _Parsed(None, exc.status, str(exc), False)
+            parsed = ParsedHead(None, exc.status, str(exc), False)
         if len(self._heads) >= 64:
             self._heads.clear()
         self._heads[block] = parsed
@@ -403,7 +340,7 @@ class H2Protocol:
             raise StreamError(stream_id, f.PROTOCOL_ERROR, parsed.reason)
         return parsed
 
-    def _trailers(self, stream_id: int, stream: _Stream, block: bytes, end_stream: bool) -> None:
+    def _trailers(self, stream_id: int, stream: StreamState, block: bytes, end_stream: bool) -> None:
         fields = self._decode(block)
         if stream.remote_closed:
             raise StreamError(stream_id, f.STREAM_CLOSED, "HEADERS on a half-closed stream")
@@ -423,54 +360,54 @@ class H2Protocol:
 
     def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "SETTINGS on a stream")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "SETTINGS on a stream")
         if flags & f.FLAG_ACK:
             if payload:
-                raise ConnectionError_(f.FRAME_SIZE_ERROR, "a SETTINGS acknowledgement with a payload")
+                raise H2ConnectionError(f.FRAME_SIZE_ERROR, "a SETTINGS acknowledgement with a payload")
             return
         if len(payload) % 6:
-            raise ConnectionError_(f.FRAME_SIZE_ERROR, "SETTINGS not a multiple of 6 bytes")
+            raise H2ConnectionError(f.FRAME_SIZE_ERROR, "SETTINGS not a multiple of 6 bytes")
         self._charge("SETTINGS")
         for key, value in f.parse_settings(payload):
             if key == f.SETTINGS_HEADER_TABLE_SIZE:
                 self._table_update = True
             elif key == f.SETTINGS_ENABLE_PUSH:
                 if value > 1:
-                    raise ConnectionError_(f.PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH not 0 or 1")
+                    raise H2ConnectionError(f.PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH not 0 or 1")
             elif key == f.SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > f.MAX_WINDOW:
-                    raise ConnectionError_(f.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE too large")
+                    raise H2ConnectionError(f.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE too large")
                 delta = value - self.peer_initial_window
                 self.peer_initial_window = value
                 for stream in self.streams.values():
                     stream.send_window += delta
                     if stream.send_window > f.MAX_WINDOW:
-                        raise ConnectionError_(f.FLOW_CONTROL_ERROR, "a stream window past 2^31-1")
+                        raise H2ConnectionError(f.FLOW_CONTROL_ERROR, "a stream window past 2^31-1")
                 self._events.append((WINDOW, 0, None, None))
             elif key == f.SETTINGS_MAX_FRAME_SIZE:
                 if not f.MIN_FRAME_SIZE <= value <= f.MAX_FRAME_SIZE:
-                    raise ConnectionError_(f.PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
+                    raise H2ConnectionError(f.PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
                 self.peer_max_frame_size = value
                 self._events.append((WINDOW, 0, None, None))
         self._out.append(f.SETTINGS_ACK)
 
     def _on_window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
-            raise ConnectionError_(f.FRAME_SIZE_ERROR, "WINDOW_UPDATE not 4 bytes")
+            raise H2ConnectionError(f.FRAME_SIZE_ERROR, "WINDOW_UPDATE not 4 bytes")
         increment = f.unpack_u32(payload) & f.MAX_WINDOW
         self._charge("WINDOW_UPDATE")  # refunded by the DATA it lets ring3 send (see data_header)
         if not stream_id:
             if not increment:
-                raise ConnectionError_(f.PROTOCOL_ERROR, "a WINDOW_UPDATE of 0")
+                raise H2ConnectionError(f.PROTOCOL_ERROR, "a WINDOW_UPDATE of 0")
             self.send_window += increment
             if self.send_window > f.MAX_WINDOW:
-                raise ConnectionError_(f.FLOW_CONTROL_ERROR, "the connection window past 2^31-1")
+                raise H2ConnectionError(f.FLOW_CONTROL_ERROR, "the connection window past 2^31-1")
             self._events.append((WINDOW, 0, None, None))
             return
         stream = self.streams.get(stream_id)
         if stream is None:
             if stream_id > self.last_stream_id:
-                raise ConnectionError_(f.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream")
+                raise H2ConnectionError(f.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream")
             return  # a closed stream: the update may have crossed our end of it
         if not increment:
             raise StreamError(stream_id, f.PROTOCOL_ERROR, "a WINDOW_UPDATE of 0")
@@ -481,11 +418,11 @@ class H2Protocol:
 
     def _on_rst_stream(self, stream_id: int, payload: bytes) -> None:
         if not stream_id:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "RST_STREAM on stream 0")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "RST_STREAM on stream 0")
         if len(payload) != 4:
-            raise ConnectionError_(f.FRAME_SIZE_ERROR, "RST_STREAM not 4 bytes")
+            raise H2ConnectionError(f.FRAME_SIZE_ERROR, "RST_STREAM not 4 bytes")
         if stream_id > self.last_stream_id:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
         stream = self.streams.get(stream_id)
         if stream is None:
             self._charge("RST_STREAM")  # of a closed stream: nothing to give up
@@ -497,9 +434,9 @@ class H2Protocol:
 
     def _on_ping(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "PING on a stream")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "PING on a stream")
         if len(payload) != 8:
-            raise ConnectionError_(f.FRAME_SIZE_ERROR, "PING not 8 bytes")
+            raise H2ConnectionError(f.FRAME_SIZE_ERROR, "PING not 8 bytes")
         if flags & f.FLAG_ACK:
             return
         self._charge("PING")
@@ -507,7 +444,7 @@ class H2Protocol:
 
     def _on_priority(self, stream_id: int, payload: bytes) -> None:
         if not stream_id:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "PRIORITY on stream 0")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "PRIORITY on stream 0")
         if len(payload) != 5:
             raise StreamError(stream_id, f.FRAME_SIZE_ERROR, "PRIORITY not 5 bytes")
         self._charge("PRIORITY")
@@ -530,108 +467,3 @@ class H2Protocol:
         self.goaway_sent = True
         self.closed = True
         self._events.append((CLOSE, 0, code, reason))
-
-    def _forget(self, stream_id: int) -> _Stream | None:
-        stream = self.streams.pop(stream_id, None)
-        if stream is not None:
-            closed = self._recently_closed
-            if len(closed) == closed.maxlen:
-                self._closed_set.discard(closed[0])
-            closed.append(stream_id)
-            self._closed_set.add(stream_id)
-        return stream
-
-    # -- sending ----------------------------------------------------------------------------------
-
-    def window(self, stream_id: int) -> int:
-        """How many body bytes the stream may send now (0 if it is gone)."""
-        stream = self.streams.get(stream_id)
-        if stream is None:
-            return 0
-        return min(self.send_window, stream.send_window)
-
-    def send_headers(self, stream_id: int, block: bytes, end_stream: bool) -> None:
-        """Queue a header block (split into CONTINUATION frames beyond the client's frame size)."""
-        if self._table_update:
-            self._table_update = False
-            block = TABLE_SIZE_ZERO + block
-        flags = f.FLAG_END_STREAM if end_stream else 0
-        size = self.peer_max_frame_size
-        if len(block) <= size:
-            self._out.append(f.frame_header(len(block), f.HEADERS, flags | f.FLAG_END_HEADERS, stream_id))
-            self._out.append(block)
-        else:
-            self._out.append(f.frame(f.HEADERS, flags, stream_id, block[:size]))
-            for at in range(size, len(block), size):
-                last = at + size >= len(block)
-                self._out.append(f.frame(f.CONTINUATION, f.FLAG_END_HEADERS if last else 0, stream_id,
-                                         block[at:at + size]))
-        if end_stream:
-            self._local_end(stream_id)
-
-    def data_header(self, stream_id: int, length: int, end_stream: bool) -> bytes:
-        """The 9-byte header of a DATA frame of `length` bytes, its credit taken; the caller sends the
-        header and then the payload, in order, before anything else that is queued here."""
-        if length:
-            stream = self.streams[stream_id]
-            stream.send_window -= length
-            self.send_window -= length
-            if self._tokens < self._burst:
-                self._tokens += 1  # a client that takes data earns its WINDOW_UPDATEs back
-        header = f.frame_header(length, f.DATA, f.FLAG_END_STREAM if end_stream else 0, stream_id)
-        if end_stream:
-            self._local_end(stream_id)
-        return header
-
-    def _local_end(self, stream_id: int) -> None:
-        stream = self.streams.get(stream_id)
-        if stream is not None:
-            stream.local_closed = True
-            if stream.remote_closed:
-                self._forget(stream_id)
-
-    def reset(self, stream_id: int, code: int) -> None:
-        """Reset a stream from ring3's side (its handler gave up, or its response is complete while the
-        client still sends a body nobody reads: NO_ERROR, RFC 9113 8.1)."""
-        if self._forget(stream_id) is not None:  # a stream closed both ways needs no reset
-            self._out.append(f.rst_stream(stream_id, code))
-
-    def refuse(self, stream_id: int) -> None:
-        """ring3 answers the stream without its body (408): what still arrives is dropped and credited."""
-        stream = self.streams.get(stream_id)
-        if stream is not None:
-            stream.refused = True
-
-    def consumed(self, stream_id: int, size: int) -> None:
-        """The handler has read `size` body bytes: grant them back to the client (in WINDOW_UPDATEs
-        once half a window is owed, so a steady upload costs few frames)."""
-        self._grant(size)
-        stream = self.streams.get(stream_id)
-        if stream is None or stream.remote_closed:
-            return
-        stream.unacked += size
-        if stream.unacked >= self.settings.initial_window_size // 2:
-            self._out.append(f.window_update(stream_id, stream.unacked))
-            stream.recv_window += stream.unacked
-            stream.unacked = 0
-
-    def _grant(self, size: int) -> None:
-        self._conn_unacked += size
-        if self._conn_unacked >= self.settings.connection_window_size // 2:
-            self._out.append(f.window_update(0, self._conn_unacked))
-            self._recv_window += self._conn_unacked
-            self._conn_unacked = 0
-
-    def goaway(self, code: int = f.NO_ERROR, reason: str = "") -> None:
-        """Refuse new streams; those up to `last_stream_id` may finish (graceful shutdown)."""
-        if not self.goaway_sent:
-            self.goaway_sent = True
-            self._out.append(f.goaway(self.last_stream_id, code, reason.encode()[:256]))
-
-
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    head: RequestHead | None
-    status: int
-    reason: str
-    malformed: bool
