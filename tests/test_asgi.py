@@ -307,7 +307,9 @@ def test_head_announces_the_declared_length(in_process: Start) -> None:
         assert status == 200
 
 
-def test_pathsend_goes_out_with_sendfile(in_process: Start, tmp_path: Path, protocol: str) -> None:
+@pytest.mark.parametrize("file_frames", ["read", "sendfile"])
+def test_pathsend_leaves_by_sendfile_or_by_batched_reads(in_process: Start, tmp_path: Path, protocol: str,
+                                         file_frames: str) -> None:
     content = os.urandom(200_000)
     path = tmp_path / "big.bin"
     path.write_bytes(content)
@@ -317,19 +319,24 @@ def test_pathsend_goes_out_with_sendfile(in_process: Start, tmp_path: Path, prot
                     "headers": [(b"content-type", b"application/octet-stream")]})
         await send({"type": "http.response.pathsend", "path": str(path)})
 
-    server = serve(in_process, app)
+    server = serve(in_process, app, http2__file_frames=file_frames)
     before_calls, before_bytes = LEDGER.sendfile, LEDGER.bytes_zero_copy
+    before_reads = LEDGER.pread
     with http_client("", protocol) as client:
         answer = client.get(f"http://127.0.0.1:{server.port}/")
         head = client.head(f"http://127.0.0.1:{server.port}/")
     assert answer.content == content
     assert answer.headers["content-length"] == str(len(content))
     assert head.headers["content-length"] == str(len(content))
-    assert LEDGER.sendfile > before_calls
     if protocol == "HTTP/1.1":
+        assert LEDGER.sendfile > before_calls
         assert LEDGER.bytes_zero_copy - before_bytes == len(content)
-    else:  # DATA frames of 16 KiB by sendfile; the last, smaller than sendfile_min_size, by pread
+    elif file_frames == "sendfile":  # 16 KiB DATA frames by sendfile; the last, smaller, by pread
+        assert LEDGER.sendfile > before_calls
         assert LEDGER.bytes_zero_copy - before_bytes == len(content) - len(content) % 16384
+    else:  # read into the frames: one preadv per batch of frames, nothing by sendfile
+        assert LEDGER.bytes_zero_copy == before_bytes
+        assert 0 < LEDGER.pread - before_reads <= len(content) // (256 * 1024) + 2
 
 
 def test_zerocopysend_sends_a_slice_and_returns_once_sent(in_process: Start, tmp_path: Path,

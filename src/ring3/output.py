@@ -11,7 +11,7 @@ import asyncio
 import os
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ring3.events import FileRange, FixedBody, Segment
 from ring3.observe.ledger import Ledger
@@ -249,16 +249,16 @@ class OutputPath:
         self._queue_bytes(data)
         self._flush()
 
-    def write_segments(self, segments: list[Segment]) -> None:
+    def write_segments(self, segments: Sequence[Segment | bytearray]) -> None:
         """Queue pieces of a stream body as they are (bytes by writev, file ranges by sendfile or
         pread) and flush."""
         self._release_held()
         try:
             for segment in segments:
-                if isinstance(segment, bytes):
-                    self._queue_bytes(segment)
-                else:
+                if isinstance(segment, FileRange):
                     self._queue_file(b"", segment)
+                else:  # bytes, or a bytearray a caller read into (HTTP/2's DATA frames of a file)
+                    self._queue_bytes(segment)
         except (SendFailed, OSError) as exc:
             self._on_error(exc)
             return
@@ -295,7 +295,7 @@ class OutputPath:
             queue = self._queue = deque()
         queue.append(item)
 
-    def _queue_bytes(self, data: bytes) -> None:
+    def _queue_bytes(self, data: bytes | bytearray) -> None:
         if data:
             self._enqueue(memoryview(data))
 

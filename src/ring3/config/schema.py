@@ -284,6 +284,11 @@ class Http2Section:
     websockets: bool = setting(
         True, "Announce SETTINGS_ENABLE_CONNECT_PROTOCOL and take WebSockets over HTTP/2 (RFC 8441's "
         "extended CONNECT) for ASGI applications; off, browsers open their WebSockets over HTTP/1.1.")
+    file_frames: str = setting(
+        "read", "How DATA frames of a file leave on h2c: 'read' (one preadv reads many frames' payloads "
+        "between their headers, sent in one call: a copy, few syscalls) or 'sendfile' (each frame's "
+        "header with MSG_MORE, then its payload by sendfile: no copy, two syscalls a frame). Under TLS "
+        "files are read, to be encrypted.", choices=("read", "sendfile"))
     control_frame_burst: int = setting(
         1000, "Frames that ask work without carrying a request forward (PING, SETTINGS, PRIORITY, "
         "empty DATA or CONTINUATION, a stream reset before its answer: Rapid Reset, a refused stream) "

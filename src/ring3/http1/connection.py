@@ -53,7 +53,7 @@ logger = logging.getLogger("ring3.error")
 RECV_SIZE = 64 * 1024
 _CLOSE = b"connection: close\r\n"
 _KEEP_ALIVE_10 = b"connection: keep-alive\r\n"
-_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_PREFACE_LINE = b"PRI * HTTP/2.0\r\n"  # the start of HTTP/2's connection preface
 _OPTIONS_ALLOW = [(b"allow", b"GET, HEAD, OPTIONS")]
 # Every connection's `_events` while none wait: shared, never appended to. An idle connection then holds
 # no deque of its own (760 bytes, a sixth of what it costs).
@@ -206,8 +206,8 @@ class Connection(Exchange):
         """The HTTP/2 connection preface opens a cleartext connection (h2c with prior knowledge): an
         H2Connection takes the socket, its reader registration and the output path over."""
         if (self.tls is not None or self._upgrade is not None or not self._server.config.http2.cleartext
-                or not _PREFACE.startswith(data[:24])):
-            return False
+                or not (data.startswith(_PREFACE_LINE) or _PREFACE_LINE.startswith(data))):
+            return False  # "PRI /x HTTP/1.1" stays an HTTP/1.1 request; a broken preface is HTTP/2's error
         from ring3.http2.connection import H2Connection
 
         self._closed = True  # this object is done; the socket lives on in the new one

@@ -17,11 +17,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ring3.events import ConnectionInfo, FileRange, Request, Segment
+from ring3.events import ConnectionInfo, Request, Segment
 from ring3.http2 import frames as f
 from ring3.http2 import protocol as p
+from ring3.http2.framing import send_frames
 from ring3.http2.stream import H2Stream
-from ring3.output import JOIN_LIMIT, OutputPath
+from ring3.output import OutputPath, SendFailed
 from ring3.timers import LazyTimer
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ class H2Connection:
             output.rebind(self._on_send_failed)
         self.protocol = p.H2Protocol(settings_for(server), loop.time)
         self._handler = handler or server.handler
+        # DATA frames of files: read into the frames (one preadv for many) or each payload by sendfile
+        # after its 9-byte header. Under TLS the bytes are read to be encrypted anyway.
+        self._read_files = self.tls is not None or server.config.http2.file_frames == "read"
         self.streams: dict[int, H2Stream] = {}
         self._ready: deque[H2Stream] = deque()
         self._releases: list[Callable[[], None]] = []  # cleanups waiting for their bytes to leave
@@ -195,7 +199,12 @@ class H2Connection:
             self._frame_data(parts)
             if not parts:
                 break
-            _send(output, parts)
+            try:
+                send_frames(output, parts, self._read_files, self._server.ledger)
+            except (OSError, SendFailed) as exc:
+                logger.warning("%s: response aborted: %s", self.peer, exc)
+                self.close()
+                return
             if not protocol.has_output and not self._ready:
                 break
         if output.blocked:
@@ -382,34 +391,6 @@ def settings_for(server: Server) -> p.H2Settings:
             enable_connect_protocol=c.websockets,
             max_body_size=server.config.limits.max_body_size)
     return settings
-
-
-def _send(output: OutputPath, parts: list[Segment]) -> None:
-    """Hand frames to the output path: small pieces joined into one send; file ranges kept as they are
-    (sendfile, or pread joined to what precedes them when small)."""
-    if len(parts) == 1 and type(parts[0]) is bytes:
-        output.write(parts[0])
-        return
-    segments: list[Segment] = []
-    run: list[bytes] = []
-    size = 0
-    for part in parts:
-        if type(part) is bytes and size + len(part) <= JOIN_LIMIT:
-            run.append(part)
-            size += len(part)
-            continue
-        if run:
-            segments.append(b"".join(run))
-            run = []
-            size = 0
-        if isinstance(part, FileRange):
-            segments.append(part)
-        else:
-            run.append(part)
-            size = len(part)
-    if run:
-        segments.append(b"".join(run))
-    output.write_segments(segments)
 
 
 __all__ = ["H2Connection"]

@@ -206,22 +206,27 @@ class H2Protocol(SendingSide):
             self._grant(length)
             raise StreamError(stream_id, f.FLOW_CONTROL_ERROR, "DATA beyond the stream window")
         end_stream = bool(flags & f.FLAG_END_STREAM)
-        if stream.refused:
+        padding = length - (end - start)
+        size = end - start
+        stream.received += size
+        expected = stream.expected
+        if expected >= 0 and (stream.received > expected or (end_stream and stream.received != expected)):
+            raise StreamError(stream_id, f.PROTOCOL_ERROR, "a body that does not match its content-length")
+        if stream.refused:  # answered without its body: what comes is dropped (still checked above)
             self.consumed(stream_id, length)
+            if stream.received > self.settings.max_body_size:
+                raise StreamError(stream_id, f.NO_ERROR, "the rest of a refused body is too large")
             if end_stream:
                 stream.remote_closed = True
                 if stream.local_closed:
                     self._forget(stream_id)
+            elif not size:
+                self._charge("empty DATA")
             return
-        padding = length - (end - start)
         if padding:
             self._grant(padding)
             stream.unacked += padding
         data = payload[start:end] if padding else payload
-        stream.received += len(data)
-        expected = stream.expected
-        if expected >= 0 and (stream.received > expected or (end_stream and stream.received != expected)):
-            raise StreamError(stream_id, f.PROTOCOL_ERROR, "a body that does not match its content-length")
         if stream.received > self.settings.max_body_size:
             stream.refused = True
             self.consumed(stream_id, len(data))
@@ -405,12 +410,12 @@ class H2Protocol(SendingSide):
             self._events.append((WINDOW, 0, None, None))
             return
         stream = self.streams.get(stream_id)
-        if stream is None:
-            if stream_id > self.last_stream_id:
-                raise H2ConnectionError(f.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream")
-            return  # a closed stream: the update may have crossed our end of it
-        if not increment:
+        if stream is None and stream_id > self.last_stream_id:
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream")
+        if not increment:  # an error even on a stream that has just closed (h2spec 6.9/2)
             raise StreamError(stream_id, f.PROTOCOL_ERROR, "a WINDOW_UPDATE of 0")
+        if stream is None:
+            return  # a closed stream: the update may have crossed our end of it
         stream.send_window += increment
         if stream.send_window > f.MAX_WINDOW:
             raise StreamError(stream_id, f.FLOW_CONTROL_ERROR, "a stream window past 2^31-1")

@@ -290,15 +290,17 @@ class H2Stream(Exchange):
         self._finish()
 
     def _finish(self) -> None:
-        """The response is complete; the exchange ends once the request is complete too (a body
-        still arriving that nobody will read is stopped with RST_STREAM NO_ERROR, RFC 9113 8.1)."""
+        """The response is complete; the exchange ends once the request is complete too. A body still
+        arriving that nobody will read is dropped by the core as it comes (its Content-Length still
+        checked, its credit granted back); refusals (408, 413, 431) reset the stream with NO_ERROR
+        instead (RFC 9113 8.1), to stop the upload."""
         if self._closed:
             return
         self._response_done = True
         if not self._body_done:
             body = self._body
             if body is not None and not body.ended and self._task is None:
-                self._conn.protocol.reset(self.stream_id, f.NO_ERROR)
+                self._conn.protocol.refuse(self.stream_id)
                 body.discard()
                 self._body_done = True
             else:
