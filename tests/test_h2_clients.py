@@ -308,3 +308,28 @@ def test_a_wsgi_app_over_h2c(in_process: StartInProcess) -> None:
     with H2Client(server.port) as client:
         answer = client.get("/", method="POST", body=b"x" * 5000)
     assert answer.body == b"HTTP/2 5000"
+
+
+def test_an_urgent_stream_is_sent_before_a_less_urgent_one(big_site: Path, ring3_process: Start) -> None:
+    """RFC 9218: the Priority field's urgency orders the streams; without it they would share the
+    connection in turn and the first asked would end first."""
+    server = ring3_process(str(big_site), "--listen", "127.0.0.1:0", "--access-log", "off")
+    with H2Client(server.port) as client:
+        background = client.request("/big.bin", headers=[("priority", "u=5")])
+        urgent = client.request("/big.bin", headers=[("priority", "u=0")])
+        first, second = client.wait(background, urgent, timeout=30)
+    assert len(first.body) == len(second.body) == 10 * 1024 * 1024
+    assert second.ended_at < first.ended_at
+
+
+def test_priority_update_reorders_streams_in_flight(big_site: Path, ring3_process: Start) -> None:
+    from ring3.http2 import frames as f
+
+    server = ring3_process(str(big_site), "--listen", "127.0.0.1:0", "--access-log", "off")
+    with H2Client(server.port) as client:
+        earlier = client.request("/big.bin")
+        later = client.request("/big.bin")
+        client.sock.sendall(f.frame(f.PRIORITY_UPDATE, 0, 0, later.to_bytes(4, "big") + b"u=0"))
+        first, second = client.wait(earlier, later, timeout=30)
+    assert len(first.body) == len(second.body) == 10 * 1024 * 1024
+    assert second.ended_at < first.ended_at

@@ -443,3 +443,37 @@ def test_the_encoder_round_trips_through_a_reference_decoder() -> None:
     assert hpack.Decoder().decode(block) == [(":status", "404"), (":status", "299"),
                                              ("content-type", "text/plain"), ("x-custom", "1" * 200),
                                              ("etag", '"x"')]
+
+
+# -- RFC 9218 priorities ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, urgency", [
+    (None, 3), (b"", 3), (b"u=0", 0), (b"u=7, i", 7), (b"i, u=1", 1), (b"u=8", 3), (b"u=-1", 3),
+    (b"u=x", 3), (b"u=2;a=b", 2), (b"foo=1, u=5", 5),
+])
+def test_the_priority_field_gives_an_urgency(value: bytes | None, urgency: int) -> None:
+    from ring3.http2.request import parse_urgency
+
+    assert parse_urgency(value) == urgency
+
+
+def test_priority_update_moves_an_open_stream() -> None:
+    peer = Peer()
+    settings = next(fr for fr in peer.frames if isinstance(fr, SettingsFrame))
+    assert settings.settings[f.SETTINGS_NO_RFC7540_PRIORITIES] == 1
+    peer.send(peer.headers(1, GET, end_stream=False))
+    events = peer.send(f.frame(f.PRIORITY_UPDATE, 0, 0, b"\x00\x00\x00\x01u=0, i"))
+    assert events == [(p.PRIORITY, 1, 0, None)]
+    assert peer.send(f.frame(f.PRIORITY_UPDATE, 0, 0, b"\x00\x00\x00\x09u=1")) == []  # idle: ignored
+
+
+@pytest.mark.parametrize("stream_id, payload, code", [
+    (1, b"\x00\x00\x00\x01u=1", f.PROTOCOL_ERROR),
+    (0, b"\x00\x00", f.FRAME_SIZE_ERROR),
+    (0, b"\x00\x00\x00\x00u=1", f.PROTOCOL_ERROR),
+])
+def test_a_malformed_priority_update_is_a_connection_error(stream_id: int, payload: bytes, code: int) -> None:
+    peer = Peer()
+    peer.send(f.frame(f.PRIORITY_UPDATE, 0, stream_id, payload))
+    assert peer.goaway_code() == code

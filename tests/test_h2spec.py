@@ -545,8 +545,9 @@ def test_rfc9113_3_4_2_invalid_preface(wire: H2Connection, target: Target) -> No
 
     Where ring3 takes h2c by prior knowledge, the port speaks HTTP/1.1 too: bytes that are not the
     preface are HTTP/1.1's to answer: this line reads as a request with the unknown method INVALID, so
-    the answer is a 501 and the connection closes (h2spec, which expects an HTTP/2-only port, would count that as a failure). A
-    broken preface that starts as one ("PRI * HTTP/2.0") is HTTP/2's: GOAWAY(PROTOCOL_ERROR)."""
+    the answer is a 501 and the connection closes (h2spec, which expects an HTTP/2-only port, would count
+    that as a failure). A broken preface that starts as one ("PRI * HTTP/2.0") is HTTP/2's:
+    GOAWAY(PROTOCOL_ERROR)."""
     if target.tls_context is not None or os.environ.get(TARGET_ENV):
         wire.send(b"INVALID CONNECTION PREFACE\r\n\r\n")
         wire.expect_connection_error(ErrorCode.PROTOCOL_ERROR)

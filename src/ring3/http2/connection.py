@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("ring3.error")
 
 RECV_SIZE = 256 * 1024
+URGENCIES = 8  # RFC 9218 4.1: 0 (most urgent) to 7; 3 by default
 WRITE_BATCH = 512 * 1024  # body bytes framed per flush before the output path gets them
 
 
@@ -66,7 +67,9 @@ class H2Connection:
         # after its 9-byte header. Under TLS the bytes are read to be encrypted anyway.
         self._read_files = self.tls is not None or server.config.http2.file_frames == "read"
         self.streams: dict[int, H2Stream] = {}
-        self._ready: deque[H2Stream] = deque()
+        # Streams with DATA to send, by RFC 9218 urgency (0 first); round robin within one urgency.
+        self._ready: tuple[deque[H2Stream], ...] = tuple(deque() for _ in range(URGENCIES))
+        self._queued = 0  # streams in those queues
         self._releases: list[Callable[[], None]] = []  # cleanups waiting for their bytes to leave
         self._closed = False
         self._closing = False
@@ -133,6 +136,10 @@ class H2Connection:
                     stream.reset_received()
             elif kind == p.REFUSED:
                 self._refuse(stream_id, a, b)
+            elif kind == p.PRIORITY:
+                stream = self.streams.get(stream_id)
+                if stream is not None:
+                    self.reprioritize(stream, a)
             elif kind == p.GOAWAY:
                 if a != f.NO_ERROR:
                     logger.info("%s: the client sent GOAWAY %s", self.peer, f.ERROR_NAMES.get(a, a))
@@ -143,7 +150,7 @@ class H2Connection:
                 for stream in list(self.streams.values()):
                     stream.reset_received()
                 self.streams.clear()
-                self._ready.clear()
+                self._clear_ready()
                 self._closing = True
         self._flush()
 
@@ -172,7 +179,8 @@ class H2Connection:
         """The stream has body data to send."""
         if not stream.queued:
             stream.queued = True
-            self._ready.append(stream)
+            self._ready[stream.urgency].append(stream)
+            self._queued += 1
         self.flush_soon()
 
     def flush_soon(self) -> None:
@@ -205,7 +213,7 @@ class H2Connection:
                 logger.warning("%s: response aborted: %s", self.peer, exc)
                 self.close()
                 return
-            if not protocol.has_output and not self._ready:
+            if not protocol.has_output and not self._queued:
                 break
         if output.blocked:
             # The client does not read: stop reading what it sends too, so what it asks for cannot pile
@@ -237,25 +245,44 @@ class H2Connection:
                 logger.exception("%s: response cleanup failed", self.peer)
 
     def _frame_data(self, parts: list[Segment]) -> None:
-        """Append DATA frames from the ready streams, in turn, up to WRITE_BATCH bytes."""
-        ready = self._ready
+        """Append DATA frames up to WRITE_BATCH bytes: from the most urgent streams that can send, in
+        turn, one frame each per turn; a less urgent stream sends when no more urgent one can."""
+        if not self._queued:
+            return
         protocol = self.protocol
         budget = WRITE_BATCH
         frame_size = protocol.peer_max_frame_size
-        while ready and budget > 0:
-            stream = ready.popleft()
-            window = protocol.window(stream.stream_id)
-            if window <= 0 and stream.pending_size:
-                stream.queued = False
-                if not self._stalled_since:
-                    self._stalled_since = self._loop.time()
-                    self._timer.arm(self._stalled_since + self._server.config.limits.send_timeout)
-                continue
-            budget -= stream.frame(parts, min(window, frame_size))
-            if stream.has_pending:
-                ready.append(stream)
-            else:
-                stream.queued = False
+        for ready in self._ready:
+            while ready and budget > 0:
+                stream = ready.popleft()
+                window = protocol.window(stream.stream_id)
+                if window <= 0 and stream.pending_size:
+                    stream.queued = False
+                    self._queued -= 1
+                    if not self._stalled_since:
+                        self._stalled_since = self._loop.time()
+                        self._timer.arm(self._stalled_since + self._server.config.limits.send_timeout)
+                    continue
+                budget -= stream.frame(parts, min(window, frame_size))
+                if stream.has_pending:
+                    ready.append(stream)
+                else:
+                    stream.queued = False
+                    self._queued -= 1
+            if budget <= 0:
+                return
+
+    def _clear_ready(self) -> None:
+        for ready in self._ready:
+            ready.clear()
+        self._queued = 0
+
+    def reprioritize(self, stream: H2Stream, urgency: int) -> None:
+        """RFC 9218: a PRIORITY_UPDATE moved the stream (its place in the queues follows)."""
+        if stream.queued:
+            self._ready[stream.urgency].remove(stream)
+            self._ready[urgency].append(stream)
+        stream.urgency = urgency
 
     def _window_opened(self, stream_id: int) -> None:
         self._stalled_since = 0.0
@@ -301,7 +328,7 @@ class H2Connection:
         self._timer.close()
         streams = list(self.streams.values())
         self.streams.clear()
-        self._ready.clear()
+        self._clear_ready()
         for stream in streams:
             stream.reset_received()
         self._run_releases()

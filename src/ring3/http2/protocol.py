@@ -26,12 +26,13 @@ from typing import Any
 
 from ring3.http2 import frames as f
 from ring3.http2.hpack import CompressionError, Decoder, HeaderListTooLarge
-from ring3.http2.request import MalformedRequest, RefusedRequest, parse_request
+from ring3.http2.request import MalformedRequest, RefusedRequest, parse_request, parse_urgency
 from ring3.http2.sending import SendingSide
 from ring3.http2.state import (
     CLOSE,
     DATA,
     GOAWAY,
+    PRIORITY,
     RECENTLY_CLOSED,
     REFUSED,
     REQUEST,
@@ -46,8 +47,8 @@ from ring3.http2.state import (
     StreamState,
 )
 
-__all__ = ["CLOSE", "DATA", "GOAWAY", "REFUSED", "REQUEST", "RESET", "TRAILERS", "WINDOW", "H2Event",
-           "H2Protocol", "H2Settings"]
+__all__ = ["CLOSE", "DATA", "GOAWAY", "PRIORITY", "REFUSED", "REQUEST", "RESET", "TRAILERS", "WINDOW",
+           "H2Event", "H2Protocol", "H2Settings"]
 
 
 class H2Protocol(SendingSide):
@@ -157,9 +158,7 @@ class H2Protocol(SendingSide):
         elif kind == f.PUSH_PROMISE:
             raise H2ConnectionError(f.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
         elif kind == f.PRIORITY_UPDATE:
-            if stream_id:
-                raise H2ConnectionError(f.PROTOCOL_ERROR, "PRIORITY_UPDATE on a stream")
-            self._charge("PRIORITY_UPDATE")
+            self._on_priority_update(stream_id, payload)
         # other types are extensions: ignored (RFC 9113 4.1, 5.5)
 
     def _charge(self, what: str) -> None:
@@ -446,6 +445,19 @@ class H2Protocol(SendingSide):
             return
         self._charge("PING")
         self._out.append(f.frame(f.PING, f.FLAG_ACK, 0, payload))
+
+    def _on_priority_update(self, stream_id: int, payload: bytes) -> None:
+        """RFC 9218 7.1: a stream's new priority, sent on stream 0."""
+        if stream_id:
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "PRIORITY_UPDATE on a stream")
+        if len(payload) < 4:
+            raise H2ConnectionError(f.FRAME_SIZE_ERROR, "PRIORITY_UPDATE shorter than 4 bytes")
+        self._charge("PRIORITY_UPDATE")
+        prioritized = f.unpack_u32(payload) & f.MAX_WINDOW
+        if not prioritized:
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "PRIORITY_UPDATE for stream 0")
+        if prioritized in self.streams:  # for an idle stream: its HEADERS' Priority field decides
+            self._events.append((PRIORITY, prioritized, parse_urgency(payload[4:]), None))
 
     def _on_priority(self, stream_id: int, payload: bytes) -> None:
         if not stream_id:

@@ -23,6 +23,23 @@ _CONDITIONAL = frozenset(
 _PSEUDO = frozenset((b":method", b":scheme", b":path", b":authority", b":protocol"))
 
 
+DEFAULT_URGENCY = 3  # RFC 9218 4.1
+
+
+def parse_urgency(value: bytes | None) -> int:
+    """The urgency (0 to 7) of an RFC 9218 Priority field value ("u=1, i"); the default when absent or
+    not understood (an unknown or malformed member is ignored, as RFC 9218 4 asks)."""
+    if not value:
+        return DEFAULT_URGENCY
+    for member in value.split(b","):
+        key, _, rest = member.strip().partition(b"=")
+        if key == b"u":
+            digits = rest.partition(b";")[0].strip()
+            if len(digits) == 1 and 48 <= digits[0] <= 55:  # "0" to "7"
+                return digits[0] - 48
+    return DEFAULT_URGENCY
+
+
 class MalformedRequest(Exception):
     """A stream error of type PROTOCOL_ERROR (RFC 9113 8.1.1)."""
 

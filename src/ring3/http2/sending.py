@@ -45,6 +45,7 @@ class SendingSide:
             announced[f.SETTINGS_HEADER_TABLE_SIZE] = s.header_table_size
         if s.enable_connect_protocol:
             announced[f.SETTINGS_ENABLE_CONNECT_PROTOCOL] = 1
+        announced[f.SETTINGS_NO_RFC7540_PRIORITIES] = 1  # RFC 9218 2.1: priorities are RFC 9218's
         self._out.append(f.settings_frame(announced))
         extra = s.connection_window_size - f.DEFAULT_WINDOW
         if extra > 0:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ring3.http2.request import RequestHead
 
-REQUEST, DATA, TRAILERS, REFUSED, RESET, WINDOW, GOAWAY, CLOSE = range(8)
+REQUEST, DATA, TRAILERS, REFUSED, RESET, WINDOW, GOAWAY, CLOSE, PRIORITY = range(9)
 H2Event = tuple[int, int, Any, Any]
 
 RECENTLY_CLOSED = 256  # closed stream ids remembered, to tell "closed" (STREAM_CLOSED) from "never used"

@@ -23,6 +23,7 @@ from ring3.handlers.status import status_response
 from ring3.http1.serialize import NO_BODY_STATUSES
 from ring3.http2 import frames as f
 from ring3.http2.hpack import encode_status
+from ring3.http2.request import parse_urgency
 from ring3.http2.response import response_block
 from ring3.http2.tunnel import StreamChannel
 
@@ -75,6 +76,7 @@ class H2Stream(Exchange):
         "pending_size",
         "queued",
         "stream_id",
+        "urgency",
     )
 
     def __init__(self, conn: H2Connection, stream_id: int, request: Request, end_stream: bool) -> None:
@@ -107,6 +109,7 @@ class H2Stream(Exchange):
         self._early: list[bytes] | None = None  # tunnel bytes that came before the protocol started
         self._early_end = False
         self.body_since = self._loop.time()  # the last piece of the request body (or the head)
+        self.urgency = parse_urgency(request.header(b"priority"))  # RFC 9218: 0 is sent first
 
     @property
     def awaiting_body(self) -> bool:
