@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from conftest import ResponseReader, RunningServer
 
@@ -169,5 +170,35 @@ def test_ledger_counts_the_wake_ups_of_the_wsgi_pool(ring3_process: Start, tmp_p
 
     ledger, traced_calls, summary = traced(server, tmp_path, exercise)
     assert ledger["send"] >= 2 * 300 and ledger["recv"] >= 2 * 300  # the responses and the wake-ups
+    found = mismatches(ledger, traced_calls)
+    assert not found, "\n".join(found) + "\n" + summary
+
+
+@pytest.mark.parametrize("file_frames", ["read", "sendfile"])
+def test_ledger_agrees_with_strace_over_http2(ring3_process: Start, site: Path, tmp_path: Path,
+                                              file_frames: str) -> None:
+    """h2c with h2load: ten streams per connection share each read and write, and a file's DATA frames
+    leave by batched reads or by sendfile; the ledger counts those calls as strace does."""
+    (site / "64k.bin").write_bytes(os.urandom(64 * 1024))
+    server = ring3_process(str(site), "--listen", "127.0.0.1:0", "--access-log", "off",
+                           "--admin", "127.0.0.1:0", "--file-frames", file_frames)
+    h2load = shutil.which("h2load")
+    assert h2load, "h2load is missing: scripts/test installs nghttp2-client"
+
+    warm = subprocess.run([h2load, "-n", "1", f"{server.url}/64k.bin"], capture_output=True, text=True,
+                          timeout=30, check=False).stdout
+    assert "1 succeeded" in warm, warm  # ring3.http2 is imported with the first HTTP/2 connection
+
+    def exercise() -> int:
+        out = subprocess.run([h2load, "-n", "1000", "-c", "4", "-m", "10", f"{server.url}/64k.bin"],
+                             capture_output=True, text=True, timeout=60, check=False).stdout
+        assert "1000 succeeded" in out, out
+        return 1000
+
+    ledger, traced_calls, summary = traced(server, tmp_path, exercise)
+    if file_frames == "read":  # a stream's turn is 64 KiB: one preadv for a file's four frames
+        assert 1000 <= ledger["pread"] <= 1300 and ledger["sendfile"] == 0
+    else:
+        assert ledger["sendfile"] >= 4000  # four 16 KiB frames per file
     found = mismatches(ledger, traced_calls)
     assert not found, "\n".join(found) + "\n" + summary

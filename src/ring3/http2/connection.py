@@ -35,6 +35,8 @@ logger = logging.getLogger("ring3.error")
 
 RECV_SIZE = 256 * 1024
 URGENCIES = 8  # RFC 9218 4.1: 0 (most urgent) to 7; 3 by default
+TURN_BYTES = 64 * 1024  # body bytes a stream sends per turn before the next stream's turn
+OUTPUT_BACKLOG = 256  # frames the core may hold for a client whose socket is full before reading stops
 WRITE_BATCH = 512 * 1024  # body bytes framed per flush before the output path gets them
 
 
@@ -216,10 +218,11 @@ class H2Connection:
             if not protocol.has_output and not self._queued:
                 break
         if output.blocked:
-            # The client does not read: stop reading what it sends too, so what it asks for cannot pile
-            # up here (answers to requests or PINGs it never takes). Reading resumes once all has left.
+            # The socket is full. Reading goes on (the client's WINDOW_UPDATEs, its next requests: a
+            # large download must not hide them), unless frames the client has not taken pile up (acks,
+            # resets, heads of answers): then reading waits until what is queued has left.
             self._timer.arm(output.progress_at + self._server.config.limits.send_timeout)
-            if self._reading:
+            if self._reading and protocol.backlog > OUTPUT_BACKLOG:
                 self._reading = False
                 self._loop.remove_reader(self._fd)
             output.when_drained(self._flush)
@@ -254,16 +257,30 @@ class H2Connection:
         frame_size = protocol.peer_max_frame_size
         for ready in self._ready:
             while ready and budget > 0:
+                if protocol.send_window <= 0 and ready[0].pending_size:
+                    # The connection's credit is spent: every stream waits, each keeping its place in
+                    # turn (a stream dropped here and queued again at the end would let the one that
+                    # just used the credit take all the next, and starve the rest).
+                    self._stall()
+                    return
                 stream = ready.popleft()
                 window = protocol.window(stream.stream_id)
-                if window <= 0 and stream.pending_size:
+                if window <= 0 and stream.pending_size:  # this stream's own credit is spent
                     stream.queued = False
                     self._queued -= 1
-                    if not self._stalled_since:
-                        self._stalled_since = self._loop.time()
-                        self._timer.arm(self._stalled_since + self._server.config.limits.send_timeout)
+                    self._stall()
                     continue
-                budget -= stream.frame(parts, min(window, frame_size))
+                # One turn: up to TURN_BYTES in consecutive frames (a file's are then read at once).
+                turn = 0
+                while turn < TURN_BYTES and stream.has_pending:
+                    room = min(protocol.window(stream.stream_id), frame_size, TURN_BYTES - turn)
+                    if room <= 0 and stream.pending_size:
+                        break
+                    sent = stream.frame(parts, room)
+                    turn += sent
+                    if not sent:
+                        break  # the end of the stream went (an empty frame)
+                budget -= turn
                 if stream.has_pending:
                     ready.append(stream)
                 else:
@@ -271,6 +288,11 @@ class H2Connection:
                     self._queued -= 1
             if budget <= 0:
                 return
+
+    def _stall(self) -> None:
+        if not self._stalled_since:
+            self._stalled_since = self._loop.time()
+            self._timer.arm(self._stalled_since + self._server.config.limits.send_timeout)
 
     def _clear_ready(self) -> None:
         for ready in self._ready:

@@ -64,6 +64,11 @@ class SendingSide:
     def has_output(self) -> bool:
         return bool(self._out)
 
+    @property
+    def backlog(self) -> int:
+        """Pieces of frames waiting in data_to_send()."""
+        return len(self._out)
+
     def _forget(self, stream_id: int) -> StreamState | None:
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
