@@ -332,3 +332,17 @@ def test_priority_update_reorders_streams_in_flight(big_site: Path, ring3_proces
         first, second = client.wait(earlier, later, timeout=30)
     assert len(first.body) == len(second.body) == 10 * 1024 * 1024
     assert second.ended_at < first.ended_at
+
+
+def test_expect_100_continue_is_answered_when_the_app_reads(in_process: StartInProcess) -> None:
+    server = serve_app(in_process, [])
+    with H2Client(server.port) as client:
+        stream = client.request("/echo", method="POST", end=False, headers=[("expect", "100-continue")])
+        deadline = time.monotonic() + 5
+        while client.answers[stream].headers.get(":status") != "100" and time.monotonic() < deadline:
+            assert client.pump(0.5)
+        assert client.answers[stream].headers.get(":status") == "100"  # before any byte of the body
+        client.conn.send_data(stream, b"body", end_stream=True)
+        client._flush()
+        [answer] = client.wait(stream)
+    assert answer.headers[":status"] == "200" and answer.headers["x-length"] == "4"
