@@ -346,3 +346,35 @@ def test_expect_100_continue_is_answered_when_the_app_reads(in_process: StartInP
         client._flush()
         [answer] = client.wait(stream)
     assert answer.headers[":status"] == "200" and answer.headers["x-length"] == "4"
+
+
+async def _trailers_app(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "trailers": True,
+                "headers": [(b"content-type", b"text/plain"), (b"trailer", b"x-checksum")]})
+    await send({"type": "http.response.body", "body": b"part one, ", "more_body": True})
+    await send({"type": "http.response.body", "body": b"part two"})
+    await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc")],
+                "more_trailers": True})
+    await send({"type": "http.response.trailers", "headers": [(b"X-Count", b"2"), (b"content-length", b"9")]})
+
+
+def test_asgi_trailers_over_http2(in_process: StartInProcess) -> None:
+    server = in_process(ASGIHandler(_trailers_app, AppSection()))
+    with H2Client(server.port) as client:
+        answer = client.get("/", headers=[("te", "trailers")])
+    assert answer.body == b"part one, part two"
+    assert answer.headers["x-checksum"] == "abc" and answer.headers["x-count"] == "2"
+    assert "content-length" not in answer.headers  # a framing field never goes as a trailer
+
+
+def test_asgi_trailers_over_http11_chunked(in_process: StartInProcess) -> None:
+    server = in_process(ASGIHandler(_trailers_app, AppSection()))
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nTE: trailers\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert body.endswith(b"0\r\nx-checksum: abc\r\nx-count: 2\r\n\r\n"), body
+    assert b"part two" in body

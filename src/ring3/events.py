@@ -147,8 +147,9 @@ class BodyWriter(Protocol):
     async def drain(self) -> None:
         """Wait until what was written has left (raises ClientDisconnected if the client goes)."""
 
-    def end(self) -> None:
-        """The body is complete."""
+    def end(self, trailers: Headers | None = None) -> None:
+        """The body is complete; `trailers` are sent after it where the protocol carries them (HTTP/2,
+        a chunked HTTP/1.1 body), and dropped where it cannot."""
 
     def abort(self) -> None:
         """Give the response up: the connection closes, so the client sees it cut short."""

@@ -64,6 +64,7 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 EXTENSIONS: dict[str, dict[str, Any]] = {
     "http.response.pathsend": {},
     "http.response.zerocopysend": {},
+    "http.response.trailers": {},
 }
 # Response header fields the connection owns: it decides the framing and the connection's fate.
 _FRAMING_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
@@ -190,6 +191,7 @@ class HTTPExchange(AppExchange):
         "_settled",
         "_status",
         "_stream",
+        "_trailers",
         "_waiter",
     )
 
@@ -205,6 +207,7 @@ class HTTPExchange(AppExchange):
         self._declared: int | None = None
         self._sets_fields = 0  # the application's own Date or Server (Response.sets_fields)
         self._stream: _PushStream | None = None
+        self._trailers: Headers | None = None  # announced by http.response.start: collected here
         self._complete = False  # the application has sent its whole response
         self._finished = False  # the connection is done with the response (sent or abandoned)
         self._disconnected = False
@@ -288,8 +291,15 @@ class HTTPExchange(AppExchange):
             return  # HEAD: the body an application sends anyway goes nowhere
         if self._complete:
             raise RuntimeError(f"{kind} sent after the response was complete")
-        if kind == "http.response.body":
+        if self._trailers is not None and kind != "http.response.trailers":
+            # The body never ends the response: the trailers do (ASGI's HTTP Trailers extension).
+            if kind != "http.response.body":
+                raise RuntimeError(f"{kind} with trailers announced")
+            await self._send_piece(bytes(message.get("body", b"")), True)
+        elif kind == "http.response.body":
             await self._send_piece(bytes(message.get("body", b"")), bool(message.get("more_body", False)))
+        elif kind == "http.response.trailers":
+            await self._send_trailers(message)
         elif kind == "http.response.pathsend":
             self._send_path(message["path"])
         elif kind == "http.response.zerocopysend":
@@ -316,6 +326,8 @@ class HTTPExchange(AppExchange):
                 headers.append((name, value))
             else:  # ASGI allows any byte strings: make them bytes for the serialiser's checks
                 headers.append((bytes(name), bytes(value)))
+        if message.get("trailers"):
+            self._trailers = []
         self._status = status  # started only once the head is known to be valid: else a 500
 
     async def _send_piece(self, piece: Segment, more: bool) -> None:
@@ -330,6 +342,20 @@ class HTTPExchange(AppExchange):
         if not more:
             self._complete = True
         await stream.put(piece, more)
+
+    async def _send_trailers(self, message: Message) -> None:
+        trailers = self._trailers
+        if trailers is None:
+            raise RuntimeError("http.response.trailers without trailers in http.response.start")
+        trailers.extend((bytes(name).lower(), bytes(value)) for name, value in message.get("headers", ()))
+        if message.get("more_trailers"):
+            return
+        self._complete = True
+        stream = self._stream
+        if stream is None:
+            stream = self._stream = _PushStream(self._loop)
+            self._commit(stream)
+        await stream.put(b"", False, trailers)
 
     def _send_path(self, path: str) -> None:
         """pathsend: the file by sendfile, or from the file cache once it is hot (no syscall at all)."""
@@ -458,7 +484,7 @@ class _PushStream(PushedBody):
     connection (no task or future in between) and waits only when the socket is full. Pieces sent before
     the connection takes the response (its head is still being decided) are kept until it does."""
 
-    __slots__ = ("_ended", "_failed", "_loop", "_pending", "_waiter", "_writer")
+    __slots__ = ("_ended", "_failed", "_loop", "_pending", "_trailers", "_waiter", "_writer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -467,6 +493,7 @@ class _PushStream(PushedBody):
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False
         self._failed = False
+        self._trailers: Headers | None = None
 
     @property
     def ended(self) -> bool:
@@ -484,12 +511,13 @@ class _PushStream(PushedBody):
             return  # the connection is closing: its cleanup tells the exchange
         self._pending = []
         if self._ended:
-            writer.end()
+            writer.end(self._trailers)
         self._wake(None)
 
-    async def put(self, piece: Segment, more: bool) -> None:
+    async def put(self, piece: Segment, more: bool, trailers: Headers | None = None) -> None:
         if not more:
             self._ended = True
+            self._trailers = trailers
         writer = self._writer
         if writer is None:
             if piece:
@@ -503,7 +531,7 @@ class _PushStream(PushedBody):
         if piece:
             writer.write(piece)
         if not more:
-            writer.end()
+            writer.end(trailers)
         elif writer.blocked:
             await writer.drain()
 

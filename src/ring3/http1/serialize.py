@@ -54,6 +54,10 @@ def serialize_head(status: int, common: bytes, headers: Headers, content_length:
     return b"".join((status_line(status), common, fields, header_block, length, connection, b"\r\n"))
 
 
+# Fields that frame, route or authenticate a message: never sent as trailers (RFC 9110 6.5.1).
+NOT_IN_TRAILERS = frozenset((b"content-length", b"content-type", b"content-encoding", b"host", b"trailer",
+                             b"te", b"transfer-encoding", b"authorization", b"set-cookie", b"cache-control"))
+
 _BAD_NAME = re.compile(rb"[ \t\r\n:\0]")
 _BAD_VALUE = re.compile(rb"[\r\n\0]")
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ring3.errors import ClientDisconnected
-from ring3.events import Segment
+from ring3.errors import ClientDisconnected, LocalProtocolError
+from ring3.events import Headers, Segment
+from ring3.http1.serialize import NOT_IN_TRAILERS, check_header
 from ring3.output import SendFailed
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class H1BodyWriter:
         except SendFailed:
             raise ClientDisconnected("the client closed the connection") from None
 
-    def end(self) -> None:
+    def end(self, trailers: Headers | None = None) -> None:
         connection = self._connection
         if connection._closed or self._done:
             return
@@ -71,9 +72,19 @@ class H1BodyWriter:
         if declared is not None and self._sent != declared:
             self._fail(f"the body is {declared - self._sent} bytes short of its length")
             return
+        section = b""
+        if trailers and self._chunked:  # RFC 9112 7.1.2; a body of declared length has no place for them
+            try:
+                for name, value in trailers:
+                    check_header(name, value)
+            except LocalProtocolError as exc:
+                self._fail(str(exc))
+                return
+            section = b"".join([b"%s: %s\r\n" % (name.lower(), value) for name, value in trailers
+                                if name.lower() not in NOT_IN_TRAILERS])
         self._done = True
         connection._log_sent = self._sent
-        tail = self._pending + b"0\r\n\r\n" if self._chunked else self._pending
+        tail = self._pending + b"0\r\n" + section + b"\r\n" if self._chunked else self._pending
         try:
             connection._output.send(tail, None, connection._on_response_sent)
         except (SendFailed, OSError) as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ring3.errors import LocalProtocolError
 from ring3.events import Headers
+from ring3.http1.serialize import NOT_IN_TRAILERS
 from ring3.http2.hpack import encode_field, encode_integer, encode_status
 
 _CONNECTION_SPECIFIC = frozenset(
@@ -35,14 +36,15 @@ def convert_lines(lines: bytes) -> bytes:
     return block
 
 
-def encode_headers(headers: Headers) -> bytes:
-    """A handler's fields as HPACK (raises LocalProtocolError for one that would be malformed)."""
+def encode_headers(headers: Headers, *, trailers: bool = False) -> bytes:
+    """A handler's fields as HPACK (raises LocalProtocolError for one that would be malformed). In
+    trailers the fields that frame or route a message are left out too (RFC 9110 6.5.1)."""
     parts = []
     for name, value in headers:
         if b"\r" in value or b"\n" in value or b"\0" in value or not name or b"\0" in name:
             raise LocalProtocolError(f"invalid response header {name!r}")
         name = name.lower()
-        if name in _CONNECTION_SPECIFIC or name[:1] == b":":
+        if name in _CONNECTION_SPECIFIC or name[:1] == b":" or (trailers and name in NOT_IN_TRAILERS):
             continue
         parts.append(encode_field(name, value))
     return b"".join(parts)

@@ -91,22 +91,27 @@ class SendingSide:
 
     def send_headers(self, stream_id: int, block: bytes, end_stream: bool) -> None:
         """Queue a header block (split into CONTINUATION frames beyond the client's frame size)."""
+        self._out.extend(self.header_frames(stream_id, block, end_stream))
+
+    def header_frames(self, stream_id: int, block: bytes, end_stream: bool) -> list[bytes]:
+        """The frames of a header block, for the caller to send in its place among DATA frames (the
+        trailers after a body); END_STREAM ends ring3's side of the stream."""
         if self._table_update:
             self._table_update = False
             block = TABLE_SIZE_ZERO + block
         flags = f.FLAG_END_STREAM if end_stream else 0
         size = self.peer_max_frame_size
         if len(block) <= size:
-            self._out.append(f.frame_header(len(block), f.HEADERS, flags | f.FLAG_END_HEADERS, stream_id))
-            self._out.append(block)
+            frames = [f.frame_header(len(block), f.HEADERS, flags | f.FLAG_END_HEADERS, stream_id), block]
         else:
-            self._out.append(f.frame(f.HEADERS, flags, stream_id, block[:size]))
+            frames = [f.frame(f.HEADERS, flags, stream_id, block[:size])]
             for at in range(size, len(block), size):
                 last = at + size >= len(block)
-                self._out.append(f.frame(f.CONTINUATION, f.FLAG_END_HEADERS if last else 0, stream_id,
-                                         block[at:at + size]))
+                frames.append(f.frame(f.CONTINUATION, f.FLAG_END_HEADERS if last else 0, stream_id,
+                                      block[at:at + size]))
         if end_stream:
             self._local_end(stream_id)
+        return frames
 
     def data_header(self, stream_id: int, length: int, end_stream: bool) -> bytes:
         """The 9-byte header of a DATA frame of `length` bytes, its credit taken; the caller sends the

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING
 
 from ring3.body import EMPTY_BODY, RequestBody
 from ring3.errors import ClientDisconnected, LocalProtocolError
-from ring3.events import FileRange, PushedBody, Request, Response, Segment, Upgrade
+from ring3.events import FileRange, Headers, PushedBody, Request, Response, Segment, Upgrade
 from ring3.exchange import Exchange, abandon, fixed_body
 from ring3.handlers.status import status_response
 from ring3.http1.serialize import NO_BODY_STATUSES
 from ring3.http2 import frames as f
 from ring3.http2.hpack import encode_status
 from ring3.http2.request import parse_urgency
-from ring3.http2.response import response_block
+from ring3.http2.response import encode_headers, response_block
 from ring3.http2.tunnel import StreamChannel
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ class H2Stream(Exchange):
         "_pending",
         "_response_done",
         "_response_started",
+        "_trailers",
         "_upgrade",
         "_withheld",
         "body_since",
@@ -108,6 +109,7 @@ class H2Stream(Exchange):
         self._withheld = 0  # tunnel bytes taken while paused: credit given back on resume
         self._early: list[bytes] | None = None  # tunnel bytes that came before the protocol started
         self._early_end = False
+        self._trailers: bytes | None = None  # an HPACK block to end the stream with, after the body
         self.body_since = self._loop.time()  # the last piece of the request body (or the head)
         self.urgency = parse_urgency(request.header(b"priority"))  # RFC 9218: 0 is sent first
 
@@ -258,7 +260,10 @@ class H2Stream(Exchange):
         protocol = self._conn.protocol
         if not pending:  # only the end is left (a pushed body ended after its last piece had gone)
             self._end_pending = False
-            parts.append(protocol.data_header(self.stream_id, 0, True))
+            if self._trailers is not None:
+                parts.extend(protocol.header_frames(self.stream_id, self._trailers, True))
+            else:
+                parts.append(protocol.data_header(self.stream_id, 0, True))
             self._sent_all()
             return 0
         piece = pending[0]
@@ -274,9 +279,12 @@ class H2Stream(Exchange):
             pending.popleft()
         self.pending_size -= size
         last = not pending and self._end_pending
-        parts.append(protocol.data_header(self.stream_id, size, last))
+        trailers = self._trailers if last else None
+        parts.append(protocol.data_header(self.stream_id, size, last and trailers is None))
         parts.append(piece)
         if last:
+            if trailers is not None:
+                parts.extend(protocol.header_frames(self.stream_id, trailers, True))
             self._end_pending = False
             self._sent_all()
         elif self._drain_waiter is not None and self.pending_size < WRITER_HIGH_WATER:
@@ -421,7 +429,9 @@ class H2Stream(Exchange):
         self.pending_size += size
         self._conn.ready(self)
 
-    def end_push(self) -> None:
+    def end_push(self, trailers: bytes | None = None) -> None:
+        """The body is complete (`trailers`: an HPACK block sent after it with END_STREAM)."""
+        self._trailers = trailers
         self._end_pending = True
         self._conn.ready(self)
 
@@ -474,16 +484,23 @@ class H2BodyWriter:
     async def drain(self) -> None:
         await self._stream.wait_writable()
 
-    def end(self) -> None:
+    def end(self, trailers: Headers | None = None) -> None:
         stream = self._stream
         if stream._closed or self._done:
             return
         if self._declared is not None and self._sent != self._declared:
             self._fail(f"the body is {self._declared - self._sent} bytes short of its length")
             return
+        block = None
+        if trailers:
+            try:
+                block = encode_headers(trailers, trailers=True)
+            except LocalProtocolError as exc:
+                self._fail(str(exc))
+                return
         self._done = True
         stream._log_sent = self._sent
-        stream.end_push()
+        stream.end_push(block)
 
     def abort(self) -> None:
         self._done = True
