@@ -3,8 +3,9 @@ ring3 alone).
 
 Installs what it needs (wrk, h2load, strace, nginx, gcc, openssl from apt; the Python peers and matplotlib
 in bench/.venv), runs every scenario (static files, then applications hosted over ASGI, WSGI and WebSocket,
-then TLS) with interleaved repetitions, counts syscalls per request with strace (and, for ring3, with its own
-ledger), and writes Markdown, JSON and a chart under bench/results/.
+then TLS, then HTTP/2) with interleaved repetitions, counts syscalls per request with strace (and, for ring3,
+with its own ledger), and writes Markdown, JSON and a chart under bench/results/. With --baseline PATH,
+ring3 is also run from another checkout (ring3-base) beside every ring3.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchkit import figures, handshakes, idle, lineups, load, report, servers, syscalls, tls, tools
+from benchkit import baseline, figures, handshakes, idle, lineups, load, report, servers, syscalls, tls, tools
 from benchkit.procs import cpu_seconds, peak_rss_kib, rss_kib
-from benchkit.scenarios import IDLE, SCENARIOS, STATIC, WEBSOCKET, Scenario, make_site
+from benchkit.scenarios import GROUPS, IDLE, SCENARIOS, STATIC, WEBSOCKET, Scenario, chosen, make_site
 from benchkit.servers import Server, ServerSpec
 
 import ring3
@@ -39,7 +40,6 @@ QUICK_IDLE = 500  # idle connections held with --quick (a full run holds the sce
 IDLE_TIMEOUT = 60.0  # seconds allowed to open and answer them all
 IDLE_SETTLE = 0.5  # seconds between the last response and reading the server's memory
 Record = figures.Record
-TLS_GROUP = "tls"  # --scenario tls: the TLS scenarios
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,14 @@ class Settings:
     skipped: dict[str, str]  # scenario -> why ring3 cannot run it here (--quick leaves it out)
     with_admin: bool
     out: Path
+    baseline: baseline.Baseline | None  # --baseline: ring3-base beside every ring3
 
     def specs_for(self, scenario: Scenario) -> list[ServerSpec]:
-        """The scenario's servers: ring3's alone with --quick (ring3-static too), those named with
-        --servers."""
+        """The scenario's servers: ring3's alone with --quick (ring3-static and ring3-base too), those
+        named with --servers."""
         specs = list(lineups.lineup(scenario))
+        if self.baseline is not None:
+            specs = self.baseline.beside(specs)
         if self.wanted is not None:
             return [spec for spec in specs if spec.name in self.wanted or spec.family in self.wanted]
         return [spec for spec in specs if not self.quick or spec.family == "ring3"]
@@ -68,7 +71,7 @@ class Settings:
 
     def strace_requests(self, scenario: Scenario, spec: ServerSpec) -> int:
         scaled = round(scenario.strace_requests * self.strace_scale * spec.strace_share)
-        return max(scenario.connections * scenario.pipeline, scaled)
+        return max(scenario.connections * scenario.in_flight, scaled)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -79,18 +82,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "bench/results/tmp with --quick)")
     parser.add_argument("--duration", type=int, help="seconds per run (default 5, 1 with --quick)")
     parser.add_argument("--repetitions", type=int, help="interleaved repetitions (default 3, 1 with --quick)")
-    parser.add_argument("--servers", help="comma-separated subset of ring3,nginx,granian,uvicorn,gunicorn "
-                        "(a name picks its variants too: granian-rsgi, uvicorn-wsproto, ring3-static, ...)")
-    parser.add_argument("--scenario", action="append", choices=[TLS_GROUP, *(s.name for s in SCENARIOS)],
-                        help=f"run only this scenario (repeatable; '{TLS_GROUP}': every TLS scenario)")
+    parser.add_argument("--servers", help="comma-separated subset of ring3,nginx,granian,uvicorn,gunicorn,"
+                        "hypercorn (a name picks its variants too: granian-rsgi, uvicorn-wsproto, "
+                        "ring3-static, ring3-base, ...)")
+    parser.add_argument("--scenario", action="append", choices=[*GROUPS, *(s.name for s in SCENARIOS)],
+                        help="run only this scenario (repeatable; 'tls': the HTTP/1.1 ones over TLS, "
+                        "'h2': the HTTP/2 ones)")
+    parser.add_argument("--baseline", type=Path, metavar="PATH",
+                        help="another ring3 checkout (a git worktree): every scenario that runs ring3 also "
+                        "runs ring3-base, the same command with PATH/src first on PYTHONPATH")
     return parser.parse_args(argv)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     wanted = frozenset(args.servers.split(",")) if args.servers else None
-    chosen = set(args.scenario or ())
-    scenarios = tuple(s for s in SCENARIOS
-                      if not chosen or s.name in chosen or (s.tls and TLS_GROUP in chosen))
+    names = set(args.scenario or ())
+    scenarios = tuple(s for s in SCENARIOS if not names or chosen(s, names))
     skipped: dict[str, str] = {}
     if args.quick:  # a full run installs a C compiler; ring3 without an interface fails in its row
         skipped = {s.name: reason for s in scenarios if (reason := lineups.missing_for(s)) is not None}
@@ -99,7 +106,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         quick=args.quick, duration_s=args.duration or (1 if args.quick else 5),
         repetitions=args.repetitions or (1 if args.quick else 3), warmup_s=0 if args.quick else 1,
         strace_scale=0.1 if args.quick else 1.0, wanted=wanted, scenarios=scenarios, skipped=skipped,
-        with_admin=servers.ring3_has_admin(), out=args.out or (QUICK_RESULTS if args.quick else RESULTS))
+        with_admin=servers.ring3_has_admin(), out=args.out or (QUICK_RESULTS if args.quick else RESULTS),
+        baseline=baseline.load(args.baseline) if args.baseline else None)
 
 
 def prepare(settings: Settings, work: Path) -> None:
@@ -274,9 +282,11 @@ def add_costs(record: Record, server: Server, scenario: Scenario, settings: Sett
 
 
 def tls_session(server: Server) -> Record:
-    """The protocol, suite and ALPN the server settles on with the harness's own client."""
+    """The protocol, suite and ALPN the server settles on with the harness's own client (offering h2
+    first in the HTTP/2 scenarios, as h2load does)."""
+    alpn = tls.ALPN_H2 if server.spec.http2 else tls.ALPN
     try:
-        return tls.session_record(servers.HOST, server.launch.port, tls.files(server.launch.work))
+        return tls.session_record(servers.HOST, server.launch.port, tls.files(server.launch.work), alpn)
     except OSError as exc:
         return {"error": str(exc)}
 
@@ -324,11 +334,14 @@ def run_scenario(scenario: Scenario, settings: Settings, root: Path, work: Path)
     for spec in specs:
         if spec.name in failed:
             results[spec.name] = {"error": failed[spec.name], "peer": spec.peer}
+        if error := results.get(spec.name, {}).get("error"):
+            log(f"  {scenario.name}: {spec.name} failed: {' '.join(error.split())[:300]}")
     record = {"name": scenario.name, "title": scenario.title, "file": scenario.file, "kind": scenario.kind,
               "unit": scenario.unit, "rate_key": scenario.rate_key, "static_goal": scenario.static_goal,
               "connections": scenario.connections, "pipeline": scenario.pipeline,
               "browser_headers": scenario.browser_headers, "expect_status": scenario.expect_status,
               "message_size": scenario.message_size, "tls": scenario.tls, "handshake": scenario.handshake,
+              "protocol": scenario.protocol, "streams": scenario.streams,
               "goals": [asdict(goal) for goal in scenario.goals],
               "results": {spec.name: results[spec.name] for spec in specs if spec.name in results}}
     record["ratios"] = report.ratios(record)
@@ -336,12 +349,15 @@ def run_scenario(scenario: Scenario, settings: Settings, root: Path, work: Path)
 
 
 # Versions of bench/.venv's packages shown when a server of this family ran.
-VENV_VERSIONS = {"granian": ("granian",), "gunicorn": ("gunicorn",),
+VENV_VERSIONS = {"granian": ("granian",), "gunicorn": ("gunicorn",), "hypercorn": ("hypercorn",),
                  "uvicorn": ("uvicorn", "uvloop", "httptools", "websockets", "wsproto")}
 
 
 def versions(settings: Settings) -> dict[str, str]:
     found = {"ring3": f"{ring3.__version__} ({report.git_commit(REPO)})"}
+    base = settings.baseline
+    if base is not None:
+        found[baseline.NAME] = f"{base.version} ({report.git_commit(base.checkout)})"
     families = {spec.family for spec in settings.all_specs()}
     if "nginx" in families:
         found["nginx"] = tools.tool_version([tools.find_tool("nginx") or "nginx", "-v"]).split("/")[-1]
@@ -349,7 +365,7 @@ def versions(settings: Settings) -> dict[str, str]:
     wanted = {name for family in families for name in VENV_VERSIONS.get(family, ())}
     if families & {"granian", "uvicorn"}:
         wanted.add("starlette")  # the static scenarios' uvicorn app and the starlette-file app
-    for name in (*VENV_VERSIONS["uvicorn"], "granian", "gunicorn", "starlette"):
+    for name in (*VENV_VERSIONS["uvicorn"], "granian", "gunicorn", "hypercorn", "starlette"):
         if name in venv and name in wanted:
             found[name] = venv[name]
     found["wrk"] = tools.tool_version(["wrk", "-v"]).split()[1]
@@ -428,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from(parse_args(argv))
     for name, reason in settings.skipped.items():
         log(f"scenario {name} left out: {reason}")
+    if settings.baseline is not None:
+        log(f"ring3 imports {ring3.__file__}; {baseline.NAME} imports {settings.baseline.package} "
+            f"({settings.baseline.version})")
     if not servers.pinning_available():
         log("fewer than 2 CPUs: servers and load generators are not pinned")
     with tempfile.TemporaryDirectory(prefix="ring3-bench-") as tmp:

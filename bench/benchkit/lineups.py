@@ -1,8 +1,8 @@
 """Which servers run each scenario, and what a scenario needs that ring3 or the machine may lack.
 
 Static scenarios: ring3 beside nginx, granian (its Rust static files) and uvicorn (Starlette's StaticFiles);
-over TLS, ring3 beside nginx. App scenarios: every server hosts the same application from bench/apps/, with
-one worker.
+over TLS and over HTTP/2, ring3 beside nginx. App scenarios: every server hosts the same application from
+bench/apps/, with one worker.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ REFERENCE = "reference"
 SLOW_UNDER_STRACE = 0.2  # uvicorn and gunicorn: a fifth of the count under strace (see ServerSpec)
 
 
-def ring3_app(app: str, interface: str = "asgi", tls: bool = False) -> ServerSpec:
-    return ServerSpec("ring3", servers.ring3_app_argv(app, interface), has_ledger=True, tls=tls)
+def ring3_app(app: str, interface: str = "asgi", tls: bool = False, http2: bool = False) -> ServerSpec:
+    return ServerSpec("ring3", servers.ring3_app_argv(app, interface), has_ledger=True, tls=tls, http2=http2)
 
 
 def ring3_variant(name: str, app: str, interface: str, *flags: str) -> ServerSpec:
@@ -34,8 +34,16 @@ def uvicorn_app(app: str, ws: str = "auto", name: str = "uvicorn", tls: bool = F
 
 
 def granian_app(app: str, interface: str = "asgi", name: str = "granian", peer: str = PYTHON,
-                tls: bool = False) -> ServerSpec:
-    return ServerSpec(name, servers.granian_app_argv(app, interface), peer=peer, tls=tls)
+                tls: bool = False, http2: bool = False) -> ServerSpec:
+    """granian hosting `app`; with `http2`, `--http 2` (it then answers HTTP/2 alone)."""
+    flags = ("--http", "2") if http2 else ()
+    return ServerSpec(name, servers.granian_app_argv(app, interface, *flags), peer=peer, tls=tls, http2=http2)
+
+
+def hypercorn_app(app: str) -> ServerSpec:
+    """hypercorn over TLS, where it offers h2 by ALPN."""
+    return ServerSpec("hypercorn", servers.hypercorn_app_argv(app), peer=PYTHON,
+                      strace_share=SLOW_UNDER_STRACE, tls=True, http2=True)
 
 
 def gunicorn_app(app: str) -> ServerSpec:
@@ -63,6 +71,8 @@ APP_LINEUPS: dict[str, tuple[ServerSpec, ...]] = {
                 uvicorn_app("ws_echo:app", "wsproto", name="uvicorn-wsproto"), granian_app("ws_echo:app")),
     "tls-asgi-hello": (ring3_app("hello_asgi:app", tls=True), granian_app("hello_asgi:app", tls=True),
                        uvicorn_app("hello_asgi:app", tls=True)),
+    "h2-asgi-hello": (ring3_app("hello_asgi:app", tls=True, http2=True),
+                      granian_app("hello_asgi:app", tls=True, http2=True), hypercorn_app("hello_asgi:app")),
 }
 
 
@@ -76,6 +86,15 @@ def tls_files_lineup(scenario: Scenario) -> tuple[ServerSpec, ...]:
             ServerSpec("nginx", nginx, peer="native", tls=True))
 
 
+def h2_files_lineup(scenario: Scenario) -> tuple[ServerSpec, ...]:
+    """ring3 and nginx serving the site over HTTP/2: h2 over TLS (both also take HTTP/1.1 there), or h2c
+    with prior knowledge on a plain listener (ring3's default; nginx 1.22's `listen ... http2` without
+    ssl)."""
+    nginx = servers.nginx_argv(nopush=True, http2=True)
+    return (ServerSpec("ring3", servers.ring3_argv, has_ledger=True, tls=scenario.tls, http2=True),
+            ServerSpec("nginx", nginx, peer="native", tls=scenario.tls, http2=True))
+
+
 def lineup(scenario: Scenario) -> tuple[ServerSpec, ...]:
     """Every server of the scenario, ring3 first."""
     if scenario.kind == IDLE:
@@ -84,6 +103,8 @@ def lineup(scenario: Scenario) -> tuple[ServerSpec, ...]:
         return (servers.RING3, servers.NGINX)
     if scenario.kind != STATIC:
         return APP_LINEUPS[scenario.name]
+    if scenario.http2:
+        return h2_files_lineup(scenario)
     if scenario.tls:
         return tls_files_lineup(scenario)
     nginx = (servers.NGINX, servers.NGINX_NOPUSH_OFF) if scenario.nopush_variants else (servers.NGINX,)

@@ -1,7 +1,7 @@
-"""The load generators, pinned to the load CPU: wrk for rates and latency, h2load for fixed counts, and
-bench/wsload (built here with cc) for WebSocket messages, both ways. wrk and h2load speak https too; with
-Connection: close both open a new connection per request, and both resume their last TLS session when the
-server gave them a ticket.
+"""The load generators, pinned to the load CPU: wrk for rates and latency, h2load for fixed counts (and for
+the rates of the HTTP/2 scenarios, which wrk does not speak), and bench/wsload (built here with cc) for
+WebSocket messages, both ways. wrk and h2load speak https too; with Connection: close both open a new
+connection per request, and both resume their last TLS session when the server gave them a ticket.
 
 Each rate run also reports the CPU time the load generator itself spent: a share of its core well below
 1 means it was not the bottleneck.
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchkit import tools
+from benchkit import h2load, tools
+from benchkit.h2load import HTTP1, H2loadResult
 from benchkit.scenarios import BROWSER_HEADERS, WEBSOCKET, Scenario
 from benchkit.servers import HOST, LOAD_CPU, pinned
 from benchkit.tls import TLS13_CIPHERS
@@ -77,9 +78,11 @@ def _children_cpu_s() -> float:
 
 
 def run_rate(url: str, scenario: Scenario, seconds: int) -> WrkResult:
-    """The scenario's rate run: wrk, or wsload for WebSocket messages."""
+    """The scenario's rate run: wrk, wsload for WebSocket messages, h2load over HTTP/2."""
     if scenario.kind == WEBSOCKET:
         return run_wsload(url, scenario, seconds=seconds)
+    if scenario.http2:
+        return run_h2load_rate(url, scenario, seconds)
     return run_wrk(url, scenario, seconds)
 
 
@@ -90,7 +93,7 @@ def run_count(url: str, scenario: Scenario, requests: int, timeout: float) -> H2
     result = run_wsload(url, scenario, messages=requests, timeout=timeout)
     failed = result.socket_errors
     return H2loadResult(result.requests, result.requests, {"2xx": result.requests, "3xx": 0, "4xx": 0,
-                                                           "5xx": failed})
+                                                           "5xx": failed}, failed)
 
 
 def run_wrk(url: str, scenario: Scenario, seconds: int) -> WrkResult:
@@ -161,27 +164,34 @@ def run_wsload(url: str, scenario: Scenario, seconds: int | None = None, message
         load_cpu_s=data["cpu_us"] / 1e6)
 
 
-@dataclass(frozen=True)
-class H2loadResult:
-    requests: int  # done
-    succeeded: int
-    status: dict[str, int]  # "2xx" -> count
-
-
-def h2load_argv(url: str, scenario: Scenario, requests: int) -> list[str]:
-    connections = min(scenario.connections, requests)
+def h2load_argv(url: str, scenario: Scenario, bound: list[str], connections: int) -> list[str]:
     ciphers = [f"--tls13-ciphers={TLS13_CIPHERS}"] if url.startswith("https:") else []
-    return pinned(LOAD_CPU, ["h2load", "--h1", "-n", str(requests), "-c", str(connections), "-t", "1",
-                             "-m", str(scenario.pipeline), *ciphers, *header_args(scenario), url])
+    return pinned(LOAD_CPU, h2load.argv(url, connections, scenario.in_flight, bound, scenario.protocol,
+                                        (*ciphers, *header_args(scenario))))
+
+
+def _h2load(argv: list[str], url: str, scenario: Scenario, timeout: float) -> H2loadResult:
+    """One h2load run; over HTTP/2, RuntimeError unless it negotiated the scenario's protocol."""
+    result = h2load.parse(subprocess.run(argv, capture_output=True, text=True, timeout=timeout))
+    if scenario.protocol != HTTP1:
+        h2load.require_protocol(result, scenario.protocol, url)
+    return result
 
 
 def run_h2load(url: str, scenario: Scenario, requests: int, timeout: float) -> H2loadResult:
-    """Exactly `requests` requests (h2load's -m pipelines them over HTTP/1.1), killed past `timeout`."""
-    out = subprocess.run(h2load_argv(url, scenario, requests), capture_output=True, text=True,
-                         timeout=timeout)
-    totals = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded", out.stdout)
-    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out.stdout)
-    if out.returncode != 0 or totals is None or codes is None:
-        raise RuntimeError(f"h2load failed ({out.returncode}): {out.stdout[-1500:]} {out.stderr[-1500:]}")
-    status = dict(zip(("2xx", "3xx", "4xx", "5xx"), (int(v) for v in codes.groups()), strict=True))
-    return H2loadResult(int(totals.group(3)), int(totals.group(4)), status)
+    """Exactly `requests` requests (h2load's -m pipelines them over HTTP/1.1, runs them as concurrent
+    streams over HTTP/2), killed past `timeout`."""
+    argv = h2load_argv(url, scenario, ["-n", str(requests)], min(scenario.connections, requests))
+    return _h2load(argv, url, scenario, timeout)
+
+
+def run_h2load_rate(url: str, scenario: Scenario, seconds: int) -> WrkResult:
+    """An HTTP/2 rate run of `seconds`: h2load's totals as wrk's (no latency percentiles: h2load prints
+    none)."""
+    cpu_before = _children_cpu_s()
+    argv = h2load_argv(url, scenario, ["-D", str(seconds)], scenario.connections)
+    result = _h2load(argv, url, scenario, seconds + SLACK_S)
+    return WrkResult(
+        requests=result.requests, bytes=result.bytes, duration_s=max(result.duration_s, 1e-6), p50_ms=None,
+        p99_ms=None, socket_errors=result.failed, non_2xx_3xx=result.status["4xx"] + result.status["5xx"],
+        load_cpu_s=_children_cpu_s() - cpu_before)

@@ -25,6 +25,11 @@ NOTES = ("Syscalls/req come from `strace -f -c` attached to the running server w
          "under strace over a fixed count of messages). Load gen CPU: the share of its core the load "
          "generator used (wrk, wsload); in bold from 90%: there the client's core is the ceiling, and the "
          "rate a floor for the server (the 10 MiB scenarios: wrk copies every byte it receives).")
+H2_NOTE = ("HTTP/2 scenarios: h2load drives the rates (`-D SECONDS`) as well as the counts, one thread, "
+           "`-m` streams per connection; h2 by ALPN over TLS (h2load offers h2 first, then http/1.1), h2c "
+           "with prior knowledge in the clear. Every h2load run must report the scenario's application "
+           "protocol, or the server's row fails; p50/p99 are n/a (h2load prints no percentiles); MB/s counts "
+           "all the bytes h2load received, headers and framing included.")
 RATE_LABELS = {"requests_per_s": "req/s", "mb_per_s": "MB/s"}
 
 
@@ -151,7 +156,7 @@ def idle_table(report: Record) -> list[str]:
     return lines
 
 
-PEER_NOTES = {"reference": " (reference)", "native-variant": " (variant)"}
+PEER_NOTES = {"reference": " (reference)", "native-variant": " (variant)", "baseline": " (baseline)"}
 
 
 def ratio_table(report: Record) -> list[str]:
@@ -233,6 +238,12 @@ def _ledger_app_note(report: Record) -> list[str]:
     return ["", LEDGER_APP_NOTE] if apps else []
 
 
+def notes(report: Record) -> list[str]:
+    """The notes under the results table: the HTTP/2 one where HTTP/2 scenarios ran."""
+    http2 = any(scenario.get("protocol", "http/1.1") != "http/1.1" for scenario in report["scenarios"])
+    return [NOTES, "", H2_NOTE] if http2 else [NOTES]
+
+
 def header_lines(report: Record) -> list[str]:
     m, s, v = report["machine"], report["settings"], report["versions"]
     peers = ", ".join(f"{k} {val}" for k, val in v.items() if k != "ring3")
@@ -251,7 +262,7 @@ def header_lines(report: Record) -> list[str]:
 
 def markdown(report: Record) -> str:
     parts = ["# ring3 benchmark", "", *header_lines(report), "", "## Results", "", *results_table(report),
-             "", NOTES, "", "## Ratios", "", *ratio_table(report)]
+             "", *notes(report), "", "## Ratios", "", *ratio_table(report)]
     if idle_table(report):
         parts += ["", "## Idle connections", "", *idle_table(report)]
     if goal_lines(report):
@@ -274,7 +285,7 @@ def markdown(report: Record) -> str:
 
 
 def readme_section(report: Record, chart: str | None) -> str:
-    lines = [*header_lines(report), "", *results_table(report), "", NOTES, "", *ratio_table(report)]
+    lines = [*header_lines(report), "", *results_table(report), "", *notes(report), "", *ratio_table(report)]
     if idle_table(report):
         lines += ["", *idle_table(report)]
     if goal_lines(report):

@@ -1,14 +1,18 @@
 """The scenarios, the files they fetch and the browser-like request headers.
 
 Static scenarios fetch files; app scenarios call the applications of bench/apps/ over HTTP; the WebSocket
-scenario echoes messages. Which servers run each scenario is benchkit.lineups'.
+scenario echoes messages. Each speaks HTTP/1.1, in the clear or over TLS, or HTTP/2 (h2 over TLS, h2c in
+the clear). Which servers run each scenario is benchkit.lineups'.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from benchkit.h2load import H2, H2C, HTTP1
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -75,6 +79,8 @@ class Scenario:
     message_size: int = 0  # WebSocket: bytes per message
     static_goal: float = 0.0  # an app stream's goal against ring3 serving the same size as a file
     tls: bool = False  # HTTPS (TLS 1.3) with the run's ECDSA P-256 certificate
+    http2: bool = False  # HTTP/2: h2 (by ALPN) over TLS, h2c (prior knowledge) without
+    streams: int = 1  # HTTP/2: concurrent streams per connection (h2load -m)
     handshake: str = ""  # FULL or RESUMED: one TLS handshake per request, counted on the server side
     goals: tuple[Goal, ...] = ()
 
@@ -87,6 +93,18 @@ class Scenario:
     def latency_valid(self) -> bool:
         """wrk's latency histogram is wrong with pipelining (p90 and p99 read 0)."""
         return self.pipeline == 1
+
+    @property
+    def protocol(self) -> str:
+        """What the load tool must speak with every server: http/1.1, h2 or h2c."""
+        if not self.http2:
+            return HTTP1
+        return H2 if self.tls else H2C
+
+    @property
+    def in_flight(self) -> int:
+        """Requests outstanding on one connection: its streams (HTTP/2) or its pipelined requests."""
+        return self.streams if self.http2 else self.pipeline
 
 
 # One ring3 process's peak resident memory with TLS on: at most 35 MB (decimal megabytes, in MiB here).
@@ -108,6 +126,19 @@ TLS_SCENARIOS = (
              requires=TLS, goals=(Goal("mb_per_s", 0.9, "nginx", at_least=True), TLS_MEMORY)),
 )
 
+HTTP2 = "ring3.http2.connection"  # a ring3 without it has no HTTP/2
+H2_SCENARIOS = (
+    Scenario("h2-1k-m10", "h2 1 KiB, 64 conns x 10 streams", "1k.bin", 64, 5000, tls=True, http2=True,
+             streams=10, requires=HTTP2, goals=(Goal(CPU, 1.5, "nginx"),)),
+    Scenario("h2c-1k-m10", "h2c 1 KiB, 64 conns x 10 streams", "1k.bin", 64, 5000, http2=True, streams=10,
+             requires=HTTP2, goals=(Goal(CPU, 1.5, "nginx"),)),
+    Scenario("h2-asgi-hello", "h2 ASGI hello (13 B), 64 conns x 10 streams", "", 64, 5000, kind=APP,
+             tls=True, http2=True, streams=10, requires=HTTP2,
+             goals=(Goal(CPU, 1.0, "granian"), Goal(CPU, 0.2, "hypercorn"))),
+    Scenario("h2-10m-c8", "h2 10 MiB, 8 conns", "10m.bin", 8, 100, rate_key="mb_per_s", tls=True, http2=True,
+             requires=HTTP2, goals=(Goal("mb_per_s", 0.8, "nginx", at_least=True),)),
+)
+
 SCENARIOS = (
     Scenario("1k-c64", "1 KiB, 64 conns", "1k.bin", 64, 5000),
     Scenario("1k-c1", "1 KiB, 1 conn (latency)", "1k.bin", 1, 3000),
@@ -127,7 +158,17 @@ SCENARIOS = (
              kind=WEBSOCKET, requires="ring3.websocket.asgi", message_size=KIB),
     Scenario("idle-10k", "10,000 idle keep-alive connections (memory)", "1k.bin", 10000, 0, kind=IDLE),
     *TLS_SCENARIOS,
+    *H2_SCENARIOS,
 )
+
+# --scenario GROUP: the HTTP/1.1 scenarios over TLS, the HTTP/2 ones.
+GROUPS: dict[str, Callable[[Scenario], bool]] = {"tls": lambda s: s.tls and not s.http2,
+                                                 "h2": lambda s: s.http2}
+
+
+def chosen(scenario: Scenario, names: set[str]) -> bool:
+    """Whether --scenario NAME (repeatable) picks the scenario, by its name or one of its GROUPS."""
+    return scenario.name in names or any(GROUPS[group](scenario) for group in names & GROUPS.keys())
 
 
 def make_site(root: Path) -> None:

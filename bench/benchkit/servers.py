@@ -11,10 +11,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchkit import tls, tools
+from benchkit import h2load, tls, tools
 
 HOST = "127.0.0.1"
 SERVER_CPU = 1
@@ -51,6 +51,10 @@ class ServerSpec:
     strace_share: float = 1.0
     path: str | None = None  # fetched instead of the scenario's path (ring3-static in asgi-stream-10m)
     tls: bool = False  # HTTPS with the run's certificate (benchkit.tls)
+    # Probed for readiness over HTTP/2 (h2 over TLS, h2c without): granian --http 2 and nginx's h2c
+    # listener answer nothing else on their port.
+    http2: bool = False
+    env: dict[str, str] = field(default_factory=dict)  # added to its environment (ring3-base: PYTHONPATH)
 
     @property
     def family(self) -> str:
@@ -69,9 +73,13 @@ class Server:
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def origin(self) -> str:
+        """scheme://host:port, without a path."""
+        return f"{'https' if self.spec.tls else 'http'}://{HOST}:{self.launch.port}"
+
     def url(self, file: str) -> str:
-        scheme = "https" if self.spec.tls else "http"
-        return f"{scheme}://{HOST}:{self.launch.port}{self.spec.prefix}/{self.spec.path or file}"
+        return f"{self.origin}{self.spec.prefix}/{self.spec.path or file}"
 
 
 def pinning_available() -> bool:
@@ -90,10 +98,11 @@ def free_port() -> int:
         return port
 
 
-def ring3_has_admin() -> bool:
-    """The admin listener (/metrics) is the ledger's window; older ring3 builds lack it."""
+def ring3_has_admin(env: dict[str, str] | None = None) -> bool:
+    """The admin listener (/metrics) is the ledger's window; older ring3 builds lack it (`env`: the
+    environment that picks the build, as ServerSpec.env)."""
     out = subprocess.run([sys.executable, "-m", "ring3", "serve", "--help"], capture_output=True,
-                         text=True, timeout=60)
+                         text=True, timeout=60, env={**os.environ, **(env or {})})
     return "--admin" in out.stdout
 
 
@@ -163,7 +172,7 @@ http {{
     scgi_temp_path {work}/scgi;
     log_format handshakes "{handshake_format}";
     server {{
-        listen {host}:{port}{ssl};
+        listen {host}:{port}{ssl}{http2};
         root {root};
 {tls}    }}
 }}
@@ -202,16 +211,18 @@ def _nginx_tls(launch: Launch, resumption: bool, log_handshakes: bool) -> str:
     return lines
 
 
-def nginx_argv(nopush: bool, resumption: bool = True,
-               log_handshakes: bool = False) -> Callable[[Launch], list[str]]:
+def nginx_argv(nopush: bool, resumption: bool = True, log_handshakes: bool = False,
+               http2: bool = False) -> Callable[[Launch], list[str]]:
     """nginx's command line, its config written first; with TLS, sessions resumable or not, and each
-    request's handshake logged or not."""
+    request's handshake logged or not; with `http2`, HTTP/2 on the listener (nginx 1.22's `listen ...
+    http2`: h2 by ALPN beside HTTP/1.1 with ssl, h2c with prior knowledge alone without)."""
     def argv(launch: Launch) -> list[str]:
         conf = launch.work / f"nginx-{launch.port}.conf"
         conf.write_text(NGINX_CONF.format(
             work=launch.work, nopush="on" if nopush else "off", keepalive_requests=KEEPALIVE_REQUESTS,
             host=HOST, port=launch.port, root=launch.root, handshake_format=tls.NGINX_LOG_FORMAT,
-            ssl=" ssl" if launch.tls else "", tls=_nginx_tls(launch, resumption, log_handshakes)))
+            ssl=" ssl" if launch.tls else "", http2=" http2" if http2 else "",
+            tls=_nginx_tls(launch, resumption, log_handshakes)))
         nginx = tools.find_tool("nginx") or "nginx"
         return [nginx, "-c", str(conf), "-p", str(launch.work), "-e", str(launch.work / "nginx-error.log")]
     return argv
@@ -224,11 +235,27 @@ def granian_argv(launch: Launch) -> list[str]:
             "--working-dir", str(APPS_DIR), "granian_static:app"]
 
 
-def granian_app_argv(app: str, interface: str) -> Callable[[Launch], list[str]]:
+def granian_app_argv(app: str, interface: str, *extra: str) -> Callable[[Launch], list[str]]:
+    """granian hosting `app`, with extra flags (--http 2)."""
     def argv(launch: Launch) -> list[str]:
         return [str(tools.VENV / "bin" / "granian"), "--interface", interface, "--host", HOST,
                 "--port", str(launch.port), "--workers", "1", "--no-access-log", "--log-level", "warning",
-                *tls_flags(launch, "--ssl-certificate", "--ssl-keyfile"), "--working-dir", str(APPS_DIR), app]
+                *tls_flags(launch, "--ssl-certificate", "--ssl-keyfile"), *extra, "--working-dir",
+                str(APPS_DIR), app]
+    return argv
+
+
+def hypercorn_app_argv(app: str) -> Callable[[Launch], list[str]]:
+    """hypercorn (asyncio worker) hosting `app`, given by its file's path: hypercorn imports it from
+    there. One worker process (and the arbiter); h2 and http/1.1 offered by ALPN over TLS. Its config
+    file lifts the 1,000 requests it serves on a connection (HTTP/2 too) before closing it."""
+    module, attribute = app.split(":")
+    def argv(launch: Launch) -> list[str]:
+        config = launch.work / f"hypercorn-{launch.port}.toml"
+        config.write_text(f"keep_alive_max_requests = {KEEPALIVE_REQUESTS}\n")
+        return [str(tools.VENV / "bin" / "hypercorn"), "--config", str(config), "--bind",
+                f"{HOST}:{launch.port}", "--workers", "1", "--log-level", "warning",
+                *tls_flags(launch, "--certfile", "--keyfile"), f"{APPS_DIR / module}:{attribute}"]
     return argv
 
 
@@ -268,7 +295,7 @@ def start(spec: ServerSpec, root: Path, work: Path, probe: str, with_admin: bool
     admin = free_port() if with_admin and spec.has_ledger else None
     launch = Launch(free_port(), root, work, admin, tls.files(work) if spec.tls else None)
     log_path = work / f"{spec.name}-{launch.port}.log"
-    env = {**os.environ, "BENCH_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "BENCH_ROOT": str(root), "PYTHONUNBUFFERED": "1", **spec.env}
     with log_path.open("wb") as log:
         process = subprocess.Popen(pinned(SERVER_CPU, spec.argv(launch)), stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
@@ -293,6 +320,16 @@ def _get_status(launch: Launch, path: str) -> int:
         conn.close()
 
 
+def _answers(server: Server, path: str) -> bool:
+    """`path` answered with 200 (over HTTP/2: with 2xx, by h2load)."""
+    if server.spec.http2:
+        return h2load.answers_over(h2load.H2 if server.spec.tls else h2load.H2C, server.origin + path)
+    try:
+        return _get_status(server.launch, path) == 200
+    except OSError:
+        return False
+
+
 def wait_ready(server: Server, probe: str) -> None:
     """Until `probe` (a path under the server's prefix) is answered with 200 (bounded by START_TIMEOUT)."""
     deadline = time.monotonic() + START_TIMEOUT
@@ -300,11 +337,8 @@ def wait_ready(server: Server, probe: str) -> None:
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"{server.spec.name} exited: {tail(server.log_path)}")
-        try:
-            if _get_status(server.launch, path) == 200:
-                return
-        except OSError:
-            pass
+        if _answers(server, path):
+            return
         time.sleep(0.1)
     raise RuntimeError(f"{server.spec.name} not ready in {START_TIMEOUT}s: {tail(server.log_path)}")
 

@@ -26,7 +26,7 @@ STRACE_NAMES: dict[str, tuple[str, ...]] = {
     "send": ("sendto", "send"),
     "sendmsg": ("sendmsg",),
     "sendfile": ("sendfile", "sendfile64"),
-    "pread": ("pread64", "pread"),
+    "pread": ("pread64", "pread", "preadv", "preadv2"),
     "open": ("openat", "open"),
     "fstat": ("fstat", "newfstatat"),
     "readlink": ("readlink", "readlinkat"),

@@ -19,7 +19,8 @@ CERT_DAYS = 2  # the certificate outlives any run, and no more
 # nginx logs "$ssl_session_reused $connection_requests" per request in the handshake scenarios.
 NGINX_LOG_FORMAT = "$ssl_session_reused $connection_requests"
 PROBE_TIMEOUT = 5.0
-ALPN = "http/1.1"  # what ring3 offers, and what h2load --h1 asks for
+ALPN = ("http/1.1",)  # what the harness's HTTP/1.1 probes (http.client) and h2load --h1 ask for
+ALPN_H2 = ("h2", "http/1.1")  # what h2load offers without --h1, as browsers do
 # OpenSSL's default TLS 1.3 order, which wrk (no cipher option) offers: h2load is told the same, so both
 # load tools get the same suite from a server that follows the client's order (nginx, granian).
 TLS13_CIPHERS = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
@@ -52,19 +53,19 @@ def make_certificate(work: Path, host: str) -> TlsFiles:
     return made
 
 
-def client_context(made: TlsFiles) -> ssl.SSLContext:
+def client_context(made: TlsFiles, alpn: tuple[str, ...] = ALPN) -> ssl.SSLContext:
     """TLS 1.3 only, trusting the run's certificate alone (hostname checked against its IP SAN)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.load_verify_locations(cafile=str(made.cert))
-    context.set_alpn_protocols([ALPN])
+    context.set_alpn_protocols(list(alpn))
     return context
 
 
-def session_record(host: str, port: int, made: TlsFiles) -> Record:
-    """One handshake by the harness: the protocol, suite and ALPN the server settled on."""
+def session_record(host: str, port: int, made: TlsFiles, alpn: tuple[str, ...] = ALPN) -> Record:
+    """One handshake by the harness, offering `alpn`: the protocol, suite and ALPN the server settled on."""
     with socket.create_connection((host, port), timeout=PROBE_TIMEOUT) as raw, \
-            client_context(made).wrap_socket(raw, server_hostname=host) as conn:
+            client_context(made, alpn).wrap_socket(raw, server_hostname=host) as conn:
         cipher = conn.cipher()
         return {"version": conn.version(), "cipher": cipher[0] if cipher else None,
                 "alpn": conn.selected_alpn_protocol()}

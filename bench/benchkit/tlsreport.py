@@ -6,8 +6,9 @@ from __future__ import annotations
 from benchkit.figures import Record, num
 
 NOTE = ("TLS scenarios: HTTPS with an ECDSA P-256 certificate made at bench time; wrk and h2load "
-        "(told OpenSSL's default TLS 1.3 suite order, which wrk offers) speak HTTP/1.1 over it, the "
-        "session shown is the one the harness's own client (Python's ssl, the same order) got. The "
+        "(told OpenSSL's default TLS 1.3 suite order, which wrk offers) speak HTTP/1.1 over it (h2load "
+        "h2 in the `h2-*` scenarios), the session shown is the one the harness's own client (Python's "
+        "ssl, the same order, offering h2 first in the `h2-*` scenarios) got. The "
         "handshake scenarios send `Connection: close`, so each request opens a new connection: in the "
         "full one neither server issues session tickets or keeps a session cache (ring3 "
         "`--no-tls-session-tickets`, nginx `ssl_session_tickets off; ssl_session_cache off`), so every "

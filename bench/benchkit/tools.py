@@ -21,9 +21,9 @@ TLS_TOOLS = {"openssl": "openssl"}  # makes the TLS scenarios' certificate
 # The peers and the chart live in bench/.venv, never in ring3's own dependencies.
 VENV_PACKAGES = ("granian>=2,<3", "uvicorn>=0.30,<1", "uvloop>=0.19,<1", "httptools>=0.6,<1",
                  "starlette>=0.37,<2", "gunicorn>=23,<28", "websockets>=14,<18", "wsproto>=1.2,<2",
-                 "matplotlib>=3.8,<4")
+                 "hypercorn>=0.17,<1", "matplotlib>=3.8,<4")
 VENV_IMPORTS = ("granian", "uvicorn", "uvloop", "httptools", "starlette", "gunicorn", "websockets", "wsproto",
-                "matplotlib")
+                "hypercorn", "matplotlib")
 POLICY_RC = Path("/usr/sbin/policy-rc.d")
 NGINX_PATHS = ("/usr/sbin/nginx",)
 
@@ -87,8 +87,8 @@ def venv_ready() -> bool:
 
 
 def ensure_venv() -> None:
-    """bench/.venv with granian, uvicorn (uvloop, httptools, websockets, wsproto), starlette, gunicorn and
-    matplotlib."""
+    """bench/.venv with granian, uvicorn (uvloop, httptools, websockets, wsproto), starlette, gunicorn,
+    hypercorn and matplotlib."""
     if venv_ready():
         return
     print(f"bench: preparing {VENV} ({', '.join(VENV_IMPORTS)})", flush=True)
