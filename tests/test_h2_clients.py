@@ -378,3 +378,28 @@ def test_asgi_trailers_over_http11_chunked(in_process: StartInProcess) -> None:
     assert b"transfer-encoding: chunked" in head.lower()
     assert body.endswith(b"0\r\nx-checksum: abc\r\nx-count: 2\r\n\r\n"), body
     assert b"part two" in body
+
+
+def test_a_reset_download_releases_its_file(big_site: Path, ring3_process: Start) -> None:
+    """RST_STREAM from the client on a file being sent: the stream's file descriptor is let go (files
+    too large for the file cache are opened per response)."""
+    server = ring3_process(str(big_site), "--listen", "127.0.0.1:0", "--access-log", "off",
+                           "--cache-max-file-size", "1k", "--open-files-max", "0")
+    fds = Path(f"/proc/{server.process.pid}/fd")
+    with H2Client(server.port) as client:
+        client.get("/hello.txt")
+        before = len(list(fds.iterdir()))
+        client.auto_ack = False  # the download stalls at the window: it is in flight when reset
+        streams = [client.request("/big.bin") for _ in range(5)]
+        client.pump(0.3)
+        during = len(list(fds.iterdir()))
+        for stream in streams:
+            client.reset(stream)
+        client.auto_ack = True
+        client.conn.increment_flow_control_window(1 << 20)  # the connection's credit back, for the next
+        client._flush()
+        assert client.get("/hello.txt").body == b"hello, world\n"
+        wait_until(lambda: len(list(fds.iterdir())) <= before)
+        after = len(list(fds.iterdir()))
+    assert during > before, (before, during)  # the files being sent are open
+    assert after <= before, (before, during, after)
