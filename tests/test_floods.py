@@ -157,16 +157,20 @@ def test_idle_and_half_sent_connections_are_closed_at_their_timeouts(ring3_proce
             sock = connect(server.port)
             sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n")
             watched.append((sock, "half-head", time.monotonic()))
+        # The server's clock for these starts when it has read the request: after our send, and before
+        # our read of its answer returns (which a busy machine may delay by a tenth of a second).
         for _ in range(100):  # served, then idle on keep-alive
             sock = connect(server.port)
+            sent = time.monotonic()
             sock.sendall(HELLO)
             assert ResponseReader(sock).read()[0] == 200
-            watched.append((sock, "keep-alive", time.monotonic()))
+            watched.append((sock, "keep-alive", sent))
         for _ in range(50):  # a body that stops arriving (the static handler answers 405 first)
             sock = connect(server.port)
+            sent = time.monotonic()
             sock.sendall(b"POST /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n" + b"a" * 10)
             assert ResponseReader(sock).read()[0] == 405
-            watched.append((sock, "half-body", time.monotonic()))
+            watched.append((sock, "half-body", sent))
         closed_after: dict[str, list[float]] = {}
         for sock, group, since in watched:
             rest, closed = read_until_eof(sock, timeout=max(0.1, since + timeout + 3.0 - time.monotonic()))
