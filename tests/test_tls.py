@@ -511,6 +511,7 @@ key = ["{certs.main.key}"]
 
 
 def test_a_plain_config_loads_no_tls_code(site: Path) -> None:
+    """Nor any HTTP/2 code (nor the hpack library) while no client speaks HTTP/2."""
     code = """
 import asyncio, socket, sys
 from ring3.apps import build_site
@@ -529,7 +530,7 @@ async def main():
     await server.shutdown(0)
 
 asyncio.run(main())
-print(sorted(name for name in sys.modules if name.startswith("ring3.transport")))
+print(sorted(name for name in sys.modules if name.startswith(("ring3.transport", "ring3.http2", "hpack"))))
 """
     result = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True,
                             timeout=30)
