@@ -33,10 +33,8 @@ from ring3.config.schema import AppSection
 from ring3.errors import ClientDisconnected, ResponseAborted
 from ring3.events import (
     DEFAULT_FIELDS,
-    BodyWriter,
     FileRange,
     Headers,
-    PushedBody,
     Request,
     Response,
     Segment,
@@ -44,6 +42,7 @@ from ring3.events import (
 from ring3.files.cache import CachedFile, FileCache, load_entry
 from ring3.files.resolve import OpenedFile
 from ring3.handlers import BodyReader
+from ring3.handlers.asgi_stream import PushStream
 from ring3.handlers.status import status_response
 from ring3.handlers.tls_facts import asgi_tls_extension
 from ring3.loops import start_task
@@ -206,7 +205,7 @@ class HTTPExchange(AppExchange):
         self._headers: Headers = []
         self._declared: int | None = None
         self._sets_fields = 0  # the application's own Date or Server (Response.sets_fields)
-        self._stream: _PushStream | None = None
+        self._stream: PushStream | None = None
         self._trailers: Headers | None = None  # announced by http.response.start: collected here
         self._complete = False  # the application has sent its whole response
         self._finished = False  # the connection is done with the response (sent or abandoned)
@@ -337,7 +336,7 @@ class HTTPExchange(AppExchange):
                 self._complete = True
                 self._commit(piece)
                 return
-            stream = self._stream = _PushStream(self._loop)
+            stream = self._stream = PushStream(self._loop)
             self._commit(stream)
         if not more:
             self._complete = True
@@ -353,7 +352,7 @@ class HTTPExchange(AppExchange):
         self._complete = True
         stream = self._stream
         if stream is None:
-            stream = self._stream = _PushStream(self._loop)
+            stream = self._stream = PushStream(self._loop)
             self._commit(stream)
         await stream.put(b"", False, trailers)
 
@@ -415,7 +414,7 @@ class HTTPExchange(AppExchange):
             sent = self._sent = self._loop.create_future()
             await sent
 
-    def _commit(self, body: Segment | _PushStream, cleanup: Callable[[], None] | None = None) -> None:
+    def _commit(self, body: Segment | PushStream, cleanup: Callable[[], None] | None = None) -> None:
         """Hand the response to the connection."""
         if cleanup is None:
             done = self._on_finished
@@ -477,83 +476,6 @@ class HTTPExchange(AppExchange):
             return
         logger.error("ASGI application returned before completing its response")
         self._failed(None)
-
-
-class _PushStream(PushedBody):
-    """The body of a streamed response: the application's send() writes each piece straight to the
-    connection (no task or future in between) and waits only when the socket is full. Pieces sent before
-    the connection takes the response (its head is still being decided) are kept until it does."""
-
-    __slots__ = ("_ended", "_failed", "_loop", "_pending", "_trailers", "_waiter", "_writer")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._writer: BodyWriter | None = None
-        self._pending: list[Segment] = []
-        self._waiter: asyncio.Future[None] | None = None
-        self._ended = False
-        self._failed = False
-        self._trailers: Headers | None = None
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
-    def start(self, writer: BodyWriter) -> None:
-        self._writer = writer
-        if self._failed:
-            writer.abort()
-            return
-        try:
-            for piece in self._pending:
-                writer.write(piece)
-        except ClientDisconnected:
-            return  # the connection is closing: its cleanup tells the exchange
-        self._pending = []
-        if self._ended:
-            writer.end(self._trailers)
-        self._wake(None)
-
-    async def put(self, piece: Segment, more: bool, trailers: Headers | None = None) -> None:
-        if not more:
-            self._ended = True
-            self._trailers = trailers
-        writer = self._writer
-        if writer is None:
-            if piece:
-                self._pending.append(piece)
-            if more:
-                waiter = self._waiter = self._loop.create_future()
-                await waiter  # until the connection takes the response: one piece ahead at most
-                if self._writer is not None and self._writer.blocked:
-                    await self._writer.drain()  # a file piece must have left before send() returns
-            return
-        if piece:
-            writer.write(piece)
-        if not more:
-            writer.end(trailers)
-        elif writer.blocked:
-            await writer.drain()
-
-    def fail(self) -> None:
-        """The application failed mid-body: the connection must abort."""
-        self._failed = True
-        if self._writer is not None:
-            self._writer.abort()
-
-    def abandon(self, *, error: bool) -> None:
-        """Nobody will take more pieces: a waiting send() returns, or with `error` (the client is
-        gone) raises ClientDisconnected."""
-        self._wake(ClientDisconnected("the client closed the connection") if error else None)
-
-    def _wake(self, error: BaseException | None) -> None:
-        waiter = self._waiter
-        self._waiter = None
-        if waiter is not None and not waiter.done():
-            if error is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(error)
 
 
 def _close(fd: int) -> None:

@@ -35,7 +35,9 @@ from ring3.exchange import Exchange
 from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
 from ring3.http1.parser import H1Parser
+from ring3.http1.replaying import answer_from_replay
 from ring3.http1.serialize import CONTINUE, NO_BODY_STATUSES, serialize_head
+from ring3.http1.timeouts import connection_deadline
 from ring3.http1.writers import H1BodyWriter, UpgradeChannel
 from ring3.output import OutputPath, SendFailed
 from ring3.replay import Replay
@@ -182,7 +184,7 @@ class Connection(Exchange):
             return
         if at_boundary and self._replays is not None:
             replay = self._replays.get(data)
-            if replay is not None and self._replay(data, replay):
+            if replay is not None and answer_from_replay(self, data, replay):
                 return
         events = parser.receive_data(data)
         if (at_boundary and len(events) == 2 and type(events[1]) is RequestEnded
@@ -436,55 +438,6 @@ class Connection(Exchange):
         if self._output.blocked:
             self._watch_output()
 
-    def _replay(self, data: bytes, replay: Replay) -> bool:
-        """Answer a repeat of a remembered request from the replay cache (ring3.replay); False when
-        the ordinary path must take it (the connection will close, or the response no longer holds)."""
-        server = self._server
-        if server.draining or self._served + 1 >= self._max_requests:
-            return False  # its answer carries Connection: close, which the remembered one does not
-        replays = self._replays
-        assert replays is not None
-        try:
-            response = replay.renew()
-        except Exception:
-            logger.exception("%s: a replay failed; the request is answered the ordinary way", self._peer)
-            response = None
-        if response is None:
-            replays.forget(data)
-            return False
-        try:
-            message = replays.message(replay, response, server.dates.common_headers(response.sets_fields))
-        except LocalProtocolError:  # an invalid header: the ordinary path answers it with a 500
-            message = None
-        if message is None:  # or a body of unknown length: never remembered, but a renewal may bring one
-            replays.forget(data)
-            self._cleanup = response.cleanup
-            self._run_cleanup()
-            return False
-        request = self._request = replay.request
-        server.ledger.responses_replayed += 1
-        self._served += 1
-        self._response_started = True
-        self._response_sent = self._continue_sent = False
-        self._body_complete = True
-        self._keep_alive = True
-        self._cleanup = response.cleanup
-        head, body = message.parts
-        self._log_status = response.status
-        self._log_sent = message.length
-        if server.access_log is not None:
-            self._log_line = b"%s %s HTTP/%s" % (
-                request.method, request.target, request.http_version.encode())
-        try:
-            self._output.send(head, body, self._on_response_sent)
-        except (SendFailed, OSError) as exc:
-            logger.warning("%s: response aborted: %s", self._peer, exc)
-            self.close()
-            return True
-        if self._output.blocked:
-            self._watch_output()
-        return True
-
     def _watch_output(self) -> None:
         """If the socket is full, make sure the send timeout is armed."""
         output = self._output
@@ -621,46 +574,10 @@ class Connection(Exchange):
     def _on_timer(self) -> None:
         if self._closed:
             return
-        deadline, action = self._deadline()
+        deadline, action = connection_deadline(self)
         if deadline is None:
             return
         if self._loop.time() >= deadline:
             action()
         else:
             self._timer.arm(deadline)
-
-    def _deadline(self) -> tuple[float | None, Callable[[], None]]:
-        limits = self._server.config.limits
-        if self._lingering:
-            return self._phase_since + limits.lingering_timeout, self.close
-        if self._output.blocked:
-            return self._output.progress_at + limits.send_timeout, self._send_timed_out
-        if self._upgrade is not None:
-            return None, self.close  # the protocol that took over keeps its own time
-        if self._request is not None:
-            if not self._body_complete:
-                return self._last_read + limits.body_timeout, self._body_timed_out
-            return None, self.close  # the handler is working; it has no deadline of ours
-        if self._parser.in_head:
-            return self._phase_since + limits.header_timeout, self._head_timed_out
-        if self._served == 0:
-            return self._phase_since + limits.header_timeout, self.close
-        return self._phase_since + limits.keepalive_timeout, self.close
-
-    def _send_timed_out(self) -> None:
-        logger.info("%s: send timeout, dropping the connection", self._peer)
-        self.close()
-
-    def _head_timed_out(self) -> None:
-        logger.info("%s: request head not received in time", self._peer)
-        self._parser.dead = True
-        self._events.clear()
-        self._start_rejected(408)
-
-    def _body_timed_out(self) -> None:
-        logger.info("%s: request body not received in time", self._peer)
-        self._parser.dead = True
-        self._events.clear()
-        self._fail_current(408)
-
-

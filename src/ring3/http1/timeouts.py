@@ -1,0 +1,54 @@
+"""An HTTP/1.1 connection's deadlines: header, body, keep-alive, send and lingering close, worked out
+from its state when its one lazy timer fires (ring3.timers). The connection's friend, as
+http1/writers.py is."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ring3.http1.connection import Connection
+
+logger = logging.getLogger("ring3.error")
+
+
+def connection_deadline(connection: Connection) -> tuple[float | None, Callable[[], None]]:
+    """The connection's next deadline and what to do at it, from its state (lingering, a blocked
+    output, an upgrade, a request in progress, a head arriving, idle)."""
+    limits = connection._server.config.limits
+    if connection._lingering:
+        return connection._phase_since + limits.lingering_timeout, connection.close
+    if connection._output.blocked:
+        return connection._output.progress_at + limits.send_timeout, lambda: _send_timed_out(connection)
+    if connection._upgrade is not None:
+        return None, connection.close  # the protocol that took over keeps its own time
+    if connection._request is not None:
+        if not connection._body_complete:
+            return connection._last_read + limits.body_timeout, lambda: _body_timed_out(connection)
+        return None, connection.close  # the handler is working; it has no deadline of ours
+    if connection._parser.in_head:
+        return connection._phase_since + limits.header_timeout, lambda: _head_timed_out(connection)
+    if connection._served == 0:
+        return connection._phase_since + limits.header_timeout, connection.close
+    return connection._phase_since + limits.keepalive_timeout, connection.close
+
+
+def _send_timed_out(connection: Connection) -> None:
+    logger.info("%s: send timeout, dropping the connection", connection._peer)
+    connection.close()
+
+
+def _head_timed_out(connection: Connection) -> None:
+    logger.info("%s: request head not received in time", connection._peer)
+    connection._parser.dead = True
+    connection._events.clear()
+    connection._start_rejected(408)
+
+
+def _body_timed_out(connection: Connection) -> None:
+    logger.info("%s: request body not received in time", connection._peer)
+    connection._parser.dead = True
+    connection._events.clear()
+    connection._fail_current(408)
