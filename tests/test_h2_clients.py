@@ -403,3 +403,18 @@ def test_a_reset_download_releases_its_file(big_site: Path, ring3_process: Start
         after = len(list(fds.iterdir()))
     assert during > before, (before, during)  # the files being sent are open
     assert after <= before, (before, during, after)
+
+
+def test_max_requests_per_connection_ends_an_h2_connection_with_goaway(site: Path,
+                                                                        ring3_process: Start) -> None:
+    server = ring3_process(str(site), "--listen", "127.0.0.1:0", "--access-log", "off",
+                           "--max-requests-per-connection", "3")
+    with H2Client(server.port) as client:
+        answers = client.wait(*[client.request("/hello.txt") for _ in range(3)])
+        assert [a.body for a in answers] == [b"hello, world\n"] * 3
+        while not client.closed:
+            client.pump(1.0)
+    assert client.goaway is not None and client.goaway.error_code == 0
+    assert client.goaway.last_stream_id == 5  # the third stream: it was answered, and no more
+    with H2Client(server.port) as again:  # a new connection starts a new count
+        assert again.get("/hello.txt").body == b"hello, world\n"

@@ -103,7 +103,8 @@ class LimitsSection:
         15.0, "How long an idle keep-alive connection is kept open.", unit="seconds", minimum=0)
     # nginx keepalive_requests 1000.
     max_requests_per_connection: int = setting(
-        1000, "Requests served on one connection before it is closed (Connection: close).",
+        1000, "Requests served on one connection before it is closed (Connection: close); on HTTP/2, "
+        "streams, after which GOAWAY lets those begun finish.",
         minimum=1)
     # nginx worker_connections 512 (768 in Debian's config).
     max_connections: int = setting(

@@ -67,6 +67,7 @@ class H2Connection:
             output.rebind(self._on_send_failed)
         self.protocol = p.H2Protocol(settings_for(server), loop.time)
         self._handler = handler or server.handler
+        self._served = 0  # streams started: bounded by max_requests_per_connection
         # DATA frames of files: read into the frames (one preadv for many) or each payload by sendfile
         # after its 9-byte header. Under TLS the bytes are read to be encrypted anyway.
         self._read_files = self.tls is not None or server.config.http2.file_frames == "read"
@@ -161,6 +162,11 @@ class H2Connection:
     def _start(self, stream_id: int, request: Request, end_stream: bool) -> None:
         request.conn = self.info
         stream = self.streams[stream_id] = H2Stream(self, stream_id, request, end_stream)
+        self._served += 1
+        if self._served >= self._server.config.limits.max_requests_per_connection:
+            # As nginx's keepalive_requests does for HTTP/2: GOAWAY names this stream as the last,
+            # the streams up to it finish, and the client opens a new connection for more.
+            self.protocol.goaway(f.NO_ERROR, "max_requests_per_connection")
         if not end_stream:
             self._timer.arm(stream.body_since + self._server.config.limits.body_timeout)
         stream.start(self._handler)
@@ -325,7 +331,7 @@ class H2Connection:
             del self.streams[stream.stream_id]
         if not self.streams:
             self._last_active = self._loop.time()
-            if self._server.draining or self.protocol.goaway_received:
+            if self._server.draining or self.protocol.goaway_received or self.protocol.goaway_sent:
                 self._close_when_flushed()
             else:
                 self._timer.arm(self._last_active + self._server.config.limits.keepalive_timeout)

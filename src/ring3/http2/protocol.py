@@ -479,8 +479,9 @@ class H2Protocol(SendingSide):
             self.last_stream_id = stream_id
 
     def _connection_error(self, code: int, reason: str) -> None:
-        if not self.goaway_sent:
-            self._out.append(f.goaway(self.last_stream_id, code, reason.encode()[:256]))
+        # Even after a graceful GOAWAY: the error's own says why the end came now (RFC 9113 6.8
+        # allows more than one).
+        self._out.append(f.goaway(self.last_stream_id, code, reason.encode()[:256]))
         self.goaway_sent = True
         self.closed = True
         self._events.append((CLOSE, 0, code, reason))
