@@ -22,6 +22,7 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable
 
 import h2.config
 import h2.connection
@@ -99,9 +100,9 @@ def run_ring3(reads: list[bytes]) -> int:
     return answered
 
 
-def measure(run: object, reads: list[bytes]) -> float:
+def measure(run: Callable[[list[bytes]], int], reads: list[bytes]) -> float:
     start = time.process_time()
-    answered = run(reads)  # type: ignore[operator]
+    answered = run(reads)
     return (time.process_time() - start) * 1e6 / answered
 
 
@@ -111,7 +112,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {1 if os.cpu_count() and os.cpu_count() > 1 else 0})  # type: ignore[operator]
+        os.sched_setaffinity(0, {1 if (os.cpu_count() or 1) > 1 else 0})
     import logging
 
     logging.getLogger("h2").setLevel(logging.CRITICAL)

@@ -34,8 +34,9 @@ class H2Client:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if context is not None:
             context.set_alpn_protocols(["h2"])
-            self.sock: socket.socket = context.wrap_socket(raw, server_hostname="localhost")
-            assert self.sock.selected_alpn_protocol() == "h2"  # type: ignore[attr-defined]
+            wrapped = context.wrap_socket(raw, server_hostname="localhost")
+            assert wrapped.selected_alpn_protocol() == "h2"
+            self.sock: socket.socket = wrapped
         else:
             self.sock = raw
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
@@ -158,8 +159,9 @@ class H2Client:
                 break
         return [self.answers[s] for s in stream_ids]
 
-    def get(self, path: str, **kwargs: object) -> Answer:
-        return self.wait(self.request(path, **kwargs))[0]  # type: ignore[arg-type]
+    def get(self, path: str, method: str = "GET", body: bytes | None = None,
+            headers: list[tuple[str, str]] | None = None) -> Answer:
+        return self.wait(self.request(path, method=method, body=body, headers=headers))[0]
 
     def close(self) -> None:
         try:

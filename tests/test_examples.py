@@ -322,16 +322,21 @@ def test_fastapi_websocket_echo_with_websockets_client(fastapi: RunningServer) -
         assert second.close_code == 1000
 
 
+def chat_outcome(evaluate: Callable[[str], object]) -> tuple[object, object]:
+    """The example page's chat over its WebSocket: its final status (within 15 s) and the replies."""
+    deadline = time.monotonic() + 15
+    status = None
+    while time.monotonic() < deadline:
+        status = evaluate("document.getElementById('status')?.textContent")
+        if status not in (None, "connecting", "open"):
+            break
+        time.sleep(0.1)
+    return status, evaluate("[...document.querySelectorAll('li.reply')].map(li => li.textContent)")
+
+
 def test_fastapi_websocket_from_chromium(fastapi: RunningServer, tmp_path: Path) -> None:
     with chromium_page(fastapi.url + "/", tmp_path / "profile") as evaluate:
-        deadline = time.monotonic() + 15
-        status = None
-        while time.monotonic() < deadline:
-            status = evaluate("document.getElementById('status')?.textContent")
-            if status not in (None, "connecting", "open"):
-                break
-            time.sleep(0.1)
-        replies = evaluate("[...document.querySelectorAll('li.reply')].map(li => li.textContent)")
+        status, replies = chat_outcome(evaluate)
         dom = evaluate("document.documentElement.outerHTML")
     assert status == "done", (status, replies, fastapi.stderr()[-3000:])
     assert replies == ["echo: alpha", "echo: beta", "echo: bye"]
@@ -350,14 +355,7 @@ def test_fastapi_websocket_from_chromium_over_http2(certs: Certs, tmp_path: Path
         # Loopback only, with a certificate made by this test: Chromium need not check it.
         with chromium_page(url, tmp_path / "profile", "--ignore-certificate-errors",
                            "--host-resolver-rules=MAP localhost 127.0.0.1") as evaluate:
-            deadline = time.monotonic() + 15
-            status = None
-            while time.monotonic() < deadline:
-                status = evaluate("document.getElementById('status')?.textContent")
-                if status not in (None, "connecting", "open"):
-                    break
-                time.sleep(0.1)
-            replies = evaluate("[...document.querySelectorAll('li.reply')].map(li => li.textContent)")
+            status, replies = chat_outcome(evaluate)
     finally:
         assert server.stop() == 0, server.stderr()
     assert status == "done", (status, replies, server.stderr()[-3000:])

@@ -26,10 +26,9 @@ from tls_kit import Certs, serve_tls
 Start = Callable[..., RunningServer]
 StartInProcess = Callable[..., InProcessServer]
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by scripts/test")
-
-
 def run(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """A client tool (curl, nghttp, h2load: scripts/test installs them); missing, the test fails."""
+    assert shutil.which(argv[0]), f"{argv[0]} is missing: scripts/test installs it"
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 

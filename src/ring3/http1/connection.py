@@ -34,11 +34,13 @@ from ring3.events import (
 from ring3.exchange import Exchange
 from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
+from ring3.http1.closing import close_after_response, fail_current, start_rejected
+from ring3.http1.handover import switch_protocols, take_h2c
 from ring3.http1.parser import H1Parser
 from ring3.http1.replaying import answer_from_replay
 from ring3.http1.serialize import CONTINUE, NO_BODY_STATUSES, serialize_head
 from ring3.http1.timeouts import connection_deadline
-from ring3.http1.writers import H1BodyWriter, UpgradeChannel
+from ring3.http1.writers import H1BodyWriter
 from ring3.output import OutputPath, SendFailed
 from ring3.replay import Replay
 from ring3.timers import LazyTimer
@@ -55,7 +57,6 @@ logger = logging.getLogger("ring3.error")
 RECV_SIZE = 64 * 1024
 _CLOSE = b"connection: close\r\n"
 _KEEP_ALIVE_10 = b"connection: keep-alive\r\n"
-_PREFACE_LINE = b"PRI * HTTP/2.0\r\n"  # the start of HTTP/2's connection preface
 _OPTIONS_ALLOW = [(b"allow", b"GET, HEAD, OPTIONS")]
 # Every connection's `_events` while none wait: shared, never appended to. An idle connection then holds
 # no deque of its own (760 bytes, a sixth of what it costs).
@@ -180,7 +181,7 @@ class Connection(Exchange):
         parser = self._parser
         was_in_head = parser.in_head
         at_boundary = self._request is None and not was_in_head and not self._events
-        if self._served == 0 and at_boundary and data[:3] == b"PRI" and self._take_h2c(data):
+        if self._served == 0 and at_boundary and data[:3] == b"PRI" and take_h2c(self, data):
             return
         if at_boundary and self._replays is not None:
             replay = self._replays.get(data)
@@ -203,22 +204,6 @@ class Connection(Exchange):
             else:
                 self._events.extend(events)
             self._pump()
-
-    def _take_h2c(self, data: bytes) -> bool:
-        """The HTTP/2 connection preface opens a cleartext connection (h2c with prior knowledge): an
-        H2Connection takes the socket, its reader registration and the output path over."""
-        if (self.tls is not None or self._upgrade is not None or not self._server.config.http2.cleartext
-                or not (data.startswith(_PREFACE_LINE) or _PREFACE_LINE.startswith(data))):
-            return False  # "PRI /x HTTP/1.1" stays an HTTP/1.1 request; a broken preface is HTTP/2's error
-        from ring3.http2.connection import H2Connection
-
-        self._closed = True  # this object is done; the socket lives on in the new one
-        self._timer.close()
-        connection = H2Connection(self._server, self._sock, self._peer, self._info, output=self._output,
-                                  handler=self._handler)
-        self._server.connection_replaced(self, connection)
-        connection.receive(data)
-        return True
 
     @property
     def closed(self) -> bool:
@@ -287,10 +272,10 @@ class Connection(Exchange):
                         return
                     events.popleft()
                     if self._request is not None:
-                        self._fail_current(event.status)
+                        fail_current(self, event.status)
                     else:
                         logger.info("%s: rejected request: %s", self._peer, event.reason)
-                        self._start_rejected(event.status)
+                        start_rejected(self, event.status)
                     return
         finally:
             self._pumping = False
@@ -317,27 +302,6 @@ class Connection(Exchange):
             self._respond(status_response(200, list(_OPTIONS_ALLOW)))
             return
         self._run_handler(self._handler, request, body)
-
-    def _start_rejected(self, status: int) -> None:
-        """Answer a request the parser refused; the connection closes after it."""
-        self._request = Request(method=b"-", target=b"-", path=b"-", query=b"", http_version="1.1",
-                                headers=[], host=b"", keep_alive=False)
-        self._body_complete = True
-        self._response_started = self._response_sent = False
-        self._respond(status_response(status, close=True), log_line=b"-")
-
-    def _fail_current(self, status: int) -> None:
-        """The current request's body broke the framing: answer `status` if we still can, then close."""
-        self._body_complete = True
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-        if self._response_started:
-            self._keep_alive = False
-            if self._response_sent:
-                self._close_after_response()
-        else:
-            self._respond(status_response(status, close=True))
 
     def _send_continue(self) -> None:
         if not self._response_started and not self._body_complete and not self._closed:
@@ -420,7 +384,7 @@ class Connection(Exchange):
         self._log_sent = 0 if head_only else (length or 0)
         try:
             if upgrade is not None:
-                self._output.send(head, None, lambda: self._switch_protocols(upgrade))
+                self._output.send(head, None, lambda: switch_protocols(self, upgrade))
             elif head_only:
                 self._run_cleanup()
                 self._output.send(head, None, self._on_response_sent, may_cork=keep)
@@ -448,7 +412,7 @@ class Connection(Exchange):
         self._response_sent = True
         self._account()
         if not self._keep_alive:
-            self._close_after_response()
+            close_after_response(self)
         elif self._body_complete:
             self._end_exchange()
             if self._events:
@@ -458,19 +422,6 @@ class Connection(Exchange):
             if body is not None:
                 body.discard()
             self._resume_reading()
-
-    def _switch_protocols(self, upgrade: Upgrade) -> None:
-        """The 101 head has left: from now on the bytes belong to `upgrade`."""
-        self._response_sent = True
-        self._account()
-        self._upgrade = upgrade
-        self._request = None
-        self._body = None
-        self._events.clear()
-        upgrade.start(UpgradeChannel(self), self._parser.upgrade_data)
-        if not self._closed and not self._eof and not self._reading:
-            self._reading = True
-            self._loop.add_reader(self._fd, self._on_readable)
 
     def _end_exchange(self) -> None:
         self._request = None
@@ -485,41 +436,6 @@ class Connection(Exchange):
             self._resume_reading()
 
     # -- closing ----------------------------------------------------------------------------------
-
-    def _close_after_response(self) -> None:
-        parser = self._parser
-        events = self._events
-        if events and not self._body_complete and type(events[0]) is RequestEnded:
-            # A response sent while its request was being taken apart: that request's end is read
-            # already, so only what follows it would be unread.
-            unread = len(events) > 1
-        else:
-            unread = bool(events) or not self._body_complete
-        unread = unread or parser.in_head or parser.in_body or parser.dead
-        if unread and not self._eof:
-            self._linger()
-        else:
-            self.close()
-
-    def _linger(self) -> None:
-        """Stop sending, then read and drop what the client still sends for a while (nginx's
-        lingering close), so our last response is not destroyed by a reset."""
-        self._lingering = True
-        self._events.clear()
-        if self.tls is not None:
-            self.tls.close_notify()
-        self._server.ledger.shutdown += 1
-        try:
-            self._sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self.close()
-            return
-        now = self._loop.time()
-        self._phase_since = now
-        self._timer.arm(now + self._server.config.limits.lingering_timeout)
-        if not self._reading:
-            self._reading = True
-            self._loop.add_reader(self._fd, self._on_readable)
 
     def _close_when_flushed(self) -> None:
         """Close once responses already handed to the output path (corked ones too) have left."""

@@ -8,6 +8,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ring3.http1.closing import fail_current, start_rejected
+
 if TYPE_CHECKING:
     from ring3.http1.connection import Connection
 
@@ -44,11 +46,11 @@ def _head_timed_out(connection: Connection) -> None:
     logger.info("%s: request head not received in time", connection._peer)
     connection._parser.dead = True
     connection._events.clear()
-    connection._start_rejected(408)
+    start_rejected(connection, 408)
 
 
 def _body_timed_out(connection: Connection) -> None:
     logger.info("%s: request body not received in time", connection._peer)
     connection._parser.dead = True
     connection._events.clear()
-    connection._fail_current(408)
+    fail_current(connection, 408)

@@ -82,7 +82,7 @@ class RequestHead:
 def parse_request(fields: list[tuple[bytes, bytes]], *, connect_protocol: bool,
                   max_body_size: int) -> RequestHead:
     """Validate a request's fields (raises MalformedRequest or RefusedRequest)."""
-    method = scheme = path = authority = protocol = None
+    pseudo: dict[bytes, bytes] = {}
     regular = False
     headers: list[tuple[bytes, bytes]] = []
     cookies: list[bytes] = []
@@ -95,26 +95,9 @@ def parse_request(fields: list[tuple[bytes, bytes]], *, connect_protocol: bool,
                 raise MalformedRequest(f"pseudo-header {name!r} after a regular field")
             if name not in _PSEUDO or (name == b":protocol" and not connect_protocol):
                 raise MalformedRequest(f"unknown pseudo-header {name!r}")
-            if name == b":method":
-                if method is not None:
-                    raise MalformedRequest("repeated :method")
-                method = value
-            elif name == b":scheme":
-                if scheme is not None:
-                    raise MalformedRequest("repeated :scheme")
-                scheme = value
-            elif name == b":path":
-                if path is not None:
-                    raise MalformedRequest("repeated :path")
-                path = value
-            elif name == b":authority":
-                if authority is not None:
-                    raise MalformedRequest("repeated :authority")
-                authority = value
-            else:
-                if protocol is not None:
-                    raise MalformedRequest("repeated :protocol")
-                protocol = value
+            if name in pseudo:
+                raise MalformedRequest(f"repeated {name.decode()}")
+            pseudo[name] = value
             continue
         regular = True
         if not _NAME.fullmatch(name):
@@ -145,6 +128,8 @@ def parse_request(fields: list[tuple[bytes, bytes]], *, connect_protocol: bool,
                 raise RefusedRequest(417, "unsupported Expect")
             expect_continue = True
         headers.append((name, value))
+    method, scheme, path = pseudo.get(b":method"), pseudo.get(b":scheme"), pseudo.get(b":path")
+    authority, protocol = pseudo.get(b":authority"), pseudo.get(b":protocol")
     if method is None:
         raise MalformedRequest("no :method")
     if method == b"CONNECT" and protocol is None:

@@ -12,19 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from ring3.body import EMPTY_BODY, RequestBody
+from ring3.body import EMPTY_BODY
 from ring3.errors import ClientDisconnected, LocalProtocolError
-from ring3.events import FileRange, Headers, PushedBody, Request, Response, Segment, Upgrade
+from ring3.events import FileRange, PushedBody, Request, Response, Segment, Upgrade
 from ring3.exchange import Exchange, abandon, fixed_body
 from ring3.handlers.status import status_response
 from ring3.http1.serialize import NO_BODY_STATUSES
 from ring3.http2 import frames as f
+from ring3.http2.body import WRITER_HIGH_WATER, H2BodyWriter, H2RequestBody
 from ring3.http2.hpack import encode_status
 from ring3.http2.request import parse_urgency
-from ring3.http2.response import encode_headers, response_block
+from ring3.http2.response import response_block
 from ring3.http2.tunnel import StreamChannel
 
 if TYPE_CHECKING:
@@ -33,24 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("ring3.error")
 
-WRITER_HIGH_WATER = 64 * 1024  # bytes a pushed body may queue on its stream before it must drain
 _CONTINUE = encode_status(100)
-
-
-class H2RequestBody(RequestBody):
-    """A request body whose reads give the client flow-control credit back."""
-
-    __slots__ = ("_stream",)
-
-    def __init__(self, stream: H2Stream, on_first_read: Callable[[], None] | None) -> None:
-        super().__init__(stream._loop, on_first_read, _nothing)
-        self._stream = stream
-
-    async def read(self) -> bytes:
-        data = await super().read()
-        if data:
-            self._stream.consumed(len(data))
-        return data
 
 
 class H2Stream(Exchange):
@@ -450,67 +434,3 @@ class H2Stream(Exchange):
                 waiter.set_result(None)
             else:
                 waiter.set_exception(error)
-
-
-class H2BodyWriter:
-    """The BodyWriter of a pushed or streamed body on one stream; it holds the producer to the length
-    it declared."""
-
-    __slots__ = ("_declared", "_done", "_sent", "_stream")
-
-    def __init__(self, stream: H2Stream, declared: int | None) -> None:
-        self._stream = stream
-        self._declared = declared
-        self._sent = 0
-        self._done = False
-
-    def write(self, piece: Segment) -> None:
-        stream = self._stream
-        if stream._closed or self._done:
-            raise ClientDisconnected("the stream is closed")
-        size = len(piece) if isinstance(piece, bytes) else piece.count
-        if not size:
-            return
-        self._sent += size
-        if self._declared is not None and self._sent > self._declared:
-            self._fail(f"the body is longer than its Content-Length {self._declared}")
-            raise ClientDisconnected("the response was aborted")
-        stream.push(piece, size)
-
-    @property
-    def blocked(self) -> bool:
-        return self._stream.pending_size >= WRITER_HIGH_WATER
-
-    async def drain(self) -> None:
-        await self._stream.wait_writable()
-
-    def end(self, trailers: Headers | None = None) -> None:
-        stream = self._stream
-        if stream._closed or self._done:
-            return
-        if self._declared is not None and self._sent != self._declared:
-            self._fail(f"the body is {self._declared - self._sent} bytes short of its length")
-            return
-        block = None
-        if trailers:
-            try:
-                block = encode_headers(trailers, trailers=True)
-            except LocalProtocolError as exc:
-                self._fail(str(exc))
-                return
-        self._done = True
-        stream._log_sent = self._sent
-        stream.end_push(block)
-
-    def abort(self) -> None:
-        self._done = True
-        self._stream._abort()
-
-    def _fail(self, reason: str) -> None:
-        request = self._stream._request
-        logger.error("response for %r aborted: %s", request and request.target, reason)
-        self.abort()
-
-
-def _nothing() -> None:
-    pass
