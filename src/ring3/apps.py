@@ -8,23 +8,28 @@ work around it (the ASGI lifespan, the WSGI thread pool).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import inspect
 import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ring3.config import Config, ConfigError
 from ring3.config.loader import mount_prefix
 from ring3.config.schema import AppSection
+from ring3.events import Request, Response
 from ring3.files.cache import FileCache
-from ring3.handlers import Handler
+from ring3.handlers import BodyReader, Handler
 from ring3.handlers.asgi import ASGIApp, ASGIHandler
 from ring3.handlers.lifespan import Lifespan
 from ring3.handlers.static import StaticHandler
 from ring3.routing import MountRouter
+
+if TYPE_CHECKING:
+    from ring3.transport.tls_context import ServerTLS
 
 Hook = Callable[[], Awaitable[None]]
 
@@ -44,6 +49,8 @@ class Site:
     description: str
     startup_hooks: list[Hook] = field(default_factory=list)
     shutdown_hooks: list[Callable[[float], Awaitable[None]]] = field(default_factory=list)
+    # The body size the protocols must let through: a location's max_body_size may exceed [limits]'.
+    max_body_size: int = 0
 
     async def startup(self) -> None:
         for hook in self.startup_hooks:
@@ -96,8 +103,57 @@ def interface_of(app: Any, wanted: str) -> str:
     return "wsgi"
 
 
-def build_site(config: Config, demo_root: str) -> Site:
-    """The handler for `config`: static files, an application, or both under their mounts."""
+def build_site(config: Config, demo_root: str, tls: ServerTLS | None = None, *,
+               load_apps: bool = True, source: str = "config") -> Site:
+    """The handler for `config`: its [[site]] tables, or else static files, an application, or both
+    under their mounts. Without `load_apps` (check-config), applications are not imported."""
+    if config.sites:
+        return _build_sites(config, demo_root, tls, load_apps, source)
+    return _single_site(config, demo_root)
+
+
+def _build_sites(config: Config, demo_root: str, tls: ServerTLS | None, load_apps: bool,
+                 source: str) -> Site:
+    from ring3.sites.build import Builder
+
+    startup: list[Hook] = []
+    shutdown: list[Callable[[float], Awaitable[None]]] = []
+    apps: dict[str, Handler] = {}
+
+    def app_for(target: str) -> Handler:
+        handler = apps.get(target)
+        if handler is None:
+            settings = dataclasses.replace(config.app, target=target, mount="/")
+            if not load_apps:
+                return _not_loaded
+            app = load_app(settings)
+            kind = interface_of(app, settings.interface)
+            handler = apps[target] = _app_handler(app, kind, dataclasses.replace(config, app=settings),
+                                                  startup, shutdown)
+        return handler
+
+    legacy = None
+    if config.static.root or config.app.target:
+        legacy = _single_site(config, demo_root)
+        startup += legacy.startup_hooks
+        shutdown += legacy.shutdown_hooks
+    builder = Builder(config, source, app_for)
+    router = builder.router(config.sites, legacy.handler if legacy else None, tls)
+
+    async def close_logs(timeout: float) -> None:
+        for log in builder.logs:
+            log.close()
+
+    shutdown.insert(0, close_logs)
+    described = f"{len(router.sites)} sites" + (f", applications {', '.join(apps)}" if apps else "")
+    return Site(router, described, startup, shutdown, builder.max_body_size)
+
+
+def _not_loaded(request: Request, body: BodyReader) -> Response:
+    raise RuntimeError("check-config does not import applications")
+
+
+def _single_site(config: Config, demo_root: str) -> Site:
     static, app_settings = config.static, config.app
     mounts: list[tuple[str, Handler]] = []
     startup: list[Hook] = []

@@ -10,13 +10,14 @@ from ring3.errors import ClientDisconnected
 
 # Buffered body bytes above which the connection stops reading until the handler catches up.
 BODY_HIGH_WATER = 256 * 1024
+NO_LIMIT = 1 << 62  # the protocols enforce [limits] max_body_size; a location may set a lower one
 
 
 class RequestBody:
     """Fed by the connection, read by an async handler. `read()` returns b"" at the end."""
 
-    __slots__ = ("_chunks", "_discarding", "_ended", "_gone", "_loop", "_on_first_read", "_on_resume",
-                 "_waiter", "buffered")
+    __slots__ = ("_chunks", "_discarding", "_ended", "_gone", "_limit", "_loop", "_on_first_read",
+                 "_on_resume", "_received", "_waiter", "buffered", "on_overflow")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_first_read: Callable[[], None] | None,
                  on_resume: Callable[[], None]) -> None:
@@ -29,13 +30,28 @@ class RequestBody:
         self._discarding = False
         self._gone = False
         self.buffered = 0
+        self._received = 0
+        self._limit = NO_LIMIT
+        # Set by the connection: called when the body passes limit(), with the bytes dropped unread.
+        self.on_overflow: Callable[[int], None] | None = None
 
     @property
     def ended(self) -> bool:
         return self._ended
 
+    def limit(self, size: int) -> None:
+        """At most `size` bytes may come (a location's max_body_size); more ends the exchange with 413."""
+        self._limit = size
+
     def feed(self, data: bytes) -> None:
         if self._discarding:
+            return
+        self._received += len(data)
+        if self._received > self._limit:
+            dropped = self.buffered + len(data)
+            self.discard()
+            if self.on_overflow is not None:
+                self.on_overflow(dropped)
             return
         self._chunks.append(data)
         self.buffered += len(data)
@@ -100,6 +116,9 @@ class EmptyBody:
 
     async def read_all(self) -> bytes:
         return b""
+
+    def limit(self, size: int) -> None:
+        return None
 
 
 EMPTY_BODY = EmptyBody()

@@ -110,9 +110,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ring3: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check-config":
-        sys.stdout.write(render_toml(config))
-        return 0
-    return _serve(config, tls)
+        return _check_config(config, tls, args.config)
+    return _serve(config, tls, getattr(args, "config", None) or "command line")
+
+
+def _check_config(config: Config, tls: ServerTLS | None, source: str) -> int:
+    """Print the effective config, and with [[site]] tables the routing table (as TOML comments)."""
+    sys.stdout.write(render_toml(config))
+    if config.sites:
+        from ring3.apps import build_site
+        from ring3.sites.build import routing_table
+        from ring3.sites.router import SiteRouter
+
+        try:
+            site = build_site(config, demo_root(), tls, load_apps=False, source=source)
+        except ConfigError as exc:
+            print(f"ring3: config error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        assert isinstance(site.handler, SiteRouter)
+        table = routing_table(site.handler)
+        sys.stdout.write("\n# routing (sites by host, then locations in the order they are matched)\n")
+        sys.stdout.write("".join(f"# {line}\n" for line in table.splitlines()))
+    return 0
 
 
 def _load_tls(config: Config) -> ServerTLS | None:
@@ -127,7 +146,7 @@ def _load_tls(config: Config) -> ServerTLS | None:
     return load_server_tls(config.tls, config.http2.enabled)
 
 
-def _serve(config: Config, tls: ServerTLS | None) -> int:
+def _serve(config: Config, tls: ServerTLS | None, source: str) -> int:
     from ring3.apps import build_site
     from ring3.handlers.lifespan import LifespanFailed
     from ring3.server import run
@@ -135,7 +154,7 @@ def _serve(config: Config, tls: ServerTLS | None) -> int:
     logging.basicConfig(level=config.server.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
     root = config.static.root or demo_root()
-    if (config.static.root or not config.app.target) and not os.path.isdir(root):
+    if (config.static.root or not (config.app.target or config.sites)) and not os.path.isdir(root):
         source = "static.root" if config.static.root else "demo site"
         print(f"ring3: config error: {source}: {root!r} is not a directory", file=sys.stderr)
         return EXIT_CONFIG
@@ -148,11 +167,14 @@ def _serve(config: Config, tls: ServerTLS | None) -> int:
               file=sys.stderr)
         return EXIT_CONFIG
     try:
-        site = build_site(config, root)
+        site = build_site(config, root, tls, source=source)
     except ConfigError as exc:
         print(f"ring3: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if not config.static.root and not config.app.target:
+    if site.max_body_size > config.limits.max_body_size:  # a location allows more: the protocols must
+        config = dataclasses.replace(config, limits=dataclasses.replace(
+            config.limits, max_body_size=site.max_body_size))
+    if not config.static.root and not config.app.target and not config.sites:
         print(f"ring3: no ROOT given, serving the built-in demo site from {root}", flush=True)
     else:
         print(f"ring3: serving {site.description}", flush=True)

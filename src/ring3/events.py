@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -84,6 +84,8 @@ class Request:
     stream_id: int = 1
     conn: ConnectionInfo = NO_CONNECTION_INFO  # set by the connection before a handler sees it
     protocol: bytes = b""  # HTTP/2's :protocol of an extended CONNECT (RFC 8441): b"websocket"
+    redirects: int = 0  # internal redirects so far (a rewrite, try_files, an error page), bounded
+    log: Any = None  # the site's access log (an AccessLog, or False for none), set by the site router
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header (name in lower case), or None."""

@@ -108,12 +108,12 @@ class Exchange:
         self._run_cleanup()
         server = self._server
         server.ledger.count_status(self._log_status)
-        access_log = server.access_log
-        if access_log is not None:
-            request = self._request
-            assert request is not None
+        request = self._request
+        assert request is not None
+        access_log = server.access_log if request.log is None else request.log  # a site's own, or False
+        if access_log:
             access_log.log(self._peer, server.dates.log_time(), self._log_line, self._log_status,
-                           self._log_sent, request.header(b"referer"), request.header(b"user-agent"))
+                           self._log_sent, request)
 
     def _run_cleanup(self) -> None:
         cleanup = self._cleanup

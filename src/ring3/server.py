@@ -65,6 +65,7 @@ class Server:
         self.replays: ReplayCache | None = (
             ReplayCache(settings.replay_cache_entries, settings.replay_max_request)
             if settings.replay_cache_entries else None)
+        self._replays_by_cert: dict[str | None, ReplayCache] = {}
         self.ledger = LEDGER  # one per worker process
         self.access_log: AccessLog | None = None
         self.draining = False
@@ -77,6 +78,9 @@ class Server:
         self._accepting = False
         self._backoff: asyncio.TimerHandle | None = None
         self._idle: asyncio.Event = asyncio.Event()
+        # With max_connections_per_address: open connections by client address, and each one's address.
+        self._per_address: dict[str, int] = {}
+        self._address_of: dict[Client, str] = {}
 
     # -- starting ---------------------------------------------------------------------------------
 
@@ -105,7 +109,8 @@ class Server:
             from ring3.transport.tls_handshake import TLSHandshake
 
             self._handshake = TLSHandshake
-        self.access_log = AccessLog.open(self.config.server.access_log, self.loop)
+        self.access_log = AccessLog.open(self.config.server.access_log, self.loop,
+                                         self.config.server.access_log_format)
         self._resume_accepting()
         return [describe(sock, sock in self._tls_listeners) for sock in self.listeners]
 
@@ -170,27 +175,61 @@ class Server:
             else:
                 peer = "unix"
                 info = ConnectionInfo(None, self._addresses.get(listener))
+            per_address = self.config.limits.max_connections_per_address
+            if per_address and self._per_address.get(peer, 0) >= per_address:
+                ledger.close += 1
+                sock.close()  # over its address's share: refused before a byte is read
+                continue
             self._idle.clear()
+            client: Client
             if listener in self._tls_listeners:
                 assert self.tls is not None and self._handshake is not None
-                self.connections.add(self._handshake(self, sock, peer, info, self.tls))
+                client = self._handshake(self, sock, peer, info, self.tls)
             else:
-                self.connections.add(Connection(self, sock, peer, info,
-                                                handler=self._handlers.get(listener)))
+                client = Connection(self, sock, peer, info, handler=self._handlers.get(listener))
+            self.connections.add(client)
+            if per_address:
+                self._per_address[peer] = self._per_address.get(peer, 0) + 1
+                self._address_of[client] = peer
 
     def _end_backoff(self) -> None:
         self._backoff = None
         if len(self.connections) < self.config.limits.max_connections:
             self._resume_accepting()
 
+    def replays_for(self, info: ConnectionInfo) -> ReplayCache | None:
+        """The replay cache of a connection. With several certificates, each has its own: a request's
+        bytes then decide its answer on every connection that uses it (a site may answer 421 to a name
+        another certificate's connection does not cover)."""
+        tls = info.tls
+        if tls is None or self.replays is None or self.tls is None or len(self.tls.certificates) < 2:
+            return self.replays
+        found = self._replays_by_cert.get(tls.server_cert)
+        if found is None:
+            settings = self.config.server
+            found = self._replays_by_cert[tls.server_cert] = ReplayCache(
+                settings.replay_cache_entries, settings.replay_max_request)
+        return found
+
     def connection_replaced(self, old: Client, new: Client) -> None:
         """A TLS handshake is over, or an HTTP/1.1 connection saw the HTTP/2 preface: the connection
         that carries on takes its place."""
         self.connections.discard(old)
         self.connections.add(new)
+        peer = self._address_of.pop(old, None)
+        if peer is not None:
+            self._address_of[new] = peer
 
     def connection_closed(self, connection: Client) -> None:
         self.connections.discard(connection)
+        if self._address_of:
+            peer = self._address_of.pop(connection, None)
+            if peer is not None:
+                left = self._per_address[peer] - 1
+                if left:
+                    self._per_address[peer] = left
+                else:
+                    del self._per_address[peer]
         if not self.connections:
             self._idle.set()
         if (not self._accepting and not self.draining and self._backoff is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import tomllib
@@ -178,19 +179,30 @@ def build_config(file_data: dict[str, Any] | None = None, source: str = "<config
                  override_source: str = "command line") -> Config:
     """Validate file data and command-line overrides (which win) into a Config."""
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    sites: tuple[Any, ...] = ()
     for section_name, body in (file_data or {}).items():
+        if section_name == "site":
+            from ring3.config.site_loader import load_sites
+
+            sites = load_sites(body, source)
+            continue
         if section_name not in SECTIONS:
-            raise ConfigError(source, section_name, f"unknown section; known: {', '.join(SECTIONS)}")
+            raise ConfigError(source, section_name, f"unknown section; known: {', '.join(SECTIONS)}, site")
         if not isinstance(body, dict):
             raise ConfigError(source, section_name, "expected a table, like [server]")
         for key, raw in body.items():
             sections[section_name][key] = _check(source, section_name, key, raw)
     for (section_name, key), raw in (overrides or {}).items():
         sections[section_name][key] = _check(override_source, section_name, key, raw)
+    site_certs = [site.tls for site in sites if site.tls is not None]
+    if site_certs:  # a site's own certificate joins those SNI chooses from
+        tls_values = sections["tls"]
+        tls_values["cert"] = (*tls_values.get("cert", ()), *(spec.cert for spec in site_certs))
+        tls_values["key"] = (*tls_values.get("key", ()), *(spec.key for spec in site_certs))
     if sections["tls"].get("cert") and "listen" not in sections["server"]:
         sections["server"]["listen"] = (DEFAULT_TLS_LISTEN,)
     built = {name: SECTIONS[name](**values) for name, values in sections.items()}
-    config = Config(**built)
+    config = Config(**built, sites=sites)
     given = overrides or {}
     _check_mounts(config, override_source if ("static", "mount") in given else source)
     _check_tls(config, override_source if given.keys() & {("tls", "cert"), ("server", "listen")} else source)
@@ -235,8 +247,9 @@ def _check(source: str, section_name: str, key: str, raw: Any) -> Any:
     section_cls = SECTIONS[section_name]
     fields = {f.name: f for f in dataclasses.fields(section_cls)}
     if key not in fields:
-        raise ConfigError(source, f"{section_name}.{key}",
-                          f"unknown key; known: {', '.join(fields)}")
+        close = difflib.get_close_matches(key, list(fields), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(fields)}"
+        raise ConfigError(source, f"{section_name}.{key}", f"unknown key; {hint}")
     type_ = field_types(section_cls)[key]
     dotted = f"{section_name}.{key}"
     value = coerce(source, dotted, raw, type_, dict(fields[key].metadata))

@@ -51,6 +51,10 @@ class ServerSection:
     access_log: str = setting(
         "-", "Where the access log goes, in Combined Log Format: '-' for stdout, a file path, or 'off'.",
         flag="--access-log")
+    access_log_format: str = setting(
+        "combined", "The access log's format: 'combined' (Combined Log Format, with the request id as a "
+        "last quoted field where a site gives one) or 'json' (one JSON object per line).",
+        choices=("combined", "json"), flag="--access-log-format")
     log_level: str = setting(
         "info", "Level of the error log on stderr.",
         choices=("debug", "info", "warning", "error", "critical"), flag="--log-level")
@@ -110,6 +114,11 @@ class LimitsSection:
     max_connections: int = setting(
         10000, "Open client connections at most; at the limit ring3 stops accepting until one "
         "closes.", minimum=1)
+    # nginx limit_conn (off unless configured); HAProxy's src_conn_cur tracking.
+    max_connections_per_address: int = setting(
+        0, "Open connections one client address may hold; more are closed as they are accepted. 0 for "
+        "no limit (the default: behind a load balancer every connection comes from its address).",
+        minimum=0)
     # nginx send_timeout 60s.
     send_timeout: float = setting(
         30.0, "Longest wait for a client to take more response bytes; past it the connection is "
@@ -309,6 +318,9 @@ class Config:
     app: AppSection = field(default_factory=AppSection)
     tls: TLSSection = field(default_factory=TLSSection)
     http2: Http2Section = field(default_factory=Http2Section)
+    # The [[site]] tables (config/site_schema.py): virtual hosts and their locations. Empty: the one
+    # site that [static] and [app] describe.
+    sites: tuple[Any, ...] = ()
 
 
 # Section name -> section class, in the order of Config's fields.

@@ -28,6 +28,7 @@ from ring3.files.resolve import FileResolver, IsDirectory, PathRefused, close_fi
 from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
 from ring3.observe.ledger import LEDGER
+from ring3.sites.paths import has_dot_start
 
 ALLOW = b"GET, HEAD"
 
@@ -42,36 +43,62 @@ def _slice(body: bytes, offset: int, count: int) -> bytes:
     return body[offset:offset + count]
 
 
+def new_file_cache(settings: StaticSection) -> FileCache | None:
+    """The cache of hot files that settings ask for (None when both budgets are 0)."""
+    if not (settings.cache_max_bytes or settings.open_files_max):
+        return None
+    return FileCache(max_bytes=settings.cache_max_bytes, max_file_size=settings.cache_max_file_size,
+                     max_open=settings.open_files_max, recheck=settings.cache_recheck)
+
+
 class StaticHandler:
-    """Serves one directory tree."""
+    """Serves one directory tree.
 
-    __slots__ = ("_cache", "_dotfiles", "_max_ranges", "_prefix", "_resolver")
+    `strip` is a path prefix taken off before the path is looked up under the root: a mount point, or the
+    prefix of a location with alias. It may end inside a segment ('/img' then '/img../x'): what follows it
+    is then a segment of its own, and refused if it is a dot segment. Handlers may share one FileCache
+    (`cache`, with a `cache_tag` of their own), so every site's files live within one budget. Without
+    `replayable`, responses are never offered to the replay cache (a location whose answer depends on
+    the client's address or the time).
+    """
 
-    def __init__(self, settings: StaticSection, root: str) -> None:
-        self._resolver = FileResolver(root, index=settings.index,
+    __slots__ = ("_cache", "_dotfiles", "_max_ranges", "_prefix", "_replayable", "_resolver", "_tag")
+
+    def __init__(self, settings: StaticSection, root: str, *, strip: bytes | None = None,
+                 cache: FileCache | bool | None = True, cache_tag: bytes = b"",
+                 replayable: bool = True, index: tuple[str, ...] | None = None,
+                 dotfiles: bool | None = None) -> None:
+        self._resolver = FileResolver(root, index=settings.index if index is None else index,
                                       follow_symlinks_outside=settings.follow_symlinks_outside_root)
-        self._dotfiles = settings.dotfiles
-        self._prefix = mount_prefix(settings.mount).encode("ascii")  # b"" when mounted at '/'
+        self._dotfiles = settings.dotfiles if dotfiles is None else dotfiles
+        # b"" when mounted at '/'
+        self._prefix = mount_prefix(settings.mount).encode("ascii") if strip is None else strip
         self._max_ranges = settings.max_ranges
-        self._cache: FileCache | None = None
-        if settings.cache_max_bytes or settings.open_files_max:
-            self._cache = FileCache(max_bytes=settings.cache_max_bytes,
-                                    max_file_size=settings.cache_max_file_size,
-                                    max_open=settings.open_files_max,
-                                    recheck=settings.cache_recheck)
+        self._replayable = replayable
+        self._tag = cache_tag
+        self._cache: FileCache | None = new_file_cache(settings) if cache is True else (cache or None)
 
     @property
     def root(self) -> str:
         return self._resolver.root
 
     def __call__(self, request: Request, body: BodyReader) -> Response:
+        return self.serve(request, request.path)
+
+    def serve(self, request: Request, path: bytes) -> Response:
+        """The answer for `path` (the request's, or one that try_files tries)."""
         if request.method not in (b"GET", b"HEAD"):
             return status_response(405, [(b"allow", ALLOW)])
-        path = request.path
         if self._prefix:  # a router sent it here: the path starts with the prefix
             path = path[len(self._prefix):]
             if not path:
                 return self._redirect(self._prefix + b"/", request.query)
+            if path[:1] != b"/":
+                if has_dot_start(path):
+                    return status_response(404)
+                path = b"/" + path
+        if self._tag:
+            path = self._tag + path
         cache = self._cache
         now = 0.0
         if cache is not None:
@@ -82,14 +109,16 @@ class StaticHandler:
             if cache.known_missing(path, now):
                 return self._not_found(path)
         try:
-            decoded = decode_path(path, dotfiles=self._dotfiles)
+            decoded = decode_path(path[len(self._tag):] if self._tag else path, dotfiles=self._dotfiles)
             found = self._resolver.open(decoded)
         except PathRefused as refused:
             if refused.status == 404 and cache is not None:
                 cache.note_missing(path, now)
             return status_response(refused.status)
         if isinstance(found, IsDirectory):
-            return self._redirect(self._prefix + found.location.encode("ascii"), request.query)
+            return self._redirect(self._prefix + found.location.encode("ascii").lstrip(b"/")
+                                  if self._prefix.endswith(b"/") else
+                                  self._prefix + found.location.encode("ascii"), request.query)
         if cache is not None and cache.wants(path, found.stat.st_size, now):
             entry = load_entry(found, now, keep_open=found.stat.st_size > cache.max_file_size)
             if entry is not None:
@@ -104,7 +133,8 @@ class StaticHandler:
         """The 404 for a path the cache remembers as missing: replayable while it stays remembered
         (a file created there shows within cache_recheck, replays included)."""
         response = status_response(404)
-        response.replay = partial(self._replay_not_found, path, response)
+        if self._replayable:
+            response.replay = partial(self._replay_not_found, path, response)
         return response
 
     def _replay_not_found(self, path: bytes, response: Response) -> Response | None:
@@ -138,7 +168,7 @@ class StaticHandler:
     def _whole_response(self, path: bytes, entry: CachedFile) -> Response:
         """The 200 for a whole cached file, shared by every unconditional GET of it, and replayable
         (see Response.replay) for as long as the entry stays in the cache."""
-        replay = partial(self._replay, path, entry)
+        replay = partial(self._replay, path, entry) if self._replayable else None
         if entry.body is not None:
             return Response(status=200, header_block=entry.header_block, body=entry.body, replay=replay)
         return Response(status=200, header_block=entry.header_block, body=FileRange(entry.fd, 0, entry.size),

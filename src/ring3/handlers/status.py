@@ -31,3 +31,8 @@ def status_response(status: int, headers: Headers | None = None, *, close: bool 
     if page is None:
         page = _PAGES[status] = _page(status)
     return Response(status=status, headers=all_headers, header_block=_HTML_BLOCK, body=page, close=close)
+
+
+def is_status_page(response: Response) -> bool:
+    """Whether a response is one of ring3's own status pages (not an application's or a file's)."""
+    return response.body is _PAGES.get(response.status)

@@ -111,7 +111,7 @@ class Connection(Exchange):
         self._info = info or ConnectionInfo(client=None, server=None)
         self._upgrade: Upgrade | None = None
         self._handler = handler or server.handler
-        self._replays = server.replays if handler is None else None
+        self._replays = server.replays_for(self._info) if handler is None else None
         self._candidate: bytes | None = None  # the bytes of the current request, if it may be replayed
         self._parser = H1Parser(server.h1_limits)
         self.tls: TLSOutputPath | None = None
@@ -296,6 +296,7 @@ class Connection(Exchange):
         if request.has_body:
             on_first = self._send_continue if request.expect_continue else None
             body = self._body = RequestBody(self._loop, on_first, self._resume_reading)
+            body.on_overflow = lambda dropped: fail_current(self, 413)  # a location's max_body_size
             self._last_read = now = self._loop.time()
             self._timer.arm(now + self._server.config.limits.body_timeout)
         if request.path == b"*":  # OPTIONS * (the parser allows '*' for nothing else)
@@ -377,7 +378,7 @@ class Connection(Exchange):
         if (candidate is not None and response.replay is not None and keep and fixed is not None
                 and request.method == b"GET" and upgrade is None and self._replays is not None):
             self._replays.store(candidate, Replay(request, response.replay, connection))
-        if server.access_log is not None:
+        if server.access_log is not None or request.log:
             self._log_line = log_line or b"%s %s HTTP/%s" % (
                 request.method, request.target, request.http_version.encode())
         self._log_status = status

@@ -52,7 +52,7 @@ def answer_from_replay(connection: Connection, data: bytes, replay: Replay) -> b
     head, body = message.parts
     connection._log_status = response.status
     connection._log_sent = message.length
-    if server.access_log is not None:
+    if server.access_log is not None or request.log:
         connection._log_line = b"%s %s HTTP/%s" % (
             request.method, request.target, request.http_version.encode())
     try:

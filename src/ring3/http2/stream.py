@@ -112,6 +112,7 @@ class H2Stream(Exchange):
         elif not self._body_done:
             on_first = self._send_continue if request.expect_continue else None
             body = self._body = H2RequestBody(self, on_first)
+            body.on_overflow = self._body_too_large
         self._run_handler(handler, request, body)
 
     def data_received(self, data: bytes, end: bool) -> None:
@@ -136,6 +137,12 @@ class H2Stream(Exchange):
             self._body_done = True
             if self._response_done:
                 self._finish()
+
+    def _body_too_large(self, dropped: int) -> None:
+        """The body passed the location's max_body_size: 413, and what comes is dropped, credited."""
+        self.refused(413)
+        self._body = None
+        self.consumed(dropped)
 
     def consumed(self, size: int) -> None:
         if not self._closed:
@@ -198,7 +205,7 @@ class H2Stream(Exchange):
             self._run_cleanup()
             self._respond(status_response(500), log_line)
             return
-        if self._server.access_log is not None:
+        if self._server.access_log is not None or request.log:
             self._log_line = log_line or b"%s %s HTTP/2.0" % (request.method, request.target)
         self._log_status = status
         self._log_sent = 0 if head_only else (length or 0)

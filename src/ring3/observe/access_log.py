@@ -1,19 +1,25 @@
-"""The access log in Combined Log Format.
+"""The access log, in Combined Log Format or as JSON lines.
 
-Fields that come from the client are escaped (control characters, bytes outside ASCII, quotes and
-backslashes become \\xHH) so a request cannot forge a log line. Lines are buffered and written with one
-write call per event-loop iteration, not one per request.
+Fields that come from the client are escaped (in Combined: control characters, bytes outside ASCII,
+quotes and backslashes become \\xHH; in JSON, by the JSON encoder) so a request cannot forge a log line.
+Lines are buffered and written with one write call per event-loop iteration, not one per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
 import sys
+import time
+from typing import TYPE_CHECKING
 
 from ring3.observe.ledger import LEDGER
+
+if TYPE_CHECKING:
+    from ring3.events import Request
 
 logger = logging.getLogger("ring3.access")
 _UNSAFE = re.compile(rb'[^\x20-\x7e]|["\\]')
@@ -26,36 +32,68 @@ def escape(value: bytes) -> str:
     return _UNSAFE.sub(lambda m: b"\\x%02x" % m.group()[0], value).decode("ascii")
 
 
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", "backslashreplace")
+
+
 class AccessLog:
-    """Writes Combined Log Format lines to a file descriptor, batched per loop iteration."""
+    """Writes log lines to a file descriptor, batched per loop iteration. `style` is 'combined' or
+    'json'; the loop is the running one unless given."""
 
-    __slots__ = ("_fd", "_loop", "_owns_fd", "_pending")
+    __slots__ = ("_fd", "_json", "_loop", "_owns_fd", "_pending")
 
-    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, *, owns_fd: bool) -> None:
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop | None, *, owns_fd: bool,
+                 style: str = "combined") -> None:
         self._fd = fd
         self._loop = loop
         self._owns_fd = owns_fd
+        self._json = style == "json"
         self._pending: list[bytes] = []
 
     @classmethod
-    def open(cls, target: str, loop: asyncio.AbstractEventLoop) -> AccessLog | None:
+    def open(cls, target: str, loop: asyncio.AbstractEventLoop | None,
+             style: str = "combined") -> AccessLog | None:
         """'-' for stdout, 'off' for none, else a file opened for appending."""
         if target == "off":
             return None
         if target == "-":
             sys.stdout.flush()
-            return cls(sys.stdout.fileno(), loop, owns_fd=False)
+            return cls(sys.stdout.fileno(), loop, owns_fd=False, style=style)
         fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        return cls(fd, loop, owns_fd=True)
+        return cls(fd, loop, owns_fd=True, style=style)
 
     def log(self, client: str, time_text: str, request_line: bytes, status: int, sent: int,
-            referer: bytes | None, user_agent: bytes | None) -> None:
-        line = (f'{client} - - [{time_text}] "{escape(request_line)}" {status} {sent} '
-                f'"{escape(referer) if referer else "-"}" '
-                f'"{escape(user_agent) if user_agent else "-"}"\n')
+            request: Request) -> None:
+        if self._json:
+            line = self._json_line(client, request_line, status, sent, request)
+        else:
+            referer, user_agent = request.header(b"referer"), request.header(b"user-agent")
+            line = (f'{client} - - [{time_text}] "{escape(request_line)}" {status} {sent} '
+                    f'"{escape(referer) if referer else "-"}" '
+                    f'"{escape(user_agent) if user_agent else "-"}"')
+            if request.log is not None:  # a site's log: its request id, where it gives them
+                request_id = request.header(b"x-request-id")
+                if request_id is not None:
+                    line += f' "{escape(request_id)}"'
+            line += "\n"
         if not self._pending:
-            self._loop.call_soon(self.flush)
+            (self._loop or asyncio.get_running_loop()).call_soon(self.flush)
         self._pending.append(line.encode("ascii"))
+
+    @staticmethod
+    def _json_line(client: str, request_line: bytes, status: int, sent: int, request: Request) -> str:
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+        record = {
+            "time": stamp, "client": client, "method": _text(request.method), "uri": _text(request.target),
+            "protocol": "HTTP/" + request.http_version, "host": _text(request.host) or None,
+            "status": status, "bytes": sent, "referer": _text(request.header(b"referer")),
+            "user_agent": _text(request.header(b"user-agent")),
+            "request_id": _text(request.header(b"x-request-id")),
+        }
+        if request_line == b"-":  # a request refused before it was parsed
+            record["method"] = record["uri"] = None
+        return json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n"
 
     def flush(self) -> None:
         if not self._pending:

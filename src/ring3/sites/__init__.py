@@ -1,0 +1,1 @@
+"""Virtual hosts, locations and the rules on them."""

@@ -1,0 +1,93 @@
+"""The handler in front of every request when [[site]] tables are given: Host (and, under TLS, the
+certificate) to site, path to location, location to its chain of rules and its handler.
+
+Per request this costs a Host lookup in a dict, three substring searches for the path's normal form, and
+a dict lookup for the location, both lookups remembered per distinct value (bounded).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ring3.events import Request
+from ring3.handlers import BodyReader, Handler
+from ring3.handlers.status import status_response
+from ring3.sites.hosts import HostTable, host_name
+from ring3.sites.paths import LocationTable, normalize
+from ring3.sites.rules import Result
+
+
+class Location:
+    """A location as routing holds it: where it came from, how it matches, and its chain."""
+
+    __slots__ = ("describe", "handle", "where")
+
+    def __init__(self, where: str, handle: Handler, describe: str) -> None:
+        self.where = where  # 'site[1].location[2]'
+        self.handle = handle
+        self.describe = describe  # its handler and rules, for the routing table
+
+
+class HostSite:
+    """One [[site]]: its locations, and the rules run before choosing one (a site-level rewrite)."""
+
+    __slots__ = ("entry", "hosts", "locations", "log", "where")
+
+    def __init__(self, where: str, hosts: tuple[str, ...], log: Any) -> None:
+        self.where = where
+        self.hosts = hosts
+        self.log = log  # its AccessLog, False for none, or None for the server's
+        self.locations: LocationTable[Location] = LocationTable()
+        self.entry: Handler = self.locate
+
+    def route(self, request: Request, body: BodyReader) -> Result:
+        path = request.path
+        canonical = normalize(path)
+        if canonical is not path:
+            if canonical is None:
+                return status_response(400)
+            request.path = canonical
+        if self.log is not None:
+            request.log = self.log
+        return self.entry(request, body)
+
+    def locate(self, request: Request, body: BodyReader) -> Result:
+        """The location for the (normalised) path: also where internal redirects go."""
+        location = self.locations.match(request.path)
+        if location is None:
+            return status_response(404)
+        return location.handle(request, body)
+
+
+class SiteRouter:
+    """Host to site. Under TLS, a request for a site by a name the connection's certificate does not
+    cover gets 421 (Misdirected Request): a client reusing a connection for another name must open one
+    for it. The default site takes any other Host (and requests without one, from HTTP/1.0)."""
+
+    __slots__ = ("_cert_names", "hosts", "sites")
+
+    def __init__(self, hosts: HostTable[HostSite], sites: list[HostSite],
+                 cert_names: dict[str, tuple[frozenset[bytes], tuple[bytes, ...]]] | None) -> None:
+        self.hosts = hosts
+        self.sites = sites
+        # certificate (PEM, as TLSInfo.server_cert) -> (exact names, wildcard suffixes)
+        self._cert_names = cert_names
+
+    def __call__(self, request: Request, body: BodyReader) -> Result:
+        site, named = self.hosts.match(request.host)
+        if named and self._cert_names is not None:
+            tls = request.conn.tls
+            if tls is not None and not self._covers(tls.server_cert, request.host):
+                return status_response(421)
+        return site.route(request, body)
+
+    def _covers(self, cert: str | None, host: bytes) -> bool:
+        names = self._cert_names.get(cert or "") if self._cert_names is not None else None
+        if names is None:
+            return False
+        exact, wildcards = names
+        name = host_name(host)
+        if name in exact:
+            return True
+        _, dot, parent = name.partition(b".")
+        return bool(dot) and parent in wildcards
