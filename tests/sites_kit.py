@@ -38,11 +38,11 @@ def write_app(directory: Path) -> Path:
 
 
 def serve_config(ring3_process: Callable[..., RunningServer], tmp_path: Path, toml: str,
-                 *flags: str) -> RunningServer:
+                 *flags: str, listen: str = "127.0.0.1:0") -> RunningServer:
     """ring3 serving the config `toml` (dedented) on a free loopback port."""
     path = tmp_path / "ring3.toml"
     path.write_text(textwrap.dedent(toml))
-    return ring3_process("--config", str(path), "--listen", "127.0.0.1:0", *flags)
+    return ring3_process("--config", str(path), "--listen", listen, *flags)
 
 
 def request(server: RunningServer, target: str, host: str | None = "example.test", *,

@@ -144,8 +144,10 @@ def test_a_location_body_limit_below_and_above_the_server_limit(
         for framing in ([], ["-H", "Transfer-Encoding: chunked"] if protocol == "HTTP/1.1" else []):
             done = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", version, *framing,
                                    "--data-binary", upload, server.url + path],
-                                  capture_output=True, text=True, timeout=30, check=True)
-            assert done.stdout == "413", (path, framing)
+                                  capture_output=True, text=True, timeout=30)
+            # curl may also say the stream was reset (exit 92): ring3 ends the refused upload with
+            # RST_STREAM(NO_ERROR) after its answer, as RFC 9113 8.1 has it
+            assert (done.stdout, done.returncode in (0, 92)) == ("413", True), (path, framing, done)
 
 
 def test_error_pages_replace_ring3s_own_errors(site: Path, tmp_path: Path,

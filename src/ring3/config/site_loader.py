@@ -171,6 +171,10 @@ def _location(source: str, where: str, table: dict[str, Any], site_level: bool =
         if key not in known:
             raise _unknown(source, f"{where}.{key}", key, known)
         values[key] = _value(source, f"{where}.{key}", LocationSpec, key, raw)
+    handlers = [key for key in table if key in HANDLER_KEYS]  # in file order
+    if len(handlers) > 1:
+        raise ConfigError(source, f"{where}.{handlers[1]}",
+                          f"a location has one handler, and {handlers[0]} is given too")
     if not site_level and "path" not in values:
         raise ConfigError(source, f"{where}.path", "a location needs its path, such as '/app/'")
     location = LocationSpec(**values)
@@ -219,9 +223,6 @@ def _check_location(source: str, where: str, location: LocationSpec) -> None:
     def fail(key: str, reason: str) -> ConfigError:
         return ConfigError(source, f"{where}.{key}", reason)
 
-    handlers = [key for key in HANDLER_KEYS if getattr(location, key) is not None]
-    if len(handlers) > 1:
-        raise fail(handlers[1], f"a location has one handler, and {handlers[0]} is given too")
     kind, pattern = split_location_path(location.path)
     if kind in ("regex", "iregex"):
         try:

@@ -76,17 +76,17 @@ class StaticHandler:
         self._max_ranges = settings.max_ranges
         self._replayable = replayable
         self._tag = cache_tag
-        self._cache: FileCache | None = new_file_cache(settings) if cache is True else (cache or None)
+        self._cache: FileCache | None = (new_file_cache(settings) if cache is True
+                                         else None if cache is False else cache)
 
     @property
     def root(self) -> str:
         return self._resolver.root
 
-    def __call__(self, request: Request, body: BodyReader) -> Response:
-        return self.serve(request, request.path)
-
-    def serve(self, request: Request, path: bytes) -> Response:
-        """The answer for `path` (the request's, or one that try_files tries)."""
+    def __call__(self, request: Request, body: BodyReader, path: bytes | None = None) -> Response:
+        """The answer for the request's path, or for `path` (one that try_files tries)."""
+        if path is None:
+            path = request.path
         if request.method not in (b"GET", b"HEAD"):
             return status_response(405, [(b"allow", ALLOW)])
         if self._prefix:  # a router sent it here: the path starts with the prefix

@@ -104,7 +104,7 @@ class Builder:
         for number, location in enumerate(spec.locations, 1):
             self._add(site, f"{where}.location[{number}]", effective(defaults, location))
         if defaults.rewrite:
-            site.entry = Rewrite(self._rewrites(defaults.rewrite), site.locate, site.locate)
+            site.rewrite = Rewrite(self._rewrites(defaults.rewrite), site.locate, site.locate)
         return site
 
     def _open_log(self, where: str, spec: SiteSpec) -> Any:
@@ -139,8 +139,11 @@ class Builder:
         if spec.root is not None or spec.alias is not None:
             self._tags += 1
             strip = canonical_pattern(pattern) if spec.alias is not None else b""
+            if strip.endswith(b"/"):
+                strip = strip[:-1]  # what is left starts with '/', as the resolver wants
             static = StaticHandler(self.config.static, spec.alias or spec.root or "", strip=strip,
-                                   cache=self.files or False, cache_tag=b"\0%d\0" % self._tags,
+                                   cache=self.files if self.files is not None else False,
+                                   cache_tag=b"\0%d\0" % self._tags,
                                    replayable=replayable, index=spec.index, dotfiles=spec.dotfiles)
             what = f"alias {static.root}" if spec.alias is not None else f"root {static.root}"
             if spec.try_files:

@@ -21,14 +21,14 @@ def host_name(host: bytes) -> bytes:
 class HostTable(Generic[T]):
     """Sites by host name; `default` answers every Host no other site claims."""
 
-    __slots__ = ("_exact", "_memo", "_regexes", "_wildcards", "default")
+    __slots__ = ("_exact", "_regexes", "_wildcards", "default", "memo")
 
     def __init__(self, default: T) -> None:
         self.default = default
         self._exact: dict[bytes, T] = {}
         self._wildcards: list[tuple[bytes, T]] = []  # (".example.test", site), longest first
         self._regexes: list[tuple[Any, T]] = []
-        self._memo: dict[bytes, tuple[T, bool]] = {}
+        self.memo: dict[bytes, tuple[T, bool]] = {}  # Host values' sites, read by the router inline
 
     def add(self, pattern: str, site: T, compile_regex: Any) -> None:
         if pattern.startswith("~"):
@@ -41,10 +41,10 @@ class HostTable(Generic[T]):
 
     def match(self, host: bytes) -> tuple[T, bool]:
         """The site for a Host value, and whether a site claims it by name (False: the default site)."""
-        found = self._memo.get(host)
+        found = self.memo.get(host)
         if found is None:
             found = self._find(host_name(host))
-            memo = self._memo
+            memo = self.memo
             if len(memo) >= MEMO_ENTRIES:
                 memo.clear()
             memo[host] = found

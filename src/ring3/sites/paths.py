@@ -55,13 +55,13 @@ class LocationTable(Generic[T]):
     """Chooses among a site's locations as nginx does: an exact match first; else the longest prefix,
     kept if it is '^~'; else the first regex (in file order) that matches; else that longest prefix."""
 
-    __slots__ = ("_exact", "_memo", "_prefixes", "_regexes")
+    __slots__ = ("_exact", "_prefixes", "_regexes", "memo")
 
     def __init__(self) -> None:
         self._exact: dict[bytes, T] = {}
         self._prefixes: list[tuple[bytes, bool, T]] = []  # (prefix, stops the regex search, location)
         self._regexes: list[tuple[Any, T]] = []
-        self._memo: dict[bytes, T | None] = {}
+        self.memo: dict[bytes, T] = {}  # paths' locations, read by the router inline
 
     def add(self, kind: str, pattern: str, location: T, compile_regex: Callable[[str, bool], Any]) -> None:
         if kind == "exact":
@@ -73,13 +73,14 @@ class LocationTable(Generic[T]):
             self._regexes.append((compile_regex(pattern, kind == "iregex"), location))
 
     def match(self, path: bytes) -> T | None:
-        memo = self._memo
-        if path in memo:
-            return memo[path]
-        found = self._find(path)
-        if len(memo) >= MEMO_ENTRIES:
-            memo.clear()  # a flood of distinct paths: start afresh rather than grow
-        memo[path] = found
+        memo = self.memo
+        found = memo.get(path)
+        if found is None:
+            found = self._find(path)
+            if found is not None:
+                if len(memo) >= MEMO_ENTRIES:
+                    memo.clear()  # a flood of distinct paths: start afresh rather than grow
+                memo[path] = found
         return found
 
     def _find(self, path: bytes) -> T | None:

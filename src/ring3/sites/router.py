@@ -31,25 +31,35 @@ class Location:
 class HostSite:
     """One [[site]]: its locations, and the rules run before choosing one (a site-level rewrite)."""
 
-    __slots__ = ("entry", "hosts", "locations", "log", "where")
+    __slots__ = ("hosts", "locations", "log", "memo", "rewrite", "where")
 
     def __init__(self, where: str, hosts: tuple[str, ...], log: Any) -> None:
         self.where = where
         self.hosts = hosts
         self.log = log  # its AccessLog, False for none, or None for the server's
         self.locations: LocationTable[Location] = LocationTable()
-        self.entry: Handler = self.locate
+        # Canonical paths' locations: a raw path found here is canonical, so the router's fast path skips
+        # the normal form's test on a hit.
+        self.memo = self.locations.memo
+        self.rewrite: Handler | None = None  # a site-level rewrite, run before a location is chosen
 
     def route(self, request: Request, body: BodyReader) -> Result:
         path = request.path
-        canonical = normalize(path)
-        if canonical is not path:
+        if b"%" in path or b"//" in path or b"/." in path:  # normalize()'s own test, inline
+            canonical = normalize(path)
             if canonical is None:
                 return status_response(400)
-            request.path = canonical
+            request.path = path = canonical
         if self.log is not None:
             request.log = self.log
-        return self.entry(request, body)
+        if self.rewrite is not None:
+            return self.rewrite(request, body)
+        location = self.memo.get(path)
+        if location is None:
+            location = self.locations.match(path)
+            if location is None:
+                return status_response(404)
+        return location.handle(request, body)
 
     def locate(self, request: Request, body: BodyReader) -> Result:
         """The location for the (normalised) path: also where internal redirects go."""
@@ -64,22 +74,29 @@ class SiteRouter:
     cover gets 421 (Misdirected Request): a client reusing a connection for another name must open one
     for it. The default site takes any other Host (and requests without one, from HTTP/1.0)."""
 
-    __slots__ = ("_cert_names", "hosts", "sites")
+    __slots__ = ("_cert_names", "_host_memo", "hosts", "sites")
 
     def __init__(self, hosts: HostTable[HostSite], sites: list[HostSite],
                  cert_names: dict[str, tuple[frozenset[bytes], tuple[bytes, ...]]] | None) -> None:
         self.hosts = hosts
+        self._host_memo = hosts.memo
         self.sites = sites
         # certificate (PEM, as TLSInfo.server_cert) -> (exact names, wildcard suffixes)
         self._cert_names = cert_names
 
     def __call__(self, request: Request, body: BodyReader) -> Result:
-        site, named = self.hosts.match(request.host)
+        found = self._host_memo.get(request.host)
+        site, named = found if found is not None else self.hosts.match(request.host)
         if named and self._cert_names is not None:
             tls = request.conn.tls
             if tls is not None and not self._covers(tls.server_cert, request.host):
                 return status_response(421)
-        return site.route(request, body)
+        location = site.memo.get(request.path)  # HostSite.route's common case, inline
+        if location is None or site.rewrite is not None:
+            return site.route(request, body)
+        if site.log is not None:
+            request.log = site.log
+        return location.handle(request, body)
 
     def _covers(self, cert: str | None, host: bytes) -> bool:
         names = self._cert_names.get(cert or "") if self._cert_names is not None else None

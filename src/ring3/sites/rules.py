@@ -193,7 +193,7 @@ class HeaderRule:
         return then(self._next(request, body), self.apply)
 
     def apply(self, response: Response) -> Response:
-        if response.replay is None and not response.header_block:
+        if response.replay is None:  # not shared between requests: rewrite this one
             return self._rewrite(response, None)
         key = (id(self), id(response))
         kept = _MODIFIED.get(key)

@@ -133,7 +133,7 @@ class TryFiles:
             path = expand(entry, request)
             if path[:1] != b"/":
                 continue
-            response = self._static.serve(request, path)
+            response = self._static(request, EMPTY_BODY, path)
             if response.status in (404, 301) and is_status_page(response):
                 continue  # missing, or a directory asked for as a file
             if path != request.path and response.replay is not None:
