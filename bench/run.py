@@ -24,7 +24,8 @@ import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchkit import baseline, figures, handshakes, idle, lineups, load, report, servers, syscalls, tls, tools
+from benchkit import (baseline, figures, handshakes, idle, lineups, load, report, servers, sites, syscalls, tls,
+                      tools)
 from benchkit.procs import cpu_seconds, peak_rss_kib, rss_kib
 from benchkit.scenarios import GROUPS, IDLE, SCENARIOS, STATIC, WEBSOCKET, Scenario, chosen, make_site
 from benchkit.servers import Server, ServerSpec
@@ -134,7 +135,7 @@ def log(message: str) -> None:
 def measure_once(server: Server, scenario: Scenario, seconds: int) -> tuple[load.WrkResult, float]:
     """One rate run (wrk, or wsload) and the server's CPU time per request (message) during it (µs)."""
     before = cpu_seconds(server.pid)
-    result = load.run_rate(server.url(scenario.file), scenario, seconds)
+    result = load.run_rate(server.url(scenario.file), scenario, seconds, server.spec.host, server.targets)
     spent = cpu_seconds(server.pid) - before
     if result.requests == 0:  # a stalled server is a failure, not a rate of 0
         raise RuntimeError(f"no {scenario.unit} answered in {seconds} s ({spent:.2f} s of server CPU)")
@@ -144,7 +145,7 @@ def measure_once(server: Server, scenario: Scenario, seconds: int) -> tuple[load
 def check_status(server: Server, scenario: Scenario) -> None:
     """One request answered with the expected status (WebSocket: one echo on every connection)."""
     count = scenario.connections if scenario.kind == WEBSOCKET else scenario.pipeline
-    result = load.run_count(server.url(scenario.file), scenario, count, timeout=30)
+    result = load.run_count(server.url(scenario.file), scenario, count, timeout=30, host=server.spec.host)
     wanted = f"{scenario.expect_status // 100}xx"
     if result.status.get(wanted, 0) != result.requests or result.requests == 0:
         raise RuntimeError(f"{server.spec.name}: expected {scenario.expect_status}, got {result.status}")
@@ -156,7 +157,8 @@ def measure_rates(running: list[Server], scenario: Scenario, settings: Settings)
     errors: dict[str, str] = {}
     for server in running if settings.warmup_s else []:
         try:
-            load.run_rate(server.url(scenario.file), scenario, settings.warmup_s)
+            load.run_rate(server.url(scenario.file), scenario, settings.warmup_s, server.spec.host,
+                          server.targets)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             errors[server.spec.name] = f"warm-up: {exc}"
     before = handshake_counts(running, scenario)
@@ -220,7 +222,8 @@ def count_syscalls(server: Server, scenario: Scenario, settings: Settings, work:
     out_file = work / f"strace-{server.spec.name}-{scenario.name}.txt"
     started = time.monotonic()
     with syscalls.strace_attached(server.pid, out_file):
-        result = load.run_count(server.url(scenario.file), scenario, requests, timeout=STRACE_TIMEOUT)
+        result = load.run_count(server.url(scenario.file), scenario, requests, timeout=STRACE_TIMEOUT,
+                                host=server.spec.host)
     elapsed = time.monotonic() - started
     after = syscalls.scrape(admin) if admin else None
     shakes_after = handshakes.counts(server, after) if scenario.handshake else None
@@ -453,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         prepare(settings, work)
         make_site(work / "site")
+        if any(s.sites for s in settings.scenarios):
+            sites.make(work)
         scenarios = [run_scenario(s, settings, work / "site", work) for s in settings.scenarios]
     write_outputs(build_report(settings, scenarios, started, load_before), settings)
     return 0

@@ -6,6 +6,7 @@ real sockets by real clients: httpx, curl, the `websockets` client and headless 
 - examples/django_site: pages, a CSRF-protected form with signed-cookie sessions, collected static files
   served by ring3 at /static; once through Django's ASGI handler and once through its WSGI handler.
 - examples/flask_app: a page, a JSON API, POST echo, a generator response, send_file (wsgi.file_wrapper).
+- examples/sites: three virtual hosts with redirects, an application location, alias, try_files, limits.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -581,3 +583,37 @@ def test_flask_serves_concurrent_requests_in_threads(flask: RunningServer) -> No
     assert all(body.count(b"\n") == lines for _, body in results)
     serial = parallel * (lines - 1) * delay
     assert max(elapsed for elapsed, _ in results) < serial * 0.6, results
+
+
+def test_sites_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """examples/sites/ring3.toml as written (its paths are relative to the repository root), on a free
+    port."""
+    monkeypatch.chdir(EXAMPLES.parent)
+    server = start_ring3(["--config", "examples/sites/ring3.toml", "--listen", "127.0.0.1:0",
+                          "--access-log", "off"], tmp_path)
+    try:
+        def get(host: str, path: str, method: str = "GET", **options: Any) -> httpx.Response:
+            return httpx.request(method, server.url + path, headers={"host": host}, timeout=10, **options)
+
+        home = get("example.test", "/")
+        assert home.status_code == 200 and "<h1>example.test</h1>" in home.text
+        assert home.headers["x-content-type-options"] == "nosniff" and "server" not in home.headers
+        assert get("example.test", "/old/x").headers["location"] == "/new/"
+        hello = get("www.example.test", "/api/hello")
+        assert hello.status_code == 200 and re.fullmatch(r"[0-9a-f]{32}", hello.headers["x-request-id"])
+        order = {"item": "tea", "quantity": 2, "unit_price": 1.5}
+        assert get("example.test", "/api/orders", method="POST", json=order).json()["total"] == 3.0
+        assert get("example.test", "/api/orders", method="POST", content=b"x" * 17000).status_code == 413
+        asset = get("example.test", "/assets/site.css")
+        assert asset.text == "body { font-family: sans-serif }\n"
+        assert asset.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert "nosniff" not in asset.headers.get("x-content-type-options", "")
+        assert "single-page app" in get("spa.test", "/any/client/route").text
+        assert get("spa.test", "/assets/app.js").text.startswith("document.")
+        other = get("elsewhere.test", "/")
+        assert (other.status_code, other.text) == (404, "no such site\n")
+        statuses = [get("example.test", "/api/orders", method="POST", json=order).status_code
+                    for _ in range(12)]
+        assert statuses.count(429) >= 1 and statuses[0] == 200
+    finally:
+        server.stop()

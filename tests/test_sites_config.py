@@ -134,6 +134,12 @@ ERRORS = [
      error_pages = { 700 = "/x.html" }
      """, "site[1].error_pages.700", "from 300 to 599"),
     ("""
+     [[site]]
+     hosts = ["a.test"]
+     tls = { cert = "/nonexistent/a.pem", key = "/nonexistent/a.key" }
+     respond = { body = "x" }
+     """, "site[1].tls.cert", "cannot be read"),
+    ("""
      [serve]
      listen = ["127.0.0.1:0"]
      """, "serve", "unknown section"),

@@ -283,6 +283,7 @@ def test_request_ids_and_per_site_json_logs(tmp_path: Path, ring3_process: Calla
         [[site]]
         hosts = ["*"]
         respond = {{ body = "main" }}
+        request_id = true
     """)
     with http_client(server.url, protocol) as client:
         answer = client.get("/cart", headers={"host": "shop.test"})
@@ -305,7 +306,51 @@ def test_request_ids_and_per_site_json_logs(tmp_path: Path, ring3_process: Calla
     assert first["status"] == 200
     assert first["protocol"] == ("HTTP/2" if protocol == "HTTP/2" else "HTTP/1.1")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
-    while "other.test" not in (tmp_path / "main.log").read_text() and time.monotonic() < deadline:
+    while '"GET / HTTP/' not in (tmp_path / "main.log").read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
     main = (tmp_path / "main.log").read_text()
     assert '"GET / HTTP/' in main and "/cart" not in main  # each site's lines in its own log
+    line = r'"GET / HTTP/[0-9.]+" 200 4 "-" "python-httpx/[^"]+" "[0-9a-f]{32}"\n'
+    assert re.search(line, main), main  # the request id, last in a Combined line
+
+
+def metric(admin: str, name: str) -> int:
+    import httpx
+
+    text = httpx.get(f"http://{admin}/metrics", timeout=10).text
+    found = re.search(rf"^{name} (\d+)$", text, re.MULTILINE)
+    assert found is not None, name
+    return int(found.group(1))
+
+
+def test_static_locations_use_the_file_cache_and_the_replay_cache(
+        site: Path, tmp_path: Path, ring3_process: Callable[..., RunningServer]) -> None:
+    """A hot file behind sites is answered as a single site answers it: from memory, then by replay;
+    a location with allow is answered from the file cache but never replayed."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        admin = f"127.0.0.1:{probe.getsockname()[1]}"
+    server = serve_config(ring3_process, tmp_path, f"""
+        [server]
+        access_log = "off"
+        admin = "{admin}"
+        [[site]]
+        hosts = ["*"]
+        root = "{site}"
+          [[site.location]]
+          path = "/sub/"
+          alias = "{site}/sub/"
+          allow = ["127.0.0.0/8"]
+    """)
+    raw = b"GET /hello.txt HTTP/1.1\r\nHost: example.test\r\n\r\n"
+    guarded = b"GET /sub/index.html HTTP/1.1\r\nHost: example.test\r\n\r\n"
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        for data in (raw, guarded):
+            for _ in range(6):
+                sock.sendall(data)
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            if data is raw:
+                replayed = metric(admin, "ring3_responses_replayed_total")
+                assert replayed >= 3  # the second request cached the file, the third was a replay
+    assert metric(admin, "ring3_responses_replayed_total") == replayed  # none of the guarded ones
+    assert metric(admin, "ring3_responses_from_cache_total") >= 4 + 1

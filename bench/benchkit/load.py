@@ -56,18 +56,24 @@ class WrkResult:
         return self.bytes / self.duration_s / MB
 
 
-def header_args(scenario: Scenario) -> list[str]:
-    """Browser-like fields, or Connection: close (a new connection, and TLS handshake, per request)."""
-    headers = (*(BROWSER_HEADERS if scenario.browser_headers else ()),
+def header_args(scenario: Scenario, host: str = "", host_field: str = "Host") -> list[str]:
+    """Browser-like fields, or Connection: close (a new connection, and TLS handshake, per request); a
+    virtual host's name in `host_field` (h2load replaces its Host only as ":authority")."""
+    headers = (*((f"{host_field}: {host}",) if host else ()),
+               *(BROWSER_HEADERS if scenario.browser_headers else ()),
                *(("Connection: close",) if scenario.handshake else ()))
     return [arg for header in headers for arg in ("-H", header)]
 
 
-def wrk_argv(url: str, scenario: Scenario, seconds: int) -> list[str]:
-    script = "pipeline.lua" if scenario.pipeline > 1 else "summary.lua"
+def wrk_argv(url: str, scenario: Scenario, seconds: int, host: str = "",
+             targets: Path | None = None) -> list[str]:
+    """wrk with one thread; with `targets`, cycling through that file's requests (bench/wrk/targets.lua)."""
+    script = "targets.lua" if targets else "pipeline.lua" if scenario.pipeline > 1 else "summary.lua"
     argv = ["wrk", "-t1", f"-c{scenario.connections}", f"-d{seconds}s", "--latency", "--timeout", "10s",
-            "-s", str(WRK_DIR / script), *header_args(scenario), url]
-    if scenario.pipeline > 1:
+            "-s", str(WRK_DIR / script), *header_args(scenario, host), url]
+    if targets:
+        argv += ["--", str(targets)]
+    elif scenario.pipeline > 1:
         argv += ["--", str(scenario.pipeline)]
     return pinned(LOAD_CPU, argv)
 
@@ -77,29 +83,32 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_rate(url: str, scenario: Scenario, seconds: int) -> WrkResult:
-    """The scenario's rate run: wrk, wsload for WebSocket messages, h2load over HTTP/2."""
+def run_rate(url: str, scenario: Scenario, seconds: int, host: str = "",
+             targets: Path | None = None) -> WrkResult:
+    """The scenario's rate run: wrk (with a virtual host's Host, or cycling through `targets`), wsload for
+    WebSocket messages, h2load over HTTP/2."""
     if scenario.kind == WEBSOCKET:
         return run_wsload(url, scenario, seconds=seconds)
     if scenario.http2:
         return run_h2load_rate(url, scenario, seconds)
-    return run_wrk(url, scenario, seconds)
+    return run_wrk(url, scenario, seconds, host, targets)
 
 
-def run_count(url: str, scenario: Scenario, requests: int, timeout: float) -> H2loadResult:
-    """Exactly `requests` requests (h2load) or messages (wsload)."""
+def run_count(url: str, scenario: Scenario, requests: int, timeout: float, host: str = "") -> H2loadResult:
+    """Exactly `requests` requests (h2load, with `host` for Host) or messages (wsload)."""
     if scenario.kind != WEBSOCKET:
-        return run_h2load(url, scenario, requests, timeout)
+        return run_h2load(url, scenario, requests, timeout, host)
     result = run_wsload(url, scenario, messages=requests, timeout=timeout)
     failed = result.socket_errors
     return H2loadResult(result.requests, result.requests, {"2xx": result.requests, "3xx": 0, "4xx": 0,
                                                            "5xx": failed}, failed)
 
 
-def run_wrk(url: str, scenario: Scenario, seconds: int) -> WrkResult:
+def run_wrk(url: str, scenario: Scenario, seconds: int, host: str = "",
+            targets: Path | None = None) -> WrkResult:
     """One wrk run of `seconds` (whole seconds: wrk takes no fractions)."""
     cpu_before = _children_cpu_s()
-    out = subprocess.run(wrk_argv(url, scenario, seconds), capture_output=True, text=True,
+    out = subprocess.run(wrk_argv(url, scenario, seconds, host, targets), capture_output=True, text=True,
                          timeout=seconds + SLACK_S)
     load_cpu = _children_cpu_s() - cpu_before
     match = re.search(r"^BENCH_JSON (\{.*\})$", out.stdout, re.M)
@@ -164,10 +173,11 @@ def run_wsload(url: str, scenario: Scenario, seconds: int | None = None, message
         load_cpu_s=data["cpu_us"] / 1e6)
 
 
-def h2load_argv(url: str, scenario: Scenario, bound: list[str], connections: int) -> list[str]:
+def h2load_argv(url: str, scenario: Scenario, bound: list[str], connections: int,
+                host: str = "") -> list[str]:
     ciphers = [f"--tls13-ciphers={TLS13_CIPHERS}"] if url.startswith("https:") else []
     return pinned(LOAD_CPU, h2load.argv(url, connections, scenario.in_flight, bound, scenario.protocol,
-                                        (*ciphers, *header_args(scenario))))
+                                        (*ciphers, *header_args(scenario, host, ":authority"))))
 
 
 def _h2load(argv: list[str], url: str, scenario: Scenario, timeout: float) -> H2loadResult:
@@ -178,10 +188,10 @@ def _h2load(argv: list[str], url: str, scenario: Scenario, timeout: float) -> H2
     return result
 
 
-def run_h2load(url: str, scenario: Scenario, requests: int, timeout: float) -> H2loadResult:
+def run_h2load(url: str, scenario: Scenario, requests: int, timeout: float, host: str = "") -> H2loadResult:
     """Exactly `requests` requests (h2load's -m pipelines them over HTTP/1.1, runs them as concurrent
     streams over HTTP/2), killed past `timeout`."""
-    argv = h2load_argv(url, scenario, ["-n", str(requests)], min(scenario.connections, requests))
+    argv = h2load_argv(url, scenario, ["-n", str(requests)], min(scenario.connections, requests), host)
     return _h2load(argv, url, scenario, timeout)
 
 

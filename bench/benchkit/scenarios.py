@@ -50,13 +50,14 @@ MB = 1_000_000
 class Goal:
     """A target for ring3's figure `key` (a results key: cpu_us_per_request, mb_per_s, peak_rss_mib):
     at most (or at least) `bound` times `against`'s same figure, in `scenario` (default: this one), or
-    at most `bound` itself when `against` is empty."""
+    at most `bound` more than it (`difference`), or at most `bound` itself when `against` is empty."""
 
     key: str
     bound: float
     against: str = ""
     scenario: str = ""
     at_least: bool = False
+    difference: bool = False  # at most `bound` more than `against`'s figure (in its unit), not a ratio
     note: str = ""  # shown beside the goal: the bound as the issue gave it, what the reference is
 
 
@@ -82,6 +83,7 @@ class Scenario:
     http2: bool = False  # HTTP/2: h2 (by ALPN) over TLS, h2c (prior knowledge) without
     streams: int = 1  # HTTP/2: concurrent streams per connection (h2load -m)
     handshake: str = ""  # FULL or RESUMED: one TLS handshake per request, counted on the server side
+    sites: bool = False  # ring3 with benchkit.sites' 100 virtual hosts, against ring3-single (one root)
     goals: tuple[Goal, ...] = ()
 
     @property
@@ -139,6 +141,17 @@ H2_SCENARIOS = (
              requires=HTTP2, goals=(Goal("mb_per_s", 0.8, "nginx", at_least=True),)),
 )
 
+# ring3 routing by Host and path over 100 sites of 20 locations (benchkit.sites), against ring3-single:
+# ring3 serving one root as in 1k-c64 (hot), or the same 2000 files under one root (spread).
+SINGLE = "ring3-single"
+SITES_SCENARIOS = (
+    Scenario("sites-hot-1k", "100x20 sites, one hot 1 KiB file, 64 conns", "1k.bin", 64, 5000, sites=True,
+             goals=(Goal(CPU, 1.05, SINGLE, note="today's 1k-c64 cost, with 5% for noise"),)),
+    Scenario("sites-spread-1k", "100x20 sites, 2000 1 KiB files, no replay cache, 64 conns", "1k.bin", 64,
+             5000, sites=True,
+             goals=(Goal(CPU, 1.0, SINGLE, difference=True, note="what routing adds, in µs"),)),
+)
+
 SCENARIOS = (
     Scenario("1k-c64", "1 KiB, 64 conns", "1k.bin", 64, 5000),
     Scenario("1k-c1", "1 KiB, 1 conn (latency)", "1k.bin", 1, 3000),
@@ -159,11 +172,12 @@ SCENARIOS = (
     Scenario("idle-10k", "10,000 idle keep-alive connections (memory)", "1k.bin", 10000, 0, kind=IDLE),
     *TLS_SCENARIOS,
     *H2_SCENARIOS,
+    *SITES_SCENARIOS,
 )
 
-# --scenario GROUP: the HTTP/1.1 scenarios over TLS, the HTTP/2 ones.
+# --scenario GROUP: the HTTP/1.1 scenarios over TLS, the HTTP/2 ones, the virtual hosts' ones.
 GROUPS: dict[str, Callable[[Scenario], bool]] = {"tls": lambda s: s.tls and not s.http2,
-                                                 "h2": lambda s: s.http2}
+                                                 "h2": lambda s: s.http2, "sites": lambda s: s.sites}
 
 
 def chosen(scenario: Scenario, names: set[str]) -> bool:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchkit import h2load, tls, tools
+from benchkit import h2load, sites, tls, tools
 
 HOST = "127.0.0.1"
 SERVER_CPU = 1
@@ -55,6 +55,10 @@ class ServerSpec:
     # listener answer nothing else on their port.
     http2: bool = False
     env: dict[str, str] = field(default_factory=dict)  # added to its environment (ring3-base: PYTHONPATH)
+    host: str = ""  # the Host header of every request to it instead of the URL's (a virtual host)
+    # A file of the run's work folder whose requests (HOST PATH or PATH lines) wrk cycles through in the
+    # rate runs (bench/wrk/targets.lua) instead of the URL's; the other requests take the URL (and `host`).
+    targets: str = ""
 
     @property
     def family(self) -> str:
@@ -80,6 +84,11 @@ class Server:
 
     def url(self, file: str) -> str:
         return f"{self.origin}{self.spec.prefix}/{self.spec.path or file}"
+
+    @property
+    def targets(self) -> Path | None:
+        """The requests that wrk cycles through (ServerSpec.targets), or None: the URL's alone."""
+        return self.launch.work / self.spec.targets if self.spec.targets else None
 
 
 def pinning_available() -> bool:
@@ -130,6 +139,21 @@ def ring3_files_argv(*extra: str) -> Callable[[Launch], list[str]]:
     """ring3 serving the bench site with extra flags (--no-tls-session-tickets)."""
     def argv(launch: Launch) -> list[str]:
         return _ring3_argv(launch, [str(launch.root), *extra])
+    return argv
+
+
+def ring3_sites_argv(*extra: str) -> Callable[[Launch], list[str]]:
+    """ring3 with the sites scenarios' config (benchkit.sites: 100 virtual hosts of 20 locations each, in
+    the run's work folder) and no ROOT, with extra flags (--replay-cache-entries 0)."""
+    def argv(launch: Launch) -> list[str]:
+        return _ring3_argv(launch, ["--config", str(sites.config_file(launch.work)), *extra])
+    return argv
+
+
+def ring3_tree_argv(*extra: str) -> Callable[[Launch], list[str]]:
+    """ring3 serving the sites scenarios' files as one root (each site's folder a path under it)."""
+    def argv(launch: Launch) -> list[str]:
+        return _ring3_argv(launch, [str(sites.tree(launch.work)), *extra])
     return argv
 
 
@@ -308,11 +332,11 @@ def start(spec: ServerSpec, root: Path, work: Path, probe: str, with_admin: bool
     return server
 
 
-def _get_status(launch: Launch, path: str) -> int:
+def _get_status(launch: Launch, path: str, host: str = "") -> int:
     conn = (http.client.HTTPConnection(HOST, launch.port, timeout=2) if launch.tls is None else
             http.client.HTTPSConnection(HOST, launch.port, timeout=2, context=tls.client_context(launch.tls)))
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers={"Host": host} if host else {})
         response = conn.getresponse()
         response.read()
         return response.status
@@ -325,7 +349,7 @@ def _answers(server: Server, path: str) -> bool:
     if server.spec.http2:
         return h2load.answers_over(h2load.H2 if server.spec.tls else h2load.H2C, server.origin + path)
     try:
-        return _get_status(server.launch, path) == 200
+        return _get_status(server.launch, path, server.spec.host) == 200
     except OSError:
         return False
 

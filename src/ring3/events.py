@@ -86,6 +86,7 @@ class Request:
     protocol: bytes = b""  # HTTP/2's :protocol of an extended CONNECT (RFC 8441): b"websocket"
     redirects: int = 0  # internal redirects so far (a rewrite, try_files, an error page), bounded
     log: Any = None  # the site's access log (an AccessLog, or False for none), set by the site router
+    request_id: bytes = b""  # its X-Request-ID, where a site's request_id rule gave it one
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header (name in lower case), or None."""

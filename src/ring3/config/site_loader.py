@@ -127,8 +127,13 @@ def _site(source: str, where: str, table: dict[str, Any]) -> SiteSpec:
             raise ConfigError(source, f"{where}.location[{number}].alias", "alias needs a prefix or exact "
                               "location (use root, or a rewrite, with a regex)")
     spec = SiteSpec(**site_values, defaults=defaults, locations=locations)
-    if spec.tls is not None and not (spec.tls.cert and spec.tls.key):
-        raise ConfigError(source, f"{where}.tls", "give both cert and key")
+    if spec.tls is not None:
+        if not (spec.tls.cert and spec.tls.key):
+            raise ConfigError(source, f"{where}.tls", "give both cert and key")
+        for key in ("cert", "key"):
+            path = getattr(spec.tls, key)
+            if not os.access(path, os.R_OK) or not os.path.isfile(path):
+                raise ConfigError(source, f"{where}.tls.{key}", f"{path!r} cannot be read")
     return spec
 
 

@@ -71,10 +71,8 @@ class AccessLog:
             line = (f'{client} - - [{time_text}] "{escape(request_line)}" {status} {sent} '
                     f'"{escape(referer) if referer else "-"}" '
                     f'"{escape(user_agent) if user_agent else "-"}"')
-            if request.log is not None:  # a site's log: its request id, where it gives them
-                request_id = request.header(b"x-request-id")
-                if request_id is not None:
-                    line += f' "{escape(request_id)}"'
+            if request.request_id:  # a site gives its requests ids: the last field
+                line += f' "{escape(request.request_id)}"'
             line += "\n"
         if not self._pending:
             (self._loop or asyncio.get_running_loop()).call_soon(self.flush)
@@ -89,7 +87,7 @@ class AccessLog:
             "protocol": "HTTP/" + request.http_version, "host": _text(request.host) or None,
             "status": status, "bytes": sent, "referer": _text(request.header(b"referer")),
             "user_agent": _text(request.header(b"user-agent")),
-            "request_id": _text(request.header(b"x-request-id")),
+            "request_id": _text(request.request_id or None),
         }
         if request_line == b"-":  # a request refused before it was parsed
             record["method"] = record["uri"] = None

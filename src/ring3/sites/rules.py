@@ -249,7 +249,7 @@ class RequestIdRule:
         self._next = next_handler
 
     def __call__(self, request: Request, body: BodyReader) -> Result:
-        rid = request_id_of(request)
+        rid = request.request_id = request_id_of(request)
         request.headers = [pair for pair in request.headers if pair[0] != b"x-request-id"]
         request.headers.append((b"x-request-id", rid))
 

@@ -1,0 +1,1 @@
+document.getElementById("app").dataset.route = location.pathname;
