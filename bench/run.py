@@ -24,11 +24,11 @@ import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchkit import (baseline, figures, handshakes, idle, lineups, load, report, servers, sites, syscalls, tls,
-                      tools)
+from benchkit import baseline, figures, handshakes, idle, lineups, load, report, servers, syscalls, tls, tools
 from benchkit.procs import cpu_seconds, peak_rss_kib, rss_kib
 from benchkit.scenarios import GROUPS, IDLE, SCENARIOS, STATIC, WEBSOCKET, Scenario, chosen, make_site
 from benchkit.servers import Server, ServerSpec
+from benchkit.sites import make_sites
 
 import ring3
 
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare(settings, work)
         make_site(work / "site")
         if any(s.sites for s in settings.scenarios):
-            sites.make(work)
+            make_sites(work)
         scenarios = [run_scenario(s, settings, work / "site", work) for s in settings.scenarios]
     write_outputs(build_report(settings, scenarios, started, load_before), settings)
     return 0

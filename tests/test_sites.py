@@ -363,3 +363,46 @@ def test_pathological_regex_costs_linear_time(tmp_path: Path,
     assert request(server, "/" + "a" * 4000)[2] == b"regex"
     for _ in range(20):
         assert request(server, "/" + "a" * 4000 + "b")[2] == b"prefix"
+
+
+def test_static_keys_and_applications_per_location(site: Path, tmp_path: Path,
+                                                   ring3_process: Callable[..., RunningServer]) -> None:
+    """index and dotfiles per location, $scheme, and a WebSocket through a location's application with the
+    site's header rules on (the 101 passes them)."""
+    from websockets.sync.client import connect
+
+    (site / "sub" / "home.html").write_text("sub home\n")
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    server = serve_config(ring3_process, tmp_path, f"""
+        [server]
+        access_log = "off"
+        [app]
+        app_dir = "{examples}/fastapi_app"
+        [[site]]
+        hosts = ["*"]
+        root = "{site}"
+        headers = {{ "x-frame-options" = "DENY" }}
+          [[site.location]]
+          path = "/sub/"
+          index = ["home.html"]
+          [[site.location]]
+          path = "/hidden/"
+          alias = "{site}/"
+          dotfiles = true
+          [[site.location]]
+          path = "= /ws"
+          app = "main:app"
+          [[site.location]]
+          path = "/where"
+          redirect = "$scheme://$host/elsewhere"
+          status = 307
+    """)
+    assert request(server, "/sub/")[2] == b"sub home\n"
+    assert request(server, "/.secret")[0] == 403
+    assert request(server, "/hidden/.secret")[2] == b"do not serve\n"
+    status, headers, _ = request(server, "/where", "Example.test:99")
+    assert (status, headers[b"location"]) == (307, b"http://example.test/elsewhere")
+    with connect(server.url.replace("http", "ws") + "/ws", open_timeout=10) as socket_:
+        socket_.send("ping")
+        assert socket_.recv(10) == "echo: ping"
+        assert socket_.response.headers["x-frame-options"] == "DENY"

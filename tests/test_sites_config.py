@@ -188,7 +188,7 @@ def test_check_config_prints_the_routing_table(tmp_path: Path, site: Path) -> No
     assert "# site[1]: example.test, *.example.test" in table
     assert f"root {site}  [auth {users}]    (site[1].location[1])" in table
     assert "= /ping" in table and "respond 200" in table
-    assert "~ \\.php$" in table and "(site[1].location[3])" in table
+    assert "~* \\.php$" in table and "(site[1].location[3])" in table
     assert "# site[2]: * (default)" in table
     assert "redirect 301 https://example.test$request_uri" in table
     # the lines above the table are the TOML of the flat sections, and still load

@@ -1,5 +1,6 @@
 """The issue's goals for ring3, held against the figures of the same run: a ratio to a peer (or to ring3
-in another scenario), or a bound of its own."""
+in another scenario), a difference from it (what ring3's routing adds to a single site's CPU per request),
+or a bound of its own."""
 
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ def figure(record: Record | None, key: str) -> float | None:
 
 
 def evaluate(goal: Record, scenario: Record, by_name: dict[str, Record]) -> Record:
-    """ring3's figure, the one it is held to (if a ratio), and whether the goal is met (None: not
-    measured in this run)."""
+    """ring3's figure, the one it is held to (if a ratio or a difference), and whether the goal is met
+    (None: not measured in this run)."""
     key = goal["key"]
     mine = figure(scenario["results"].get("ring3"), key)
     reference = by_name.get(goal["scenario"] or scenario["name"], {})
     theirs = figure(reference.get("results", {}).get(goal["against"]), key) if goal["against"] else None
     value = mine / theirs if mine is not None and theirs else None
+    if goal.get("difference"):
+        value = mine - theirs if mine is not None and theirs is not None else None
     if not goal["against"]:
         value = mine
     met = None if value is None else (value >= goal["bound"] if goal["at_least"] else value <= goal["bound"])
@@ -52,18 +55,22 @@ def describe(goal: Record, scenario: Record) -> str:
     if not goal["against"]:
         return f"{label} {sign} {goal['bound']:.1f}{note}"
     where = f" in {goal['scenario']}" if goal["scenario"] and goal["scenario"] != scenario["name"] else ""
+    if goal.get("difference"):
+        return f"{label} {sign} {goal['against']}'s{where} + {goal['bound']:.2f}{note}"
     return f"{label} {sign} {goal['bound']:.2f}x {goal['against']}'s{where}{note}"
 
 
 def goal_table(report: Record) -> list[str]:
     """One row per goal of every scenario that has some."""
     by_name = {scenario["name"]: scenario for scenario in report["scenarios"]}
-    lines = ["| scenario | goal | ring3 | held to | ring3/it | met |", "|" + "---|" * 6]
+    lines = ["| scenario | goal | ring3 | held to | ring3/it (+: ring3 - it) | met |", "|" + "---|" * 6]
     for scenario in report["scenarios"]:
         for goal in scenario.get("goals") or []:
             found = evaluate(goal, scenario, by_name)
             verdict = {True: "yes", False: "**no**", None: "not measured"}[found["met"]]
             ratio = num(found["value"], 2) if goal["against"] else ""
+            if goal.get("difference") and found["value"] is not None:
+                ratio = f"{found['value']:+.2f}"
             if found["peers"]:
                 ratio += " (" + ", ".join(f"{name}'s own: {num(value, 2)}"
                                           for name, value in found["peers"].items()) + ")"

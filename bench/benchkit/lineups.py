@@ -2,7 +2,7 @@
 
 Static scenarios: ring3 beside nginx, granian (its Rust static files) and uvicorn (Starlette's StaticFiles);
 over TLS and over HTTP/2, ring3 beside nginx. App scenarios: every server hosts the same application from
-bench/apps/, with one worker.
+bench/apps/, with one worker. Sites scenarios: ring3 alone, with 100 virtual hosts and with one root.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib.util
 import shutil
 
-from benchkit import servers
-from benchkit.scenarios import FULL, IDLE, STATIC, WEBSOCKET, Scenario
+from benchkit import servers, sites
+from benchkit.scenarios import FULL, IDLE, SINGLE, STATIC, WEBSOCKET, Scenario
 from benchkit.servers import ServerSpec
 
 PYTHON = "python"
@@ -76,6 +76,24 @@ APP_LINEUPS: dict[str, tuple[ServerSpec, ...]] = {
 }
 
 
+NO_REPLAY = ("--replay-cache-entries", "0")  # every request routed, none answered from remembered bytes
+HOT_HOST = sites.host(sites.HOT_SITE)
+# ring3 (named so: the goals and ratios take its figures) with benchkit.sites' config, beside ring3-single
+# serving one root: the bench site, as in 1k-c64 (hot), or the sites' files, each a path under it
+# (spread). In the spread scenario's rate runs wrk sends each server its list of the 2000 files in turn
+# (Host and path, or path alone); its other requests (readiness, status, strace) fetch site 50's hot file.
+SITES_LINEUPS: dict[str, tuple[ServerSpec, ...]] = {
+    "sites-hot-1k": (ServerSpec("ring3", servers.ring3_sites_argv(), has_ledger=True, path=sites.HOT_PATH,
+                                host=HOT_HOST),
+                     ServerSpec(SINGLE, servers.ring3_argv, has_ledger=True, peer=REFERENCE)),
+    "sites-spread-1k": (ServerSpec("ring3", servers.ring3_sites_argv(*NO_REPLAY), has_ledger=True,
+                                   path=sites.HOT_PATH, host=HOT_HOST, targets=sites.SITES_TARGETS),
+                        ServerSpec(SINGLE, servers.ring3_tree_argv(*NO_REPLAY), has_ledger=True,
+                                   peer=REFERENCE, path=f"s{sites.HOT_SITE}/{sites.HOT_PATH}",
+                                   targets=sites.SINGLE_TARGETS)),
+}
+
+
 def tls_files_lineup(scenario: Scenario) -> tuple[ServerSpec, ...]:
     """ring3 and nginx serving the site over TLS; in the full-handshake scenario neither issues session
     tickets (nor keeps a session cache), and nginx logs how each request's connection was set up."""
@@ -103,6 +121,8 @@ def lineup(scenario: Scenario) -> tuple[ServerSpec, ...]:
         return (servers.RING3, servers.NGINX)
     if scenario.kind != STATIC:
         return APP_LINEUPS[scenario.name]
+    if scenario.sites:
+        return SITES_LINEUPS[scenario.name]
     if scenario.http2:
         return h2_files_lineup(scenario)
     if scenario.tls:

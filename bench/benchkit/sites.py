@@ -80,7 +80,7 @@ def config_file(work: Path) -> Path:
     return work / CONFIG
 
 
-def make(work: Path) -> None:
+def make_sites(work: Path) -> None:
     """The files (random bytes, as the bench site's), the config and both request lists, once per run."""
     root = tree(work)
     pairs = []

@@ -105,6 +105,7 @@ class Builder:
             self._add(site, f"{where}.location[{number}]", effective(defaults, location))
         if defaults.rewrite:
             site.rewrite = Rewrite(self._rewrites(defaults.rewrite), site.locate, site.locate)
+            site.plain = False
         return site
 
     def _open_log(self, where: str, spec: SiteSpec) -> Any:

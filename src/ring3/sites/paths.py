@@ -55,12 +55,13 @@ class LocationTable(Generic[T]):
     """Chooses among a site's locations as nginx does: an exact match first; else the longest prefix,
     kept if it is '^~'; else the first regex (in file order) that matches; else that longest prefix."""
 
-    __slots__ = ("_exact", "_prefixes", "_regexes", "memo")
+    __slots__ = ("_exact", "_prefixes", "_regex_texts", "_regexes", "memo")
 
     def __init__(self) -> None:
         self._exact: dict[bytes, T] = {}
         self._prefixes: list[tuple[bytes, bool, T]] = []  # (prefix, stops the regex search, location)
         self._regexes: list[tuple[Any, T]] = []
+        self._regex_texts: list[str] = []  # as configured, for the routing table
         self.memo: dict[bytes, T] = {}  # paths' locations, read by the router inline
 
     def add(self, kind: str, pattern: str, location: T, compile_regex: Callable[[str, bool], Any]) -> None:
@@ -71,6 +72,7 @@ class LocationTable(Generic[T]):
             self._prefixes.sort(key=lambda entry: len(entry[0]), reverse=True)
         else:
             self._regexes.append((compile_regex(pattern, kind == "iregex"), location))
+            self._regex_texts.append(("~* " if kind == "iregex" else "~ ") + pattern)
 
     def match(self, path: bytes) -> T | None:
         memo = self.memo
@@ -103,8 +105,7 @@ class LocationTable(Generic[T]):
         """(how it matches, location) in the order matching considers them, for the routing table."""
         rows: list[tuple[str, T]] = [(f"= {p.decode()}", loc) for p, loc in self._exact.items()]
         rows += [(("^~ " if stops else "") + p.decode(), loc) for p, stops, loc in self._prefixes]
-        rows += [(f"~ {regex.pattern.decode() if isinstance(regex.pattern, bytes) else regex.pattern}", loc)
-                 for regex, loc in self._regexes]
+        rows += [(text, loc) for text, (_, loc) in zip(self._regex_texts, self._regexes, strict=True)]
         return rows
 
 

@@ -13,7 +13,7 @@ from ring3.events import Request
 from ring3.handlers import BodyReader, Handler
 from ring3.handlers.status import status_response
 from ring3.sites.hosts import HostTable, host_name
-from ring3.sites.paths import LocationTable, normalize
+from ring3.sites.paths import MEMO_ENTRIES, LocationTable, normalize
 from ring3.sites.rules import Result
 
 
@@ -31,16 +31,17 @@ class Location:
 class HostSite:
     """One [[site]]: its locations, and the rules run before choosing one (a site-level rewrite)."""
 
-    __slots__ = ("hosts", "locations", "log", "memo", "rewrite", "where")
+    __slots__ = ("hosts", "locations", "log", "memo", "plain", "rewrite", "where")
 
     def __init__(self, where: str, hosts: tuple[str, ...], log: Any) -> None:
         self.where = where
         self.hosts = hosts
         self.log = log  # its AccessLog, False for none, or None for the server's
+        self.plain = log is None  # and no rewrite: the router may go straight to a remembered handler
         self.locations: LocationTable[Location] = LocationTable()
-        # Canonical paths' locations: a raw path found here is canonical, so the router's fast path skips
-        # the normal form's test on a hit.
-        self.memo = self.locations.memo
+        # Canonical paths' handlers: a raw path found here is canonical, so the router's fast path skips
+        # the normal form's test on a hit. Kept only while `plain` (no log of its own, no rewrite).
+        self.memo: dict[bytes, Handler] = {}
         self.rewrite: Handler | None = None  # a site-level rewrite, run before a location is chosen
 
     def route(self, request: Request, body: BodyReader) -> Result:
@@ -54,11 +55,14 @@ class HostSite:
             request.log = self.log
         if self.rewrite is not None:
             return self.rewrite(request, body)
-        location = self.memo.get(path)
+        location = self.locations.match(path)
         if location is None:
-            location = self.locations.match(path)
-            if location is None:
-                return status_response(404)
+            return status_response(404)
+        if self.plain:
+            memo = self.memo
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            memo[path] = location.handle
         return location.handle(request, body)
 
     def locate(self, request: Request, body: BodyReader) -> Result:
@@ -91,12 +95,10 @@ class SiteRouter:
             tls = request.conn.tls
             if tls is not None and not self._covers(tls.server_cert, request.host):
                 return status_response(421)
-        location = site.memo.get(request.path)  # HostSite.route's common case, inline
-        if location is None or site.rewrite is not None:
+        handle = site.memo.get(request.path)  # HostSite.route's common case, inline
+        if handle is None:
             return site.route(request, body)
-        if site.log is not None:
-            request.log = site.log
-        return location.handle(request, body)
+        return handle(request, body)
 
     def _covers(self, cert: str | None, host: bytes) -> bool:
         names = self._cert_names.get(cert or "") if self._cert_names is not None else None
