@@ -158,6 +158,9 @@ def test_hosts_match_exact_then_wildcard_then_regex_then_default(
         hosts = ["~^app[0-9]+\\\\.test$"]
         respond = { body = "regex" }
         [[site]]
+        hosts = ["::1"]
+        respond = { body = "v6" }
+        [[site]]
         hosts = ["*"]
         respond = { status = 404, body = "default" }
     """)
@@ -165,7 +168,8 @@ def test_hosts_match_exact_then_wildcard_then_regex_then_default(
                        ("api.example.test.", b"exact"), ("www.example.test", b"wildcard"),
                        ("a.b.example.test", b"wildcard"), ("x.eu.example.test", b"longer wildcard"),
                        ("app12.test", b"regex"), ("APP3.TEST", b"regex"), ("example.test", b"default"),
-                       ("app.test", b"default"), ("127.0.0.1", b"default"), ("[::1]:80", b"default")]:
+                       ("app.test", b"default"), ("127.0.0.1", b"default"), ("[::1]:80", b"v6"),
+                       ("[::2]", b"default")]:
         assert request(server, "/", host)[2] == body, host
     # HTTP/1.0 without Host: the default site; HTTP/1.1 without Host, or with a bad one: 400
     assert request(server, "/", None, version="1.0")[2] == b"default"
@@ -299,6 +303,14 @@ def test_rewrites_redirects_and_fixed_answers(tmp_path: Path, ring3_process: Cal
           path = "~ ^/item/([0-9]+)/(.*)$"
           redirect = "/items/$2/$1"
           status = 302
+          [[site.location]]
+          path = "/abs/"
+          rewrite = ["^/abs/(.*)$ https://cdn.test/$1", "^/abs2/(.*)$ $scheme://cdn.test/$1 permanent"]
+          respond = { body = "never" }
+          [[site.location]]
+          path = "/abs2/"
+          rewrite = ["^/abs2/(.*)$ $scheme://cdn.test/$1 permanent"]
+          respond = { body = "never" }
     """)
     with http_client(server.url, protocol, follow_redirects=False) as client:
         assert client.get("/legacy/x").text == "modern"  # the site-level rewrite, before any location
@@ -315,6 +327,11 @@ def test_rewrites_redirects_and_fixed_answers(tmp_path: Path, ring3_process: Cal
         assert (answer.status_code, answer.headers["location"]) == (308, "https://shop.test/to/go/page?a=1")
         answer = client.get("/item/7/blue")
         assert (answer.status_code, answer.headers["location"]) == (302, "/items/blue/7")
+        # a replacement that is a URL redirects, as in nginx (302, or 301 with permanent)
+        answer = client.get("/abs/x.css")
+        assert (answer.status_code, answer.headers["location"]) == (302, "https://cdn.test/x.css")
+        answer = client.get("/abs2/y")
+        assert (answer.status_code, answer.headers["location"]) == (301, "http://cdn.test/y")
 
 
 def test_legacy_flags_are_the_default_site(site: Path, tmp_path: Path,

@@ -140,6 +140,19 @@ ERRORS = [
      respond = { body = "x" }
      """, "site[1].tls.cert", "cannot be read"),
     ("""
+     [[site]]
+     hosts = ["*"]
+     respond = { body = "x" }
+     headers = { "Content-Length" = "3" }
+     """, "site[1].headers.Content-Length", "framing field"),
+    ("""
+     [static]
+     root = "/"
+     [[site]]
+     hosts = ["a.test", "*"]
+     respond = { body = "x" }
+     """, "site[1].hosts", "keep one"),
+    ("""
      [serve]
      listen = ["127.0.0.1:0"]
      """, "serve", "unknown section"),

@@ -134,6 +134,11 @@ def _build_sites(config: Config, demo_root: str, tls: ServerTLS | None, load_app
 
     legacy = None
     if config.static.root or config.app.target:
+        claimed = next((n for n, site in enumerate(config.sites, 1) if "*" in site.hosts), None)
+        if claimed is not None:
+            raise ConfigError(source, f"site[{claimed}].hosts", "'*' claims the default site, which the "
+                              "command line's ROOT or --app (or [static] root, [app] target) describe too; "
+                              "keep one")
         legacy = _single_site(config, demo_root)
         startup += legacy.startup_hooks
         shutdown += legacy.shutdown_hooks
@@ -145,7 +150,10 @@ def _build_sites(config: Config, demo_root: str, tls: ServerTLS | None, load_app
             log.close()
 
     shutdown.insert(0, close_logs)
-    described = f"{len(router.sites)} sites" + (f", applications {', '.join(apps)}" if apps else "")
+    count = len(router.sites)
+    described = f"{count} site{'s' if count != 1 else ''}"
+    if apps:
+        described += f", applications {', '.join(apps)}"
     return Site(router, described, startup, shutdown, builder.max_body_size)
 
 

@@ -141,9 +141,10 @@ def _load_tls(config: Config) -> ServerTLS | None:
 
     if not any(parse_listen(text).tls for text in config.server.listen):
         return None
+    from ring3.config.loader import tls_settings
     from ring3.transport.tls_context import load_server_tls
 
-    return load_server_tls(config.tls, config.http2.enabled)
+    return load_server_tls(tls_settings(config), config.http2.enabled)
 
 
 def _serve(config: Config, tls: ServerTLS | None, source: str) -> int:

@@ -88,9 +88,10 @@ class Server:
         """Bind every listener and start accepting; return the URLs they answer on."""
         addresses = [parse_listen(text) for text in self.config.server.listen]
         if any(address.tls for address in addresses) and self.tls is None:
+            from ring3.config.loader import tls_settings
             from ring3.transport.tls_context import load_server_tls
 
-            self.tls = load_server_tls(self.config.tls, self.config.http2.enabled)
+            self.tls = load_server_tls(tls_settings(self.config), self.config.http2.enabled)
         try:
             for address in addresses:
                 self.listeners.append(bind(address))

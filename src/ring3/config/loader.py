@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ring3.config.schema import SECTIONS, Config
+from ring3.config.schema import SECTIONS, Config, TLSSection
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)i?[bB]?\s*$")
 _SIZE_FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -194,12 +194,8 @@ def build_config(file_data: dict[str, Any] | None = None, source: str = "<config
             sections[section_name][key] = _check(source, section_name, key, raw)
     for (section_name, key), raw in (overrides or {}).items():
         sections[section_name][key] = _check(override_source, section_name, key, raw)
-    site_certs = [site.tls for site in sites if site.tls is not None]
-    if site_certs:  # a site's own certificate joins those SNI chooses from
-        tls_values = sections["tls"]
-        tls_values["cert"] = (*tls_values.get("cert", ()), *(spec.cert for spec in site_certs))
-        tls_values["key"] = (*tls_values.get("key", ()), *(spec.key for spec in site_certs))
-    if sections["tls"].get("cert") and "listen" not in sections["server"]:
+    certificates = sections["tls"].get("cert") or any(site.tls for site in sites)
+    if certificates and "listen" not in sections["server"]:
         sections["server"]["listen"] = (DEFAULT_TLS_LISTEN,)
     built = {name: SECTIONS[name](**values) for name, values in sections.items()}
     config = Config(**built, sites=sites)
@@ -213,8 +209,17 @@ def build_config(file_data: dict[str, Any] | None = None, source: str = "<config
 DEFAULT_TLS_LISTEN = "127.0.0.1:8443 tls"
 
 
+def tls_settings(config: Config) -> TLSSection:
+    """[tls] with every site's own certificate after its own, for SNI to choose from."""
+    own = [site.tls for site in config.sites if site.tls is not None]
+    if not own:
+        return config.tls
+    return dataclasses.replace(config.tls, cert=(*config.tls.cert, *(spec.cert for spec in own)),
+                               key=(*config.tls.key, *(spec.key for spec in own)))
+
+
 def _check_tls(config: Config, source: str) -> None:
-    tls = config.tls
+    tls = tls_settings(config)
     listeners = [parse_listen(text) for text in config.server.listen]
     if any(listener.tls for listener in listeners) and not tls.cert:
         raise ConfigError(source, "tls.cert", "a listener is marked tls but no certificate is given "

@@ -37,6 +37,9 @@ _HOST_NAME = re.compile(r"^(?:\*\.)?(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*r?/\s*(s|m)\s*$")
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 REWRITE_FLAGS = ("last", "break", "redirect", "permanent")
+# Fields that say how a message is framed or carried: ring3 writes them, a headers rule may not.
+FRAMING_FIELDS = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+                            "te", "trailer", "proxy-connection"))
 
 
 def parse_rate(text: str) -> float | None:
@@ -264,6 +267,8 @@ def _check_location(source: str, where: str, location: LocationSpec) -> None:
         bare = name[1:] if name[:1] in "+-" else name
         if not _TOKEN.match(bare):
             raise fail(f"headers.{name}", "not a valid header name")
+        if bare.lower() in FRAMING_FIELDS:
+            raise fail(f"headers.{name}", "a framing field: ring3 sets it from the response itself")
         if any(not (" " <= c <= "~" or c == "\t") for c in value):
             raise fail(f"headers.{name}", "only printable ASCII is allowed in a header value")
     for code, target in location.error_pages or ():

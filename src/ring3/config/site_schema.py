@@ -20,7 +20,7 @@ class AuthSpec:
     """HTTP basic authentication against an htpasswd file (`auth = { htpasswd = "...", realm = "..." }`)."""
 
     htpasswd: str = setting(
-        "", "The htpasswd file, as Apache's htpasswd writes it: bcrypt (-B), SHA-256/512-crypt (-5, -2), "
+        "", "The htpasswd file, as Apache's htpasswd writes it: bcrypt (-B), SHA-256/512-crypt (-2, -5), "
         "APR1-MD5 (-m) or SHA-1 (-s) entries. Plaintext and DES-crypt entries are refused. Read at "
         "start.")
     realm: str = setting(
@@ -38,8 +38,9 @@ class RateLimitSpec:
         0, "Requests above the rate a key may make at once before it is refused.", minimum=0)
     key: str = setting(
         "client", "What shares a bucket: 'client' (the client's address), 'host', 'location' (one "
-        "bucket for every request of the location), or 'header:NAME' (a request header's value; "
-        "requests without it share one bucket).")
+        "bucket for every request of the location: given at site level, one per location), or "
+        "'header:NAME' (a request header's value; requests without it share one bucket). Other keys "
+        "given at site level share their buckets across the site's locations.")
     max_keys: int = setting(
         65536, "Buckets kept at most (memory stays bounded whatever the number of clients); when full, "
         "a bucket already drained, or else the least recently used, is dropped.", minimum=1)
@@ -99,8 +100,9 @@ class LocationSpec:
     rewrite: tuple[str, ...] | None = setting(
         None, "Rules 'REGEX REPLACEMENT [FLAG]', tried in order on the path (nginx's rewrite). The "
         "replacement may use $1..$9, $uri, $args, $host, $scheme. FLAG: 'last' (the default: route the "
-        "new path again), 'break' (stay in this location), 'redirect' (302) or 'permanent' (301). A "
-        "replacement with '?' replaces the query; otherwise the query is kept.")
+        "new path again), 'break' (stay in this location), 'redirect' (302) or 'permanent' (301); a "
+        "replacement starting with 'http://', 'https://' or '$scheme' is a redirect (302 unless "
+        "'permanent'), as in nginx. A replacement with '?' replaces the query; otherwise it is kept.")
     auth: AuthSpec | None = setting(None, "Basic authentication: { htpasswd, realm }.")
     allow: tuple[str, ...] | None = setting(
         None, "Client addresses or networks (CIDR) allowed; with allow set, all others get 403.")
@@ -109,7 +111,8 @@ class LocationSpec:
         "address.")
     headers: Pairs | None = setting(
         None, "Response headers: 'name' = value sets the field (replacing the handler's), '+name' = value "
-        "adds one more, '-name' = \"\" removes it (Caddy's header directive).")
+        "adds one more, '-name' = \"\" removes it (Caddy's header directive). The framing fields "
+        "(content-length, transfer-encoding, connection and the like) are ring3's and refused here.")
     max_body_size: int | None = setting(
         None, "Largest request body here (default: [limits] max_body_size); larger gets 413.",
         unit="bytes", minimum=0)

@@ -84,7 +84,8 @@ class AccessLog:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
         record = {
             "time": stamp, "client": client, "method": _text(request.method), "uri": _text(request.target),
-            "protocol": "HTTP/" + request.http_version, "host": _text(request.host) or None,
+            "protocol": "HTTP/2.0" if request.http_version == "2" else "HTTP/" + request.http_version,
+            "host": _text(request.host) or None,
             "status": status, "bytes": sent, "referer": _text(request.header(b"referer")),
             "user_agent": _text(request.header(b"user-agent")),
             "request_id": _text(request.request_id or None),

@@ -106,6 +106,7 @@ class Builder:
         if defaults.rewrite:
             site.rewrite = Rewrite(self._rewrites(defaults.rewrite), site.locate, site.locate)
             site.plain = False
+            site.where += f" (rewrite first: {', '.join(defaults.rewrite)})"
         return site
 
     def _open_log(self, where: str, spec: SiteSpec) -> Any:
@@ -180,16 +181,17 @@ class Builder:
             rules.append(f"auth {spec.auth.htpasswd}")
         if spec.allow is not None or spec.deny is not None:
             handle = AccessRule(spec.allow or (), spec.deny or (), handle)
-            rules.append("allow " + " ".join(spec.allow or ()) + (" deny " + " ".join(spec.deny or ())
-                                                                   if spec.deny else ""))
+            rules.append(" ".join(f"{word} {' '.join(values)}" for word, values
+                                  in (("allow", spec.allow), ("deny", spec.deny)) if values))
         if spec.rate_limit is not None:
             limit_spec = spec.rate_limit
-            limiter = self.limiters.get(id(limit_spec))
+            # One limiter per table, shared by the locations that inherit it; 'location' means each its own.
+            shared = id(limit_spec) if limit_spec.key != "location" else id(handle)
+            limiter = self.limiters.get(shared)
             if limiter is None:
                 rate = parse_rate(limit_spec.rate)
                 assert rate is not None  # the loader checked it
-                limiter = self.limiters[id(limit_spec)] = RateLimiter(rate, limit_spec.burst,
-                                                                      limit_spec.max_keys)
+                limiter = self.limiters[shared] = RateLimiter(rate, limit_spec.burst, limit_spec.max_keys)
             handle = RateRule(limiter, limit_spec.key, handle)
             rules.append(f"rate_limit {limit_spec.rate} burst {limit_spec.burst} by {limit_spec.key}")
         if spec.error_pages:

@@ -37,7 +37,10 @@ class HostTable(Generic[T]):
             self._wildcards.append((pattern[1:].lower().rstrip(".").encode("ascii"), site))
             self._wildcards.sort(key=lambda entry: len(entry[0]), reverse=True)
         else:
-            self._exact[pattern.lower().rstrip(".").encode("ascii")] = site
+            name = pattern.lower().rstrip(".")
+            if ":" in name and not name.startswith("["):
+                name = f"[{name}]"  # an IPv6 address, as a Host field carries it
+            self._exact[name.encode("ascii")] = site
 
     def match(self, host: bytes) -> tuple[T, bool]:
         """The site for a Host value, and whether a site claims it by name (False: the default site)."""

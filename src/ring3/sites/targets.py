@@ -21,6 +21,7 @@ from ring3.sites.rules import Result, then
 
 logger = logging.getLogger("ring3.error")
 
+_ABSOLUTE = (b"http://", b"https://", b"$scheme")  # a rewrite to these is a redirect, as in nginx
 MAX_REDIRECTS = 10  # internal redirects of one request (nginx: 10); past it, 500
 Route = Callable[[Request, BodyReader], Result]
 _VARIABLE = re.compile(rb"\$(?:(\d)|(uri|args|host|scheme|request_uri)\b)")
@@ -167,10 +168,10 @@ class Rewrite:
             if match is None:
                 continue
             target = expand(replacement, request, match.groups())
-            if flag in ("redirect", "permanent"):
+            if flag in ("redirect", "permanent") or replacement.startswith(_ABSOLUTE):
                 if b"?" not in target and request.query:
                     target += b"?" + request.query
-                return status_response(302 if flag == "redirect" else 301, [(b"location", target)])
+                return status_response(301 if flag == "permanent" else 302, [(b"location", target)])
             moved = internal(request, target)
             if moved is None:
                 return status_response(500 if request.redirects >= MAX_REDIRECTS else 400)
