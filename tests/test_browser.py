@@ -47,3 +47,37 @@ def test_demo_page_renders_with_its_stylesheet_and_image(ring3_process: Start, t
     served = log.read_text()
     for path in ("/", "/style.css", "/ring3.svg"):
         assert f'"GET {path} HTTP/1.1" 200 ' in served, served
+
+
+def test_directory_listing_in_a_browser(ring3_process: Start, tmp_path: Path) -> None:
+    """A listing as a person sees it (the screenshot goes to docs/images when RING3_SCREENSHOTS is set), and
+    a name that looks like markup shown as text."""
+    import os
+
+    root = tmp_path / "files"
+    (root / "photos 2026").mkdir(parents=True)
+    (root / "docs").mkdir()
+    (root / "report.pdf").write_bytes(b"%PDF" + b"x" * 150_000)
+    (root / "notes #1?.txt").write_text("notes\n")
+    (root / "café.md").write_text("# café\n")
+    (root / "<img src=x onerror=alert(1)>.txt").write_text("not markup\n")
+    (root / "archive.tar.gz").write_bytes(b"\x1f\x8b" + b"y" * 3_000_000)
+    server = ring3_process(str(root), "--listen", "127.0.0.1:0", "--access-log", "off", "--listing")
+    shot = tmp_path / "listing.png"
+    profile = tmp_path / "profile"
+    result = subprocess.run(
+        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1000,600",
+         f"--screenshot={shot}", server.url + "/?sort=size&order=desc"],
+        capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("RING3_SCREENSHOTS"):
+        shutil.copy(shot, Path(__file__).resolve().parent.parent / "docs" / "images" / "listing.png")
+    dom = subprocess.run(
+        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", server.url + "/"],
+        capture_output=True, text=True, timeout=90).stdout
+    assert "Index of /" in dom
+    assert "<img src=x" not in dom and "&lt;img src=x onerror=alert(1)&gt;.txt" in dom  # text, not markup
+    for link in ("photos%202026/", "notes%20%231%3F.txt", "caf%C3%A9.md"):
+        assert f'href="{link}"' in dom, link
+    assert dom.index("docs/") < dom.index("report.pdf")  # directories first

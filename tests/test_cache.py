@@ -122,8 +122,11 @@ def test_large_files_are_kept_open_and_still_go_out_with_sendfile(ring3_process:
 
     assert after[FROM_CACHE] == 3  # the 2nd request admits the file; the range is answered from it too
     assert delta('ring3_bytes_sent_total{path="zero_copy"}') == 400_000  # the 10-byte range: pread
-    # Opened twice (the first request, and the second, which keeps it open); never again.
-    assert delta('ring3_syscalls_total{kind="open"}') == 2
+    # Opened twice (the first request, and the second, which keeps it open); never again. Beside that,
+    # its directory is listed (open, getdents x2, close) once per cache_recheck for precompressed variants.
+    listings = delta('ring3_syscalls_total{kind="getdents"}') / 2
+    assert 1 <= listings <= 2
+    assert delta('ring3_syscalls_total{kind="open"}') == 2 + listings
     assert delta('ring3_syscalls_total{kind="readlink"}') == 2
 
 

@@ -28,6 +28,7 @@ STRACE_NAMES = {
     "open": ("openat", "open"), "fstat": ("fstat", "newfstatat"), "readlink": ("readlink", "readlinkat"),
     "close": ("close",), "shutdown": ("shutdown",), "epoll_wait": ("epoll_wait", "epoll_pwait"),
     "epoll_ctl": ("epoll_ctl",), "write": ("write",), "setsockopt": ("setsockopt",), "ioctl": ("ioctl",),
+    "getdents": ("getdents64", "getdents"),
 }
 
 

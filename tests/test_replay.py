@@ -99,8 +99,15 @@ def test_kept_open_files_are_replayed_with_sendfile(ring3_process: Start, site: 
     assert after[REPLAYED] == 3
     assert after['ring3_bytes_sent_total{path="zero_copy"}'] - before[
         'ring3_bytes_sent_total{path="zero_copy"}'] == 5 * len(data)
-    # The descriptor is shared by the replays: opened for the first two requests only.
-    assert after['ring3_syscalls_total{kind="open"}'] - before['ring3_syscalls_total{kind="open"}'] == 2
+    # The descriptor is shared by the replays: opened for the first two requests only (and the directory
+    # listed for precompressed variants, once per cache_recheck).
+    def delta(kind: str) -> float:
+        name = f'ring3_syscalls_total{{kind="{kind}"}}'
+        return after[name] - before[name]
+
+    listings = delta("getdents") / 2
+    assert 1 <= listings <= 2
+    assert delta("open") == 2 + listings
 
 
 @pytest.mark.parametrize("name", ["hello.txt", "big.bin"])

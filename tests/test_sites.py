@@ -423,3 +423,42 @@ def test_static_keys_and_applications_per_location(site: Path, tmp_path: Path,
         socket_.send("ping")
         assert socket_.recv(10) == "echo: ping"
         assert socket_.response.headers["x-frame-options"] == "DENY"
+
+
+def test_listing_and_compression_per_location(site: Path, tmp_path: Path,
+                                              ring3_process: Callable[..., RunningServer]) -> None:
+    import gzip as gzip_module
+
+    (site / "big.css").write_bytes(b"body { color: red }\n" * 200)
+    (site / "files").mkdir()
+    (site / "files" / "a.txt").write_text("a\n")
+    server = serve_config(ring3_process, tmp_path, f"""
+        [server]
+        access_log = "off"
+        [[site]]
+        hosts = ["*"]
+        root = "{site}"
+          [[site.location]]
+          path = "/browse/"
+          alias = "{site}/"
+          listing = true
+          compress = false
+    """)
+    # the site's own location: no listing (403), compression on
+    assert request(server, "/empty-dir/")[0] == 403
+    deadline = 50
+    while True:
+        status, headers, body = request(server, "/big.css", headers={"Accept-Encoding": "gzip"})
+        if b"content-encoding" in headers:
+            break
+        deadline -= 1
+        assert deadline, "compressed within 50 requests"
+    assert gzip_module.decompress(body) == (site / "big.css").read_bytes()
+    # the /browse/ location: a listing, and never compressed
+    status, headers, body = request(server, "/browse/empty-dir/")
+    assert status == 200 and b"Index of /browse/empty-dir/" in body
+    status, headers, body = request(server, "/browse/files/", headers={"Accept": "application/json"})
+    assert b'"name":"a.txt"' in body and headers[b"content-type"] == b"application/json"
+    for _ in range(20):
+        status, headers, body = request(server, "/browse/big.css", headers={"Accept-Encoding": "gzip"})
+        assert status == 200 and b"content-encoding" not in headers

@@ -37,6 +37,7 @@ STRACE_NAMES: dict[str, tuple[str, ...]] = {
     "write": ("write",),
     "setsockopt": ("setsockopt",),
     "ioctl": ("ioctl",),
+    "getdents": ("getdents64", "getdents"),
 }
 # The calls ring3 makes itself, on which the ledger must agree with strace.
 VERDICT_KINDS = ("recv", "send", "sendmsg", "sendfile", "accept", "open", "fstat", "readlink", "close",

@@ -179,6 +179,10 @@ def _serve(config: Config, tls: ServerTLS | None, source: str) -> int:
         print(f"ring3: no ROOT given, serving the built-in demo site from {root}", flush=True)
     else:
         print(f"ring3: serving {site.description}", flush=True)
+    if config.static.compress:
+        from ring3.files.compress import report
+
+        print(f"ring3: compression of static files: {report(config.static.compress_encodings)}", flush=True)
     if tls is not None:
         from ring3.transport.tls_context import kernel_tls_status
 

@@ -327,7 +327,20 @@ def _check_app_target(target: str) -> str | None:
     return None
 
 
+def _check_encodings(names: tuple[str, ...]) -> str | None:
+    unknown = [name for name in names if name not in ("br", "zstd", "gzip")]
+    return f"unknown codec {unknown[0]!r}; known: br, zstd, gzip" if unknown else None
+
+
+def _range_check(low: int, high: int) -> Callable[[Any], str | None]:
+    return lambda value: None if low <= value <= high else f"must be from {low} to {high}, got {value}"
+
+
 _VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "static.compress_encodings": _check_encodings,
+    "static.gzip_level": _range_check(1, 9),
+    "static.brotli_quality": _range_check(0, 11),
+    "static.zstd_level": _range_check(1, 22),
     "server.listen": _check_listen,
     "server.admin": _check_admin,
     "server.server_header": _check_header_value,

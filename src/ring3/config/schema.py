@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ring3.files.compress import COMPRESSIBLE_TYPES
+
 KiB = 1024
 MiB = 1024 * KiB
 
@@ -160,6 +162,38 @@ class StaticSection:
     cache_recheck: float = setting(
         1.0, "How often a cached file is checked (one stat) for changes on disk: a change is "
         "visible within this time.", unit="seconds", minimum=0)
+    precompressed: bool = setting(
+        True, "Serve a file's precompressed variant (FILE.br, FILE.zst, FILE.gz beside it) to clients "
+        "whose Accept-Encoding takes it (br before zstd before gzip at equal q), with Content-Encoding, "
+        "Vary and an ETag of its own; ranges apply to the variant. Known from each directory's names, "
+        "listed at most once per cache_recheck, so a file without variants costs nothing more. Needs "
+        "the file cache (cache_max_bytes or open_files_max). A variant older than its file is not served.")
+    listing: bool = setting(
+        False, "List a directory that has no index file (an HTML page sortable by name, size or time, "
+        "with a filter; JSON for Accept: application/json), instead of answering 403.",
+        flag="--listing")
+    compress: bool = setting(
+        True, "Compress static files of compressible types on the fly, once per file version, when the "
+        "file cache admits them (in a worker thread; until then they go out as they are), and keep the "
+        "results in memory within compress_cache_bytes. Static files carry no secrets, so BREACH does "
+        "not apply to them.")
+    compress_encodings: tuple[str, ...] = setting(
+        ("br", "zstd", "gzip"), "Codecs for on-the-fly compression: gzip always works; br needs "
+        "ring3[brotli] and zstd ring3[zstd] (reported at start when missing).")
+    compress_types: tuple[str, ...] = setting(
+        COMPRESSIBLE_TYPES, "Content-Type prefixes compressed on the fly.")
+    compress_min_size: int = setting(
+        256, "Smaller files are not compressed (the saving is less than a packet).", unit="bytes",
+        minimum=0)
+    compress_max_size: int = setting(
+        1 * MiB, "Larger files are not compressed on the fly: precompress them (FILE.br, FILE.gz).",
+        unit="bytes", minimum=0)
+    compress_cache_bytes: int = setting(
+        32 * MiB, "Memory for bodies compressed on the fly, beside cache_max_bytes; when it is full, "
+        "further files go out as they are until entries leave the file cache.", unit="bytes", minimum=0)
+    gzip_level: int = setting(9, "gzip level for on-the-fly compression (1 to 9).", minimum=1)
+    brotli_quality: int = setting(11, "Brotli quality for on-the-fly compression (0 to 11).", minimum=0)
+    zstd_level: int = setting(19, "zstd level for on-the-fly compression (1 to 22).", minimum=1)
     max_ranges: int = setting(
         16, "Most ranges honoured in one Range header; more (or overlapping ranges larger than "
         "the file) get the whole file with 200.", minimum=1)

@@ -97,6 +97,11 @@ class LocationSpec:
         "('/index.html' for a single-page app) or '=CODE'.")
     dotfiles: bool | None = setting(
         None, "Serve names starting with a dot (default: [static] dotfiles).")
+    listing: bool | None = setting(
+        None, "List a directory without an index file (default: [static] listing).")
+    compress: bool | None = setting(
+        None, "Compression of what this location answers: static files on the fly (default: [static] "
+        "compress, on) or an application's responses, streamed (default: [app] compress, off).")
     rewrite: tuple[str, ...] | None = setting(
         None, "Rules 'REGEX REPLACEMENT [FLAG]', tried in order on the path (nginx's rewrite). The "
         "replacement may use $1..$9, $uri, $args, $host, $scheme. FLAG: 'last' (the default: route the "
@@ -129,7 +134,7 @@ class LocationSpec:
 # Location keys that name the handler: a location has at most one.
 HANDLER_KEYS = ("root", "alias", "app", "redirect", "respond")
 # Location keys that configure a static handler.
-STATIC_KEYS = ("index", "try_files", "dotfiles")
+STATIC_KEYS = ("index", "try_files", "dotfiles", "listing")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -163,5 +168,4 @@ TABLES: dict[str, type[Any]] = {
 # Keys of later work, refused with a reason rather than as unknown.
 NOT_YET = {
     "proxy": "the reverse proxy is not built yet (it comes with the proxy issue)",
-    "listing": "directory listings are not built yet (they come with the content issue)",
 }

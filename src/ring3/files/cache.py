@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 from ring3.events import Response
 from ring3.files.conditional import Validators
+from ring3.files.encoding import ENCODINGS, SUFFIXES
 from ring3.files.mime import content_type
-from ring3.files.resolve import OpenedFile, close_file
+from ring3.files.resolve import FileResolver, OpenedFile, close_file
+from ring3.files.variants import DirectoryNames
 from ring3.observe.ledger import LEDGER
 
 ADMIT_HITS = 2  # HTTP.sys: two hits ...
@@ -51,6 +53,14 @@ class CachedFile:
     # The whole 200 response, built once (by the handler that stores the entry) and shared. For an
     # open descriptor, each hand-out is paid for by acquire() and ends with its cleanup, release().
     response: Response | None = None
+    # Its precompressed variants by encoding (files/variants.py), loaded with it; `encodings` lists them in
+    # the server's preference. A variant is itself a CachedFile, with `encoding` set.
+    variants: dict[str, CachedFile] | None = None
+    encodings: tuple[str, ...] = ()  # beside it in its directory (what a re-check compares)
+    offered: tuple[str, ...] = ()  # of those, loaded and fresh, and those made: what Accept-Encoding chooses
+    encoding: str = ""
+    generated: int = 0  # bytes of the variants compressed on the fly (files/compress.py), in its budget
+    compressing: bool = False
 
     def acquire(self) -> None:
         self.users += 1
@@ -65,6 +75,18 @@ class CachedFile:
         self.dropped = True
         if self.users == 0:
             self._close()
+        for variant in (self.variants or {}).values():
+            variant.drop()
+
+    def weight(self) -> tuple[int, int]:
+        """(bytes in memory, descriptors kept open), its precompressed variants included (those made on the
+        fly count in their own budget: `generated`)."""
+        size, fds = (len(self.body), 0) if self.body is not None else (0, 1)
+        for variant in (self.variants or {}).values():
+            if variant.fs_path:
+                more, more_fds = variant.weight()
+                size, fds = size + more, fds + more_fds
+        return size, fds
 
     def _close(self) -> None:
         if self.fd >= 0:
@@ -76,18 +98,24 @@ def identity_of(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def header_block(validators: Validators, mime: bytes) -> bytes:
-    return b"last-modified: %s\r\netag: %s\r\naccept-ranges: bytes\r\ncontent-type: %s\r\n" % (
+def header_block(validators: Validators, mime: bytes, encoding: str = "", vary: bool = False) -> bytes:
+    block = b"last-modified: %s\r\netag: %s\r\naccept-ranges: bytes\r\ncontent-type: %s\r\n" % (
         validators.last_modified, validators.etag, mime)
+    if encoding:
+        block += b"content-encoding: %s\r\n" % encoding.encode("ascii")
+    if vary:
+        block += b"vary: accept-encoding\r\n"
+    return block
 
 
 class FileCache:
     """Hot files by request path, within a byte budget (bodies) and a descriptor budget (open files)."""
 
-    __slots__ = ("_candidates", "_entries", "_max_bytes", "_max_open", "_missing", "_open", "_recheck",
-                 "_size", "max_file_size")
+    __slots__ = ("_candidates", "_compressed", "_entries", "_max_bytes", "_max_open", "_missing", "_open",
+                 "_recheck", "_size", "compressed_max", "dirs", "max_file_size")
 
-    def __init__(self, *, max_bytes: int, max_file_size: int, max_open: int, recheck: float) -> None:
+    def __init__(self, *, max_bytes: int, max_file_size: int, max_open: int, recheck: float,
+                 variants: bool = True) -> None:
         self._entries: OrderedDict[bytes, CachedFile] = OrderedDict()
         self._candidates: dict[bytes, tuple[int, float]] = {}
         self._missing: OrderedDict[bytes, float] = OrderedDict()
@@ -97,6 +125,10 @@ class FileCache:
         self._size = 0
         self._open = 0
         self.max_file_size = max_file_size
+        # Which files have precompressed variants, from their directories' names (None: not looked for).
+        self.dirs: DirectoryNames | None = DirectoryNames(recheck) if variants else None
+        self._compressed = 0  # bytes of bodies compressed on the fly, at most compressed_max
+        self.compressed_max = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -113,13 +145,30 @@ class FileCache:
             except OSError:
                 self._drop(key)
                 return None
-            if identity_of(st) != entry.identity:
+            if identity_of(st) != entry.identity or not self._variants_hold(entry, now):
                 self._drop(key)
                 return None
             entry.checked_at = now
         entry.used_at = now
         self._entries.move_to_end(key)
         return entry
+
+    def _variants_hold(self, entry: CachedFile, now: float) -> bool:
+        """Its variants are those beside it still, unchanged (one stat each)."""
+        if self.dirs is None:
+            return True
+        if self.dirs.encodings_of(entry.fs_path, now) != entry.encodings:
+            return False
+        for variant in (entry.variants or {}).values():
+            if not variant.fs_path:
+                continue  # made from the file itself, whose identity was just checked
+            LEDGER.fstat += 1
+            try:
+                if identity_of(os.stat(variant.fs_path)) != variant.identity:
+                    return False
+            except OSError:
+                return False
+        return True
 
     def known_missing(self, key: bytes, now: float) -> bool:
         """Whether the path was found missing less than `recheck` seconds ago (a new file shows up
@@ -161,11 +210,28 @@ class FileCache:
     def store(self, key: bytes, entry: CachedFile) -> None:
         self._drop(key)
         self._entries[key] = entry
-        if entry.body is not None:
-            self._size += len(entry.body)
-        else:
-            self._open += 1
+        size, fds = entry.weight()
+        self._size += size
+        self._open += fds
         self._evict(entry.used_at)
+
+    def holds(self, key: bytes, entry: CachedFile) -> bool:
+        """Whether `entry` is the one cached for `key` (not dropped or replaced meanwhile)."""
+        return self._entries.get(key) is entry
+
+    def add_generated(self, entry: CachedFile, variants: dict[str, CachedFile]) -> None:
+        """Variants compressed on the fly join their entry, as far as their budget allows."""
+        kept = entry.variants or {}
+        for encoding, variant in variants.items():
+            size = variant.size
+            if self._compressed + size > self.compressed_max:
+                continue
+            self._compressed += size
+            entry.generated += size
+            kept[encoding] = variant
+        entry.variants = kept or None
+        # A new tuple: replays recorded with the old choice are routed again (see the static handler).
+        entry.offered = tuple(name for name, _ in ENCODINGS if name in kept)
 
     def clear(self) -> None:
         for key in list(self._entries):
@@ -184,15 +250,17 @@ class FileCache:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
-        if entry.body is not None:
-            self._size -= len(entry.body)
-        else:
-            self._open -= 1
+        size, fds = entry.weight()
+        self._size -= size
+        self._open -= fds
+        self._compressed -= entry.generated
         entry.drop()
 
 
-def load_entry(found: OpenedFile, now: float, keep_open: bool) -> CachedFile | None:
-    """A cache entry for an opened file: read whole (and closed), or kept open."""
+def load_entry(found: OpenedFile, now: float, keep_open: bool, *, mime: bytes | None = None,
+               encoding: str = "", vary: bool = False) -> CachedFile | None:
+    """A cache entry for an opened file: read whole (and closed), or kept open. A variant gives its
+    file's `mime`, its `encoding`; `vary` when the answer depends on Accept-Encoding."""
     size = found.stat.st_size
     body: bytes | None = None
     fd = found.fd
@@ -207,8 +275,31 @@ def load_entry(found: OpenedFile, now: float, keep_open: bool) -> CachedFile | N
             close_file(found.fd)
         if len(body) != size:
             return None  # changed while being read: serve it the slow way next time
-    validators = Validators.of(found.stat)
-    mime = content_type(found.name)
+    validators = Validators.of(found.stat, encoding)
+    if mime is None:
+        mime = content_type(found.name)
     return CachedFile(fs_path=found.path, identity=identity_of(found.stat), validators=validators,
-                      mime=mime, size=size, body=body, fd=fd, header_block=header_block(validators, mime),
-                      checked_at=now, used_at=now)
+                      mime=mime, size=size, body=body, fd=fd,
+                      header_block=header_block(validators, mime, encoding, vary),
+                      checked_at=now, used_at=now, encoding=encoding)
+
+
+def attach_variants(resolver: FileResolver, found: OpenedFile, entry: CachedFile, encodings: tuple[str, ...],
+                    now: float, max_file_size: int) -> None:
+    """Load the precompressed variants beside a file into its entry (files/variants.py); a stale one (older
+    than the file) or one that cannot be served is left out."""
+    variants: dict[str, CachedFile] = {}
+    for encoding in encodings:
+        sibling = resolver.open_sibling(found, SUFFIXES[encoding])
+        if sibling is None:
+            continue
+        if sibling.stat.st_mtime_ns < found.stat.st_mtime_ns:
+            close_file(sibling.fd)
+            continue
+        variant = load_entry(sibling, now, sibling.stat.st_size > max_file_size, mime=entry.mime,
+                             encoding=encoding, vary=True)
+        if variant is not None:
+            variants[encoding] = variant
+    entry.encodings = encodings
+    entry.variants = variants or None
+    entry.offered = tuple(variants)

@@ -16,9 +16,13 @@ class Validators:
     mtime: int
 
     @classmethod
-    def of(cls, st: os.stat_result) -> Validators:
+    def of(cls, st: os.stat_result, encoding: str = "") -> Validators:
+        """From a file's stat; a precompressed variant's ETag also names its encoding."""
         mtime = int(st.st_mtime)
-        etag = b'"%x-%x"' % (st.st_mtime_ns, st.st_size)
+        if encoding:
+            etag = b'"%x-%x-%s"' % (st.st_mtime_ns, st.st_size, encoding.encode("ascii"))
+        else:
+            etag = b'"%x-%x"' % (st.st_mtime_ns, st.st_size)
         return cls(etag, http_date(mtime), mtime)
 
 

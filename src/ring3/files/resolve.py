@@ -28,6 +28,14 @@ class PathRefused(Exception):
         self.reason = reason
 
 
+class NoIndex(PathRefused):
+    """A directory without an index file: 403, or its listing where listings are on."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(403, "directory has no index file")
+        self.directory = directory
+
+
 @dataclass(frozen=True, slots=True)
 class DecodedPath:
     """A request path decoded and normalised into segments under the root."""
@@ -139,6 +147,22 @@ class FileResolver:
             if fd >= 0:
                 close_file(fd)
 
+    def open_sibling(self, opened: OpenedFile, suffix: str) -> OpenedFile | None:
+        """The regular file beside an opened one, its name plus `suffix` (a precompressed variant),
+        under the same rules as any file (inside the root by the kernel's account); None if there is
+        none that may be served."""
+        path = opened.path + suffix
+        try:
+            fd = self._open_inside(path)
+        except PathRefused:
+            return None
+        LEDGER.fstat += 1
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            close_file(fd)
+            return None
+        return OpenedFile(fd, st, opened.name + suffix, path)
+
     def _open_index(self, directory: str) -> OpenedFile:
         for name in self._index:
             index_path = os.path.join(directory, name)
@@ -153,7 +177,7 @@ class FileResolver:
             if stat.S_ISREG(st.st_mode):
                 return OpenedFile(fd, st, name, index_path)
             close_file(fd)
-        raise PathRefused(403, "directory has no index file")
+        raise NoIndex(directory)
 
     def _open_inside(self, path: str) -> int:
         LEDGER.open += 1

@@ -17,8 +17,9 @@ from ring3.config import Config, ConfigError
 from ring3.config.site_loader import compile_regex, parse_error_code, parse_rate, split_location_path
 from ring3.config.site_schema import HANDLER_KEYS, STATIC_KEYS, LocationSpec, SiteSpec
 from ring3.files.cache import FileCache
+from ring3.files.compress import OnTheFly
 from ring3.handlers import Handler
-from ring3.handlers.static import StaticHandler, new_file_cache
+from ring3.handlers.static import StaticHandler, new_compressor, new_file_cache
 from ring3.sites.hosts import HostTable
 from ring3.sites.paths import canonical_pattern
 from ring3.sites.ratelimit import RateLimiter
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
     from ring3.observe.access_log import AccessLog
     from ring3.transport.tls_context import ServerTLS
 
-RULE_KEYS = ("auth", "allow", "deny", "headers", "max_body_size", "error_pages", "rate_limit", "request_id")
+RULE_KEYS = ("auth", "allow", "deny", "headers", "max_body_size", "error_pages", "rate_limit", "request_id",
+             "compress")
 # Rules whose answer depends on more than the request's bytes (the client's address, the time, a random
 # id, a password file's state): their locations stay out of the replay cache.
 NOT_REPLAYABLE = ("auth", "allow", "deny", "rate_limit", "request_id")
@@ -58,6 +60,7 @@ class Builder:
         self.files: FileCache | None = new_file_cache(config.static)
         self.limiters: dict[int, RateLimiter] = {}
         self.logs: list[AccessLog] = []
+        self._compressors: dict[bool | None, OnTheFly | None] = {}
         self._tags = 0
         self.max_body_size = config.limits.max_body_size
 
@@ -146,7 +149,8 @@ class Builder:
             static = StaticHandler(self.config.static, spec.alias or spec.root or "", strip=strip,
                                    cache=self.files if self.files is not None else False,
                                    cache_tag=b"\0%d\0" % self._tags,
-                                   replayable=replayable, index=spec.index, dotfiles=spec.dotfiles)
+                                   replayable=replayable, index=spec.index, dotfiles=spec.dotfiles,
+                                   compress=self._compressor(spec.compress), listing=spec.listing)
             what = f"alias {static.root}" if spec.alias is not None else f"root {static.root}"
             if spec.try_files:
                 tried = TryFiles(static, spec.try_files, site.locate)
@@ -209,6 +213,12 @@ class Builder:
             handle = RequestIdRule(handle)
             rules.append("request_id")
         return handle, rules
+
+    def _compressor(self, wanted: bool | None) -> OnTheFly | None:
+        """On-the-fly compression for static locations, one per setting (they share its codecs)."""
+        if wanted not in self._compressors:
+            self._compressors[wanted] = new_compressor(self.config.static, wanted)
+        return self._compressors[wanted]
 
     @staticmethod
     def _rewrites(rules: tuple[str, ...]) -> list[tuple[Any, bytes, str]]:
