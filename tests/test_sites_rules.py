@@ -135,19 +135,27 @@ def test_a_location_body_limit_below_and_above_the_server_limit(
         # the other locations keep [limits] max_body_size although a location raised the protocols'
         assert client.post("/other", content=b"o" * 65536).json()["body_bytes"] == 65536
         assert client.get("/after").status_code == 200  # the client can go on (a new connection if closed)
-    # Refusals of bodies larger than a flow-control window, by curl: httpx's HTTP/2 client does not read
-    # a response until it has sent its whole body, which a server refusing the body never takes.
-    big = tmp_path / "big.bin"
-    big.write_bytes(b"b" * (2 * 1024 * 1024 + 1))
-    version = "--http2-prior-knowledge" if protocol == "HTTP/2" else "--http1.1"
-    for path, upload in [("/upload/", f"@{big}"), ("/other", "o" * 65537)]:
-        for framing in ([], ["-H", "Transfer-Encoding: chunked"] if protocol == "HTTP/1.1" else []):
-            done = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", version, *framing,
-                                   "--data-binary", upload, server.url + path],
-                                  capture_output=True, text=True, timeout=30)
-            # curl may also say the stream was reset (exit 92): ring3 ends the refused upload with
-            # RST_STREAM(NO_ERROR) after its answer, as RFC 9113 8.1 has it
-            assert (done.stdout, done.returncode in (0, 92)) == ("413", True), (path, framing, done)
+    # Refusals of bodies larger than a flow-control window. HTTP/1.1 by curl (with a length, and chunked);
+    # HTTP/2 by the h2 library, announcing the length: httpx's HTTP/2 client does not read a response
+    # before it has sent its whole body, and curl may lose the 413 when the stream is reset after it.
+    if protocol == "HTTP/1.1":
+        big = tmp_path / "big.bin"
+        big.write_bytes(b"b" * (2 * 1024 * 1024 + 1))
+        for path, upload in [("/upload/", f"@{big}"), ("/other", "o" * 65537)]:
+            for framing in ([], ["-H", "Transfer-Encoding: chunked"]):
+                done = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--http1.1",
+                                       *framing, "--data-binary", upload, server.url + path],
+                                      capture_output=True, text=True, timeout=30, check=True)
+                assert done.stdout == "413", (path, framing)
+        return
+    from h2_kit import H2Client
+
+    with H2Client(server.port) as h2:
+        for path, length in [("/upload/", 2 * 1024 * 1024 + 1), ("/other", 65537)]:
+            stream = h2.request(path, method="POST", headers=[("content-length", str(length))], end=False)
+            h2.send_data_raw(stream, b"x" * 1000)
+            answer = h2.wait(stream)[0]
+            assert answer.headers.get(":status") == "413", (path, answer)
 
 
 def test_error_pages_replace_ring3s_own_errors(site: Path, tmp_path: Path,

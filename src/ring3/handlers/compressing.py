@@ -79,7 +79,7 @@ class _GzipEncoder:
         self._zlib = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: a gzip header, mtime 0
 
     def piece(self, data: bytes) -> bytes:
-        return self._zlib.compress(data) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
+        return self._zlib.compress(data)
 
     def finish(self) -> bytes:
         return self._zlib.flush()
@@ -220,10 +220,9 @@ class CompressingHandler:
             if lowered == b"content-type":
                 if media is None:
                     media = value.split(b";", 1)[0].strip().lower()
-            elif lowered == b"content-encoding":
-                return False
-            elif lowered == b"cache-control" and b"no-transform" in _tokens(value):
-                return False
+            elif lowered == b"content-encoding" or (
+                    lowered == b"cache-control" and b"no-transform" in _tokens(value)):
+                return False  # coded by the application already, or it forbids changing the coding
         if media is None or not media.startswith(self._types):
             return False
         return self._event_stream or media != _EVENT_STREAM
@@ -303,7 +302,7 @@ class _Counter:
         self._sent = 0
 
     def take(self, piece: Segment) -> bytes:
-        """The bytes of a piece; None-length violations raise ResponseAborted."""
+        """The bytes of a piece (a file piece is read); past the declared length, ResponseAborted."""
         data = piece if isinstance(piece, bytes) else _read_file(piece)
         self._sent += len(data)
         declared = self._declared
@@ -343,7 +342,8 @@ class _CompressedStream:
 
     __slots__ = ("_counter", "_encoder", "_ended", "_inner", "_make")
 
-    def __init__(self, inner: AsyncIterator[Segment], make: Callable[[], Encoder], declared: int | None) -> None:
+    def __init__(self, inner: AsyncIterator[Segment], make: Callable[[], Encoder],
+                 declared: int | None) -> None:
         self._inner = inner
         self._make = make
         self._encoder: Encoder | None = None  # made at the first pull: a HEAD answer never pulls
