@@ -66,6 +66,26 @@ def test_traversal_refused(served: RunningServer, secret: bytes, target: bytes, 
     assert b"root:" not in body
 
 
+@pytest.mark.parametrize(("target", "expected"), TRAVERSALS, ids=[t.decode() for t, _ in TRAVERSALS])
+def test_traversal_refused_through_variant_lookups(served: RunningServer, secret: bytes, site: Path,
+                                                   tmp_path: Path, target: bytes, expected: int) -> None:
+    """The same cases when a precompressed variant lies beside the secret, and beside files in the root
+    named like the secret (the lookup must never be a way out)."""
+    for suffix in (".gz", ".br", ".zst"):
+        (tmp_path / f"secret{suffix}").write_bytes(secret)  # outside the root, beside the secret
+        (site / f"hello.txt{suffix}").symlink_to(tmp_path / "secret")  # inside, leading out
+    with served.connect(timeout=5.0) as sock:
+        status, headers, body = exchange(
+            sock, b"GET " + target + b" HTTP/1.1\r\nHost: test\r\nAccept-Encoding: br, zstd, gzip\r\n\r\n")
+    assert status == expected, (target, status, body[:200])
+    assert b"TOP-SECRET" not in body and b"content-encoding" not in headers
+    # and the plain file beside symlinked variants is served as itself
+    with served.connect(timeout=5.0) as sock:
+        status, headers, body = exchange(
+            sock, b"GET /hello.txt HTTP/1.1\r\nHost: test\r\nAccept-Encoding: br, zstd, gzip\r\n\r\n")
+    assert (status, body) == (200, b"hello, world\n") and b"content-encoding" not in headers
+
+
 def test_dot_dot_inside_root_still_works(served: RunningServer) -> None:
     """Control: `..` that stays inside the root resolves lexically, so the refusals above are specific."""
     status, _, body = fetch(served, b"/sub/../hello.txt")

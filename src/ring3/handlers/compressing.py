@@ -79,7 +79,7 @@ class _GzipEncoder:
         self._zlib = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: a gzip header, mtime 0
 
     def piece(self, data: bytes) -> bytes:
-        return self._zlib.compress(data)
+        return self._zlib.compress(data) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
 
     def finish(self) -> bytes:
         return self._zlib.flush()
