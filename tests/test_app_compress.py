@@ -269,11 +269,14 @@ def test_event_streams_compress_only_when_asked(in_process: Start, app: Any, gat
 @pytest.mark.parametrize("path", ["/html", "/json", "/stream", "/declared"])
 def test_head_and_get_heads_agree(compressed: InProcessServer, gate: Gate, path: str) -> None:
     gate.released.set()
+
+    def request(method: bytes, extra: bytes = b"") -> bytes:
+        return b"%s %s HTTP/1.1\r\nhost: t\r\naccept-encoding: br\r\n%s\r\n" % (method, path.encode(), extra)
+
     with compressed.connect() as sock:
-        request = b"%%s %s HTTP/1.1\r\nhost: t\r\naccept-encoding: br\r\n\r\n" % path.encode()
-        sock.sendall(request % b"HEAD")
+        sock.sendall(request(b"HEAD"))
         _, head_headers, _ = ResponseReader(sock).read(head_only=True)
-        sock.sendall((request % b"GET").replace(b"HTTP/1.1\r\n", b"HTTP/1.1\r\nconnection: close\r\n"))
+        sock.sendall(request(b"GET", b"connection: close\r\n"))
         answer = recv_until_closed(sock)
     get_head, _, _ = answer.partition(b"\r\n\r\n")
     get_headers = {name.strip().lower(): value.strip() for name, _, value in
@@ -384,7 +387,7 @@ def test_a_compressed_upload_is_decoded_for_the_app(in_process: Start, app: Any,
 
 @pytest.mark.parametrize(("allowed", "sent", "accept"), [
     (("gzip",), "br", b"gzip"), ((), "gzip", b"identity"), (("gzip", "zstd"), "gzip, br", b"gzip, zstd"),
-    (("gzip",), "compress", b"gzip"),
+    (("gzip",), "compress", b"gzip"), (("gzip",), "gzip, gzip, gzip", b"gzip"),
 ])
 def test_an_unaccepted_coding_gets_415(in_process: Start, app: Any, allowed: tuple[str, ...], sent: str,
                                        accept: bytes) -> None:
@@ -397,7 +400,8 @@ def test_an_unaccepted_coding_gets_415(in_process: Start, app: Any, allowed: tup
         assert status == 200  # the same connection goes on
 
 
-@pytest.mark.parametrize("body", [b"not gzip at all", gzip.compress(HTML)[:-20]])
+@pytest.mark.parametrize("body", [b"not gzip at all", gzip.compress(HTML)[:-20],
+                                  gzip.compress(HTML) + b"trailing junk"])
 def test_a_body_not_in_its_coding_gets_400(in_process: Start, app: Any, body: bytes) -> None:
     server = decoding(in_process, app)
     with http_client(server.url) as client:

@@ -362,3 +362,53 @@ def test_static_locations_use_the_file_cache_and_the_replay_cache(
                 assert replayed >= 3  # the second request cached the file, the third was a replay
     assert metric(admin, "ring3_responses_replayed_total") == replayed  # none of the guarded ones
     assert metric(admin, "ring3_responses_from_cache_total") >= 4 + 1
+
+
+BIG_APP = '''
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    page = b"<p>" + b"a page of text, " * 2000 + b"</p>" + b"<!-- %d -->" % len(body)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/html; charset=utf-8")]})
+    await send({"type": "http.response.body", "body": page})
+'''
+
+
+def test_application_compression_and_request_encodings_per_location(
+        tmp_path: Path, ring3_process: Callable[..., RunningServer], protocol: str) -> None:
+    import gzip
+
+    (tmp_path / "bigapp.py").write_text(BIG_APP)
+    server = serve_config(ring3_process, tmp_path, f"""
+        [server]
+        access_log = "off"
+        [app]
+        app_dir = "{tmp_path}"
+        [[site]]
+        hosts = ["*"]
+        app = "bigapp:app"
+          [[site.location]]
+          path = "/squeezed/"
+          app = "bigapp:app"
+          compress = true
+          request_encodings = ["gzip"]
+    """)
+    with http_client(server.url, protocol) as client:
+        plain = client.get("/page", headers={"accept-encoding": "gzip"})  # [app] compress is off
+        assert "content-encoding" not in plain.headers and plain.text.startswith("<p>a page")
+        squeezed = client.get("/squeezed/page", headers={"accept-encoding": "gzip"})
+        assert squeezed.headers["content-encoding"] == "gzip" and squeezed.content == plain.content
+        assert int(squeezed.headers.get("content-length", "0") or 0) < len(plain.content) / 5
+        # a gzip body: decoded for the application where allowed, 415 elsewhere
+        coded = gzip.compress(b"x" * 5000)
+        answer = client.post("/squeezed/up", content=coded, headers={"content-encoding": "gzip"})
+        assert answer.status_code == 200 and answer.content.endswith(b"<!-- 5000 -->")
+        refused = client.post("/up", content=coded, headers={"content-encoding": "gzip"})
+        assert refused.status_code == 415 and refused.headers["accept-encoding"] == "identity"

@@ -157,6 +157,27 @@ def _build_sites(config: Config, demo_root: str, tls: ServerTLS | None, load_app
     return Site(router, described, startup, shutdown, builder.max_body_size)
 
 
+def wrap_app(handler: Handler, config: Config, *, compress: bool | None = None,
+             request_encodings: tuple[str, ...] | None = None, max_body_size: int | None = None) -> Handler:
+    """An application's handler with what its location (or [app]) asks around it: its responses compressed
+    as they stream, and request bodies in a Content-Encoding refused with 415 or decoded."""
+    settings = config.app
+    if settings.compress if compress is None else compress:
+        from ring3.handlers.compressing import CompressingHandler
+
+        levels = {"gzip": settings.stream_gzip_level, "br": settings.stream_brotli_quality,
+                  "zstd": settings.stream_zstd_level}
+        static = config.static
+        handler = CompressingHandler(handler, encodings=static.compress_encodings, levels=levels,
+                                     min_size=static.compress_min_size, types=static.compress_types,
+                                     event_stream=settings.compress_event_stream)
+    from ring3.handlers.request_encoding import RequestEncodingRule
+
+    allowed = settings.request_encodings if request_encodings is None else request_encodings
+    limit = config.limits.max_body_size if max_body_size is None else max_body_size
+    return RequestEncodingRule(handler, allowed=allowed, max_body_size=limit)
+
+
 def _not_loaded(request: Request, body: BodyReader) -> Response:
     raise RuntimeError("check-config does not import applications")
 
@@ -170,7 +191,7 @@ def _single_site(config: Config, demo_root: str) -> Site:
     if app_settings.target:
         app = load_app(app_settings)
         kind = interface_of(app, app_settings.interface)
-        handler = _app_handler(app, kind, config, startup, shutdown)
+        handler = wrap_app(_app_handler(app, kind, config, startup, shutdown), config)
         mounts.append((app_settings.mount, handler))
         described.append(f"{kind.upper()} application {app_settings.target} at {app_settings.mount}")
     if static.root or not app_settings.target:

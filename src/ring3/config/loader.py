@@ -338,6 +338,10 @@ def _range_check(low: int, high: int) -> Callable[[Any], str | None]:
 
 _VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "static.compress_encodings": _check_encodings,
+    "app.request_encodings": _check_encodings,
+    "app.stream_gzip_level": _range_check(1, 9),
+    "app.stream_brotli_quality": _range_check(0, 11),
+    "app.stream_zstd_level": _range_check(1, 22),
     "static.gzip_level": _range_check(1, 9),
     "static.brotli_quality": _range_check(0, 11),
     "static.zstd_level": _range_check(1, 22),

@@ -244,6 +244,20 @@ class AppSection:
         minimum=0.01)
     websocket_compression: bool = setting(
         True, "Offer permessage-deflate to WebSocket clients that ask for it.")
+    compress: bool = setting(
+        False, "Compress the application's responses as it sends them (streamed: flushed at each piece "
+        "it sends), for clients that accept br, zstd or gzip: compressible types only, never a response "
+        "with its own Content-Encoding, Cache-Control: no-transform, a 206, or text/event-stream (unless "
+        "compress_event_stream). Off by default: a page that mixes a secret with what an attacker sends "
+        "can leak it through compressed sizes (BREACH).", flag="--app-compress")
+    compress_event_stream: bool = setting(
+        False, "Compress text/event-stream responses too (each event flushed).")
+    stream_gzip_level: int = setting(6, "gzip level for streamed compression (1 to 9).", minimum=1)
+    stream_brotli_quality: int = setting(5, "Brotli quality for streamed compression (0 to 11).", minimum=0)
+    stream_zstd_level: int = setting(3, "zstd level for streamed compression (1 to 22).", minimum=1)
+    request_encodings: tuple[str, ...] = setting(
+        (), "Content-Encodings accepted on request bodies (gzip, br, zstd), decoded before the "
+        "application reads them, within max_body_size; a body in any other coding gets 415.")
 
 
 # Mozilla's "intermediate" profile (v5.7) for TLS 1.2; TLS 1.3's suites are OpenSSL's (all three are in

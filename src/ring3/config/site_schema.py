@@ -102,6 +102,9 @@ class LocationSpec:
     compress: bool | None = setting(
         None, "Compression of what this location answers: static files on the fly (default: [static] "
         "compress, on) or an application's responses, streamed (default: [app] compress, off).")
+    request_encodings: tuple[str, ...] | None = setting(
+        None, "Content-Encodings accepted on request bodies here (default: [app] request_encodings, "
+        "none: 415).")
     rewrite: tuple[str, ...] | None = setting(
         None, "Rules 'REGEX REPLACEMENT [FLAG]', tried in order on the path (nginx's rewrite). The "
         "replacement may use $1..$9, $uri, $args, $host, $scheme. FLAG: 'last' (the default: route the "

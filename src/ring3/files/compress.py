@@ -51,8 +51,8 @@ def _zstd(level: int) -> Callable[[bytes], bytes] | None:
         import zstandard
     except ImportError:
         return None
-    compressor = zstandard.ZstdCompressor(level=level, write_content_size=True)
-    return lambda data: bytes(compressor.compress(data))
+    # A compressor per call: ZstdCompressor is not thread-safe, and files compress in several threads.
+    return lambda data: bytes(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data))
 
 
 def codecs(levels: dict[str, int]) -> dict[str, Callable[[bytes], bytes]]:

@@ -42,7 +42,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from ring3.errors import ClientDisconnected, ResponseAborted
-from ring3.events import BodyWriter, FileRange, Headers, PushedBody, Request, Response, Segment
+from ring3.events import Body, BodyWriter, FileRange, Headers, PushedBody, Request, Response, Segment
 from ring3.files.compress import COMPRESSIBLE_TYPES, codecs
 from ring3.files.encoding import ENCODINGS, choose
 from ring3.handlers import BodyReader, Handler
@@ -198,7 +198,7 @@ class CompressingHandler:
             return response
         if encoding is None:
             return dataclasses.replace(response, headers=_with_vary(headers), header_block=b"", replay=None)
-        new_body: Any
+        new_body: Body
         if isinstance(body, bytes):
             if head and declared is not None and len(body) != declared:
                 new_body = _Unsent()  # the application sent no body to HEAD: its compressed length is unknown

@@ -1,8 +1,9 @@
 """Request bodies sent with a Content-Encoding (RFC 9110 8.4): refused with 415, or decoded for the
 handler as it reads, within a bound on the decoded size.
 
-A request whose Content-Encoding lists a coding the rule does not allow gets 415 with an Accept-Encoding
-field naming those it does (RFC 7694 3), or `identity` when it allows none. Otherwise the handler sees
+A request whose Content-Encoding lists a coding the rule does not allow (or more than MAX_CODINGS) gets
+415 with an Accept-Encoding field naming those it does (RFC 7694 3), or `identity` when it allows none.
+Otherwise the handler sees
 the request without its Content-Encoding and Content-Length (the decoded length is unknown: a WSGI
 framework would otherwise read only that many bytes) and reads a DecodingBody, which decodes as it
 reads.
@@ -37,11 +38,13 @@ from ring3.handlers.status import status_response
 
 logger = logging.getLogger("ring3.error")
 
-DECODE_STEP = 64 * 1024  # decoded bytes one read returns at most
+DECODE_STEP = 64 * 1024  # decoded bytes one read returns at most (brotli may overshoot by up to half)
 INPUT_SLICE = 16 * 1024  # encoded bytes a decoder takes at once (what zlib copies into unconsumed_tail)
 # Largest zstd window a request may make the decoder allocate. RFC 9659 (zstd in HTTP) limits it to
 # 8 MB; the library's default, 128 MiB per request, would be a memory attack.
 ZSTD_MAX_WINDOW = 8 * 1024 * 1024
+# Codings one body may stack ("gzip, br"); clients apply one. More gets 415: each is a decoder to run.
+MAX_CODINGS = 2
 _DROPPED_FIELDS = (b"content-encoding", b"content-length")
 
 
@@ -69,11 +72,12 @@ class MalformedBodyEncoding(BodyDecodingFailed):
 class _Decoder:
     """One coding's decoder: fed encoded bytes, it gives decoded ones in bounded steps."""
 
-    __slots__ = ("_ended", "_fed", "_input", "done")
+    __slots__ = ("_ended", "_errors", "_fed", "_input", "done")
 
     name = ""
 
-    def __init__(self) -> None:
+    def __init__(self, errors: tuple[type[Exception], ...]) -> None:
+        self._errors = errors  # what its library raises for data not in the coding
         self._input: deque[memoryview] = deque()
         self._ended = False  # no more input will come
         self._fed = False
@@ -94,9 +98,7 @@ class _Decoder:
             return b""
         try:
             piece = self._step(size)
-        except MalformedBodyEncoding:
-            raise
-        except Exception as exc:  # zlib.error, brotli.error, zstandard.ZstdError
+        except self._errors as exc:
             raise MalformedBodyEncoding(f"the body is not valid {self.name}: {exc}") from None
         if not piece and self._ended and not self._input and self._drained():
             if self._fed and not self._complete():
@@ -122,7 +124,7 @@ class _GzipDecoder(_Decoder):
     name = "gzip"
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__((zlib.error,))
         self._zlib = zlib.decompressobj(wbits=47)  # 32 + 15: a gzip (or zlib) header, a 32 KiB window
 
     def _step(self, size: int) -> bytes:
@@ -162,8 +164,8 @@ class _BrotliDecoder(_Decoder):
 
     name = "br"
 
-    def __init__(self, decompressor: Any) -> None:
-        super().__init__()
+    def __init__(self, decompressor: Any, error: type[Exception]) -> None:
+        super().__init__((error,))
         # Any: brotli's stubs lack output_buffer_limit and can_accept_more_data (brotli 1.1 has them).
         self._brotli = decompressor
         self._waiting = False  # output may be waiting in the decoder
@@ -208,7 +210,7 @@ class _ZstdDecoder(_Decoder):
     name = "zstd"
 
     def __init__(self, zstandard: Any) -> None:
-        super().__init__()
+        super().__init__((zstandard.ZstdError,))
         decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
         self._reader = decompressor.stream_reader(self, read_size=INPUT_SLICE, read_across_frames=True)
         self._exhausted = False
@@ -250,7 +252,7 @@ def decoder_makers() -> dict[str, Callable[[], _Decoder]]:
     except ImportError:
         pass
     else:
-        makers["br"] = lambda: _BrotliDecoder(brotli.Decompressor())
+        makers["br"] = lambda: _BrotliDecoder(brotli.Decompressor(), brotli.error)
     try:
         import zstandard
     except ImportError:
@@ -390,15 +392,14 @@ class RequestEncodingRule:
         return self._allowed
 
     def __call__(self, request: Request, body: BodyReader) -> Response | Awaitable[Response]:
-        if request.header(b"content-encoding") is None:
-            return self._inner(request, body)
+        if not request.has_body or request.header(b"content-encoding") is None \
+                or not isinstance(body, RequestBody):
+            return self._inner(request, body)  # nothing coded (or no body to decode)
         codings = _codings(request)
         if not codings:  # only identity
             return self._inner(request, body)
-        if any(coding not in self._allowed for coding in codings):
+        if len(codings) > MAX_CODINGS or any(coding not in self._allowed for coding in codings):
             return status_response(415, [(b"accept-encoding", self._accept)])
-        if not isinstance(body, RequestBody):  # no body to decode
-            return self._inner(request, body)
         decoders = [self._makers[coding]() for coding in reversed(codings)]
         decoding = DecodingBody(body, decoders, self._max_body_size)
         headers = [(name, value) for name, value in request.headers if name not in _DROPPED_FIELDS]
@@ -426,7 +427,7 @@ async def _settled(result: Awaitable[Response], decoding: DecodingBody) -> Respo
     """The handler's answer, or 413/400 once reading the body failed (the answer is dropped)."""
     try:
         response = await result
-    except ClientDisconnected:
+    except Exception:  # ClientDisconnected, as a rule: what the failed read raised
         failure = decoding.failure
         if failure is None:
             raise

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ring3.transport.tls_context import ServerTLS
 
 RULE_KEYS = ("auth", "allow", "deny", "headers", "max_body_size", "error_pages", "rate_limit", "request_id",
-             "compress")
+             "compress", "request_encodings")
 # Rules whose answer depends on more than the request's bytes (the client's address, the time, a random
 # id, a password file's state): their locations stay out of the replay cache.
 NOT_REPLAYABLE = ("auth", "allow", "deny", "rate_limit", "request_id")
@@ -157,10 +157,16 @@ class Builder:
                 return tried, f"{what}, try_files {list(spec.try_files)}"
             return static, what
         if spec.app is not None:
+            from ring3.apps import wrap_app
+
             try:
-                return self.app_handler(spec.app), f"app {spec.app}"
+                shared = self.app_handler(spec.app)
             except ConfigError as exc:
                 raise ConfigError(self.source, f"{where}.app", exc.reason) from None
+            handler = wrap_app(shared, self.config, compress=spec.compress,
+                               request_encodings=spec.request_encodings, max_body_size=spec.max_body_size)
+            compressed = spec.compress if spec.compress is not None else self.config.app.compress
+            return handler, f"app {spec.app}" + (", compressed" if compressed else "")
         if spec.redirect is not None:
             regex = compile_regex(pattern, kind == "iregex") if kind in ("regex", "iregex") else None
             status = spec.status or 301
