@@ -23,7 +23,8 @@ Record = dict[str, Any]
 COLORS = {"ring3": "#d62728", "ring3-static": "#ff9896", "nginx": "#2ca02c", "nginx-nopush-off": "#98df8a",
           "granian": "#1f77b4", "granian-rsgi": "#aec7e8", "uvicorn": "#9467bd",
           "uvicorn-websockets": "#7b4fa6", "uvicorn-wsproto": "#c5b0d5", "gunicorn": "#8c564b",
-          "hypercorn": "#e377c2", "ring3-base": "#7f7f7f", "ring3-single": "#ffbb78"}
+          "hypercorn": "#e377c2", "ring3-base": "#7f7f7f", "ring3-single": "#ffbb78",
+          "nginx-gzip": "#17becf", "nginx-gzip-static": "#9edae5"}
 COLUMNS = 4
 
 

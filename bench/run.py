@@ -21,10 +21,12 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchkit import baseline, figures, handshakes, idle, lineups, load, report, servers, syscalls, tls, tools
+from benchkit.pages import add_encoding, await_encoded, make_pages
 from benchkit.procs import cpu_seconds, peak_rss_kib, rss_kib
 from benchkit.scenarios import GROUPS, IDLE, SCENARIOS, STATIC, WEBSOCKET, Scenario, chosen, make_site
 from benchkit.servers import Server, ServerSpec
@@ -88,7 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "ring3-static, ring3-base, ...)")
     parser.add_argument("--scenario", action="append", choices=[*GROUPS, *(s.name for s in SCENARIOS)],
                         help="run only this scenario (repeatable; 'tls': the HTTP/1.1 ones over TLS, "
-                        "'h2': the HTTP/2 ones)")
+                        "'h2': the HTTP/2 ones, 'sites': the virtual hosts' ones, 'compress': the "
+                        "compressed answers' ones)")
     parser.add_argument("--baseline", type=Path, metavar="PATH",
                         help="another ring3 checkout (a git worktree): every scenario that runs ring3 also "
                         "runs ring3-base, the same command with PATH/src first on PYTHONPATH")
@@ -205,6 +208,7 @@ def rate_record(samples: list[tuple[load.WrkResult, float]], error: str | None,
         "cpu_us_per_request": figures.stat([cpu for _, cpu in samples]),
         "p50_ms": figures.stat([r.p50_ms for r in wrk if r.p50_ms is not None]),
         "p99_ms": figures.stat([r.p99_ms for r in wrk if r.p99_ms is not None]),
+        "bytes_per_request": figures.stat([r.bytes / r.requests for r in wrk if r.requests]),
         "load_cpu_share": figures.stat([r.load_cpu_share for r in wrk if r.load_cpu_share is not None]),
         "socket_errors": sum(r.socket_errors for r in wrk),
         "unexpected_status": unexpected,
@@ -258,14 +262,20 @@ def ledger_record(calls: dict[str, int], before: dict[str, float], after: dict[s
     }
 
 
-def drop_unverified(running: list[Server], scenario: Scenario, failed: dict[str, str]) -> None:
-    """Servers that do not answer the scenario's request with the expected status leave the scenario."""
+def drop_unverified(running: list[Server], scenario: Scenario, failed: dict[str, str]) -> dict[str, Record]:
+    """Servers that do not answer the scenario's request with the expected status leave the scenario, and
+    in the compress scenarios those that do not answer it compressed (ring3 once it has compressed the
+    page: the measured runs come after); each one's encoding check (benchkit.pages), by name."""
+    encoded: dict[str, Record] = {}
     for server in list(running):
         try:
             check_status(server, scenario)
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            if scenario.accept_encoding:
+                encoded[server.spec.name] = await_encoded(server, scenario)
+        except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError, zlib.error) as exc:
             failed[server.spec.name] = str(exc)
             running.remove(server)
+    return encoded
 
 
 def add_costs(record: Record, server: Server, scenario: Scenario, settings: Settings, work: Path) -> None:
@@ -327,12 +337,14 @@ def run_scenario(scenario: Scenario, settings: Settings, root: Path, work: Path)
     specs = settings.specs_for(scenario)
     probe = PROBE_FILE if scenario.kind in (STATIC, IDLE) else scenario.file
     with servers.running(specs, root, work, probe, settings.with_admin) as (running, failed):
-        drop_unverified(running, scenario, failed)
+        encoded = drop_unverified(running, scenario, failed)
         if scenario.kind == IDLE:
             results = {server.spec.name: measure_idle(server, scenario, settings) for server in running}
         else:
             results = measure_rates(running, scenario, settings)
             for server in running:
+                if server.spec.name in encoded:
+                    add_encoding(results[server.spec.name], encoded[server.spec.name], server, scenario)
                 add_costs(results[server.spec.name], server, scenario, settings, work)
     for spec in specs:
         if spec.name in failed:
@@ -345,6 +357,7 @@ def run_scenario(scenario: Scenario, settings: Settings, root: Path, work: Path)
               "browser_headers": scenario.browser_headers, "expect_status": scenario.expect_status,
               "message_size": scenario.message_size, "tls": scenario.tls, "handshake": scenario.handshake,
               "protocol": scenario.protocol, "streams": scenario.streams,
+              "accept_encoding": scenario.accept_encoding,
               "goals": [asdict(goal) for goal in scenario.goals],
               "results": {spec.name: results[spec.name] for spec in specs if spec.name in results}}
     record["ratios"] = report.ratios(record)
@@ -458,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
         make_site(work / "site")
         if any(s.sites for s in settings.scenarios):
             make_sites(work)
+        if any(s.accept_encoding for s in settings.scenarios):
+            for missing in make_pages(work / "site"):
+                log(f"compress scenarios: not made: {missing}")
         scenarios = [run_scenario(s, settings, work / "site", work) for s in settings.scenarios]
     write_outputs(build_report(settings, scenarios, started, load_before), settings)
     return 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 from benchkit.figures import Record, num
 
 LABELS = {"cpu_us_per_request": "CPU µs per request", "mb_per_s": "MB/s", "peak_rss_mib": "peak RSS MiB",
-          "requests_per_s": "requests/s"}
+          "requests_per_s": "requests/s", "body_bytes": "bytes per response"}
 
 
 def figure(record: Record | None, key: str) -> float | None:
@@ -48,6 +48,12 @@ def peer_ratios(goal: Record, scenario: Record, reference: Record) -> dict[str, 
     return found
 
 
+def ran(goal: Record, scenario: Record, by_name: dict[str, Record]) -> bool:
+    """Whether the server a goal holds ring3 to is in this run (ring3-base only with --baseline)."""
+    reference = by_name.get(goal["scenario"] or scenario["name"], {})
+    return goal["against"] in reference.get("results", {})
+
+
 def describe(goal: Record, scenario: Record) -> str:
     sign = ">=" if goal["at_least"] else "<="
     label = LABELS.get(goal["key"], goal["key"])
@@ -66,6 +72,8 @@ def goal_table(report: Record) -> list[str]:
     lines = ["| scenario | goal | ring3 | held to | ring3/it (+: ring3 - it) | met |", "|" + "---|" * 6]
     for scenario in report["scenarios"]:
         for goal in scenario.get("goals") or []:
+            if goal.get("if_run") and not ran(goal, scenario, by_name):
+                continue
             found = evaluate(goal, scenario, by_name)
             verdict = {True: "yes", False: "**no**", None: "not measured"}[found["met"]]
             ratio = num(found["value"], 2) if goal["against"] else ""

@@ -3,6 +3,7 @@
 Static scenarios: ring3 beside nginx, granian (its Rust static files) and uvicorn (Starlette's StaticFiles);
 over TLS and over HTTP/2, ring3 beside nginx. App scenarios: every server hosts the same application from
 bench/apps/, with one worker. Sites scenarios: ring3 alone, with 100 virtual hosts and with one root.
+Compress scenarios: ring3 (its default config) beside nginx with `gzip on` or with `gzip_static on`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import importlib.util
 import shutil
 
 from benchkit import servers, sites
-from benchkit.scenarios import FULL, IDLE, SINGLE, STATIC, WEBSOCKET, Scenario
+from benchkit.scenarios import FULL, IDLE, NGINX_GZIP, NGINX_GZIP_STATIC, SINGLE, STATIC, WEBSOCKET, Scenario
 from benchkit.servers import ServerSpec
 
 PYTHON = "python"
@@ -94,6 +95,16 @@ SITES_LINEUPS: dict[str, tuple[ServerSpec, ...]] = {
 }
 
 
+# ring3 with its defaults (on-the-fly compression and precompressed variants are on) against nginx
+# compressing every answer at gzip level 1, or serving the page's .gz (gzip_static).
+NGINX_GZIP_ON = servers.nginx_argv(nopush=True, gzip=servers.GZIP_ON)
+NGINX_GZIP_STATIC_ON = servers.nginx_argv(nopush=True, gzip=servers.GZIP_STATIC)
+COMPRESS_LINEUPS: dict[str, tuple[ServerSpec, ...]] = {
+    "gzip-html-100k": (servers.RING3, ServerSpec(NGINX_GZIP, NGINX_GZIP_ON, peer="native")),
+    "gzip-static-100k": (servers.RING3, ServerSpec(NGINX_GZIP_STATIC, NGINX_GZIP_STATIC_ON, peer="native")),
+}
+
+
 def tls_files_lineup(scenario: Scenario) -> tuple[ServerSpec, ...]:
     """ring3 and nginx serving the site over TLS; in the full-handshake scenario neither issues session
     tickets (nor keeps a session cache), and nginx logs how each request's connection was set up."""
@@ -123,6 +134,8 @@ def lineup(scenario: Scenario) -> tuple[ServerSpec, ...]:
         return APP_LINEUPS[scenario.name]
     if scenario.sites:
         return SITES_LINEUPS[scenario.name]
+    if scenario.accept_encoding:
+        return COMPRESS_LINEUPS[scenario.name]
     if scenario.http2:
         return h2_files_lineup(scenario)
     if scenario.tls:

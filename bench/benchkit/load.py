@@ -57,10 +57,12 @@ class WrkResult:
 
 
 def header_args(scenario: Scenario, host: str = "", host_field: str = "Host") -> list[str]:
-    """Browser-like fields, or Connection: close (a new connection, and TLS handshake, per request); a
-    virtual host's name in `host_field` (h2load replaces its Host only as ":authority")."""
+    """Browser-like fields, or Connection: close (a new connection, and TLS handshake, per request), or
+    the compress scenarios' Accept-Encoding; a virtual host's name in `host_field` (h2load replaces its
+    Host only as ":authority")."""
     headers = (*((f"{host_field}: {host}",) if host else ()),
                *(BROWSER_HEADERS if scenario.browser_headers else ()),
+               *((f"Accept-Encoding: {scenario.accept_encoding}",) if scenario.accept_encoding else ()),
                *(("Connection: close",) if scenario.handshake else ()))
     return [arg for header in headers for arg in ("-H", header)]
 

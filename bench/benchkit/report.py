@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from benchkit import goals, tlsreport
+from benchkit import goals, pages, tlsreport
 from benchkit.figures import Record, median, num
 
 README_START = "<!-- bench:start -->"
@@ -270,6 +270,8 @@ def markdown(report: Record) -> str:
     if tlsreport.session_table(report):
         parts += ["", "## TLS sessions and handshakes", "", *tlsreport.session_table(report), "",
                   tlsreport.NOTE]
+    if pages.compression_table(report):
+        parts += ["", "## Compressed answers", "", *pages.compression_table(report)]
     if goals.goal_table(report):
         parts += ["", "## Goals", "", *goals.goal_table(report)]
     if skipped_lines(report):
@@ -293,6 +295,8 @@ def readme_section(report: Record, chart: str | None) -> str:
     if tlsreport.session_table(report):
         lines += ["", "TLS sessions and handshakes:", "", *tlsreport.session_table(report), "",
                   tlsreport.NOTE]
+    if pages.compression_table(report):
+        lines += ["", "Compressed answers:", "", *pages.compression_table(report)]
     if goals.goal_table(report):
         lines += ["", "Goals:", "", *goals.goal_table(report)]
     if report.get("ledger_available"):

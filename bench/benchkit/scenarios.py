@@ -19,6 +19,10 @@ MIB = 1024 * KIB
 
 FILES = {"1k.bin": KIB, "64k.bin": 64 * KIB, "10m.bin": 10 * MIB}
 MISSING = "missing.bin"
+# The compress scenarios' 100 KiB HTML page (benchkit.pages): alone, and with its .gz and .br beside it.
+PAGE = "page.html"
+PRECOMPRESSED_PAGE = "pre/page.html"
+ACCEPT_ENCODING = "gzip, br"
 
 # What a desktop Chrome sends for a same-origin page load: with Host, 10 fields and about 500 bytes.
 BROWSER_HEADERS = (
@@ -58,6 +62,7 @@ class Goal:
     scenario: str = ""
     at_least: bool = False
     difference: bool = False  # at most `bound` more than `against`'s figure (in its unit), not a ratio
+    if_run: bool = False  # a row only where `against` ran (ring3-base: with --baseline), else none
     note: str = ""  # shown beside the goal: the bound as the issue gave it, what the reference is
 
 
@@ -84,6 +89,9 @@ class Scenario:
     streams: int = 1  # HTTP/2: concurrent streams per connection (h2load -m)
     handshake: str = ""  # FULL or RESUMED: one TLS handshake per request, counted on the server side
     sites: bool = False  # ring3 with benchkit.sites' 100 virtual hosts, against ring3-single (one root)
+    # Accept-Encoding of every request; each server must answer with Content-Encoding (benchkit.pages
+    # checks it before and after the rate runs and measures the bytes per response).
+    accept_encoding: str = ""
     goals: tuple[Goal, ...] = ()
 
     @property
@@ -152,11 +160,33 @@ SITES_SCENARIOS = (
              goals=(Goal(CPU, 1.0, SINGLE, difference=True, note="what routing adds, in µs"),)),
 )
 
+# Compressed answers of a 100 KiB HTML page: ring3 compressing it once (br, its first choice for
+# "gzip, br") against nginx's gzip at level 1 on every request, and ring3 serving its precompressed .br
+# against nginx's gzip_static (the .gz: Debian's nginx has no brotli module).
+BODY_BYTES = "body_bytes"
+NGINX_GZIP = "nginx-gzip"
+NGINX_GZIP_STATIC = "nginx-gzip-static"
+COMPRESS_SCENARIOS = (
+    Scenario("gzip-html-100k", "100 KiB HTML compressed on the fly, 64 conns", PAGE, 64, 2000,
+             accept_encoding=ACCEPT_ENCODING,
+             goals=(Goal(CPU, 0.1, NGINX_GZIP, note="gzip on, level 1"),
+                    Goal(BODY_BYTES, 1.0, NGINX_GZIP_STATIC, scenario="gzip-static-100k",
+                         note="its .gz, gzip -9"))),
+    Scenario("gzip-static-100k", "100 KiB HTML precompressed (.br, .gz), 64 conns", PRECOMPRESSED_PAGE, 64,
+             5000, accept_encoding=ACCEPT_ENCODING,
+             goals=(Goal(CPU, 1.0, NGINX_GZIP_STATIC, note="gzip_static on"),)),
+)
+
+# Today's static scenarios must not get dearer: with --baseline, ring3 against ring3-base (its row is
+# shown only then).
+NO_REGRESSION = (Goal(CPU, 1.05, "ring3-base", if_run=True, note="no regression, 5% for noise"),)
+
 SCENARIOS = (
-    Scenario("1k-c64", "1 KiB, 64 conns", "1k.bin", 64, 5000),
+    Scenario("1k-c64", "1 KiB, 64 conns", "1k.bin", 64, 5000, goals=NO_REGRESSION),
     Scenario("1k-c1", "1 KiB, 1 conn (latency)", "1k.bin", 1, 3000),
-    Scenario("1k-browser", "1 KiB, 64 conns, browser headers", "1k.bin", 64, 5000, browser_headers=True),
-    Scenario("64k-c64", "64 KiB, 64 conns", "64k.bin", 64, 3000),
+    Scenario("1k-browser", "1 KiB, 64 conns, browser headers", "1k.bin", 64, 5000, browser_headers=True,
+             goals=NO_REGRESSION),
+    Scenario("64k-c64", "64 KiB, 64 conns", "64k.bin", 64, 3000, goals=NO_REGRESSION),
     Scenario("10m-c8", "10 MiB, 8 conns", "10m.bin", 8, 100, rate_key="mb_per_s"),
     Scenario("1k-pipe16", "1 KiB, 16 pipelined per write", "1k.bin", 64, 8000, pipeline=16,
              nopush_variants=True),
@@ -173,11 +203,14 @@ SCENARIOS = (
     *TLS_SCENARIOS,
     *H2_SCENARIOS,
     *SITES_SCENARIOS,
+    *COMPRESS_SCENARIOS,
 )
 
-# --scenario GROUP: the HTTP/1.1 scenarios over TLS, the HTTP/2 ones, the virtual hosts' ones.
+# --scenario GROUP: the HTTP/1.1 scenarios over TLS, the HTTP/2 ones, the virtual hosts' ones, the
+# compressed answers' ones.
 GROUPS: dict[str, Callable[[Scenario], bool]] = {"tls": lambda s: s.tls and not s.http2,
-                                                 "h2": lambda s: s.http2, "sites": lambda s: s.sites}
+                                                 "h2": lambda s: s.http2, "sites": lambda s: s.sites,
+                                                 "compress": lambda s: bool(s.accept_encoding)}
 
 
 def chosen(scenario: Scenario, names: set[str]) -> bool:

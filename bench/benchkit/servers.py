@@ -198,7 +198,7 @@ http {{
     server {{
         listen {host}:{port}{ssl}{http2};
         root {root};
-{tls}    }}
+{tls}{gzip}    }}
 }}
 """
 # The server's TLS lines: TLS 1.3 is not in nginx 1.22's default ssl_protocols; ring3's minimum is 1.2.
@@ -217,6 +217,28 @@ NGINX_HANDSHAKE_LOG = """\
         access_log {log} handshakes buffer=32k flush=250ms;
 """
 NGINX_FLUSH_S = 0.6  # the handshake log's flush interval, and some
+# The compress scenarios' peers: the config has no mime.types, so the page's type is given (with its
+# charset, as ring3 sends it); Vary: Accept-Encoding on, as ring3 sends it. `gzip on` at its default
+# level 1, compressing every answer (text/html is always in gzip_types); `gzip_static on` serves FILE.gz
+# beside the file to a client that takes gzip (Debian's nginx has no brotli module for FILE.br).
+NGINX_TYPES = """\
+        types { text/html html; text/css css; application/javascript js; application/json json; }
+        charset utf-8;
+        gzip_vary on;
+"""
+GZIP_ON = "on"
+GZIP_STATIC = "static"
+NGINX_COMPRESSION = {
+    GZIP_ON: NGINX_TYPES + """\
+        gzip on;
+        gzip_comp_level 1;
+        gzip_min_length 256;
+        gzip_types text/css application/javascript application/json image/svg+xml;
+""",
+    GZIP_STATIC: NGINX_TYPES + """\
+        gzip_static on;
+""",
+}
 
 
 def handshake_log(launch: Launch) -> Path:
@@ -236,17 +258,18 @@ def _nginx_tls(launch: Launch, resumption: bool, log_handshakes: bool) -> str:
 
 
 def nginx_argv(nopush: bool, resumption: bool = True, log_handshakes: bool = False,
-               http2: bool = False) -> Callable[[Launch], list[str]]:
+               http2: bool = False, gzip: str = "") -> Callable[[Launch], list[str]]:
     """nginx's command line, its config written first; with TLS, sessions resumable or not, and each
     request's handshake logged or not; with `http2`, HTTP/2 on the listener (nginx 1.22's `listen ...
-    http2`: h2 by ALPN beside HTTP/1.1 with ssl, h2c with prior knowledge alone without)."""
+    http2`: h2 by ALPN beside HTTP/1.1 with ssl, h2c with prior knowledge alone without); with `gzip`
+    (GZIP_ON, GZIP_STATIC), the compress scenarios' lines (NGINX_COMPRESSION)."""
     def argv(launch: Launch) -> list[str]:
         conf = launch.work / f"nginx-{launch.port}.conf"
         conf.write_text(NGINX_CONF.format(
             work=launch.work, nopush="on" if nopush else "off", keepalive_requests=KEEPALIVE_REQUESTS,
             host=HOST, port=launch.port, root=launch.root, handshake_format=tls.NGINX_LOG_FORMAT,
             ssl=" ssl" if launch.tls else "", http2=" http2" if http2 else "",
-            tls=_nginx_tls(launch, resumption, log_handshakes)))
+            tls=_nginx_tls(launch, resumption, log_handshakes), gzip=NGINX_COMPRESSION[gzip] if gzip else ""))
         nginx = tools.find_tool("nginx") or "nginx"
         return [nginx, "-c", str(conf), "-p", str(launch.work), "-e", str(launch.work / "nginx-error.log")]
     return argv
