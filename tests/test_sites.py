@@ -443,6 +443,10 @@ def test_listing_and_compression_per_location(site: Path, tmp_path: Path,
           alias = "{site}/"
           listing = true
           compress = false
+          [[site.location]]
+          path = "/gz/"
+          alias = "{site}/"
+          compress_encodings = ["gzip"]
     """)
     # the site's own location: no listing (403), compression on
     assert request(server, "/empty-dir/")[0] == 403
@@ -462,3 +466,9 @@ def test_listing_and_compression_per_location(site: Path, tmp_path: Path,
     for _ in range(20):
         status, headers, body = request(server, "/browse/big.css", headers={"Accept-Encoding": "gzip"})
         assert status == 200 and b"content-encoding" not in headers
+    # /gz/ compresses with gzip only, whatever else the client takes
+    for _ in range(50):
+        status, headers, body = request(server, "/gz/big.css", headers={"Accept-Encoding": "br, zstd, gzip"})
+        if b"content-encoding" in headers:
+            break
+    assert headers[b"content-encoding"] == b"gzip"

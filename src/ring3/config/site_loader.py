@@ -278,6 +278,10 @@ def _check_location(source: str, where: str, location: LocationSpec) -> None:
             raise fail(f"error_pages.{code}", f"{target!r}: give a path ('/404.html') or a URL")
     if location.rate_limit is not None:
         _check_rate_limit(fail, location.rate_limit)
+    for key in ("compress_encodings", "request_encodings"):
+        for name in getattr(location, key) or ():
+            if name not in ("br", "zstd", "gzip"):
+                raise fail(key, f"unknown codec {name!r}; known: br, zstd, gzip")
     for number, rule in enumerate(location.rewrite or (), 1):
         parts = rule.split()
         if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in REWRITE_FLAGS):

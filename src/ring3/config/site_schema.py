@@ -102,6 +102,13 @@ class LocationSpec:
     compress: bool | None = setting(
         None, "Compression of what this location answers: static files on the fly (default: [static] "
         "compress, on) or an application's responses, streamed (default: [app] compress, off).")
+    compress_encodings: tuple[str, ...] | None = setting(
+        None, "Codecs for this location's compression (default: [static] compress_encodings).")
+    compress_types: tuple[str, ...] | None = setting(
+        None, "Content-Type prefixes compressed here (default: [static] compress_types).")
+    compress_min_size: int | None = setting(
+        None, "Smaller bodies are not compressed here (default: [static] compress_min_size).", unit="bytes",
+        minimum=0)
     request_encodings: tuple[str, ...] | None = setting(
         None, "Content-Encodings accepted on request bodies here (default: [app] request_encodings, "
         "none: 415).")

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ring3.config import Config, ConfigError
+from ring3.config import Config, ConfigError, StaticSection
 from ring3.config.site_loader import compile_regex, parse_error_code, parse_rate, split_location_path
 from ring3.config.site_schema import HANDLER_KEYS, STATIC_KEYS, LocationSpec, SiteSpec
 from ring3.files.cache import FileCache
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ring3.transport.tls_context import ServerTLS
 
 RULE_KEYS = ("auth", "allow", "deny", "headers", "max_body_size", "error_pages", "rate_limit", "request_id",
-             "compress", "request_encodings")
+             "compress", "compress_encodings", "compress_types", "compress_min_size", "request_encodings")
 # Rules whose answer depends on more than the request's bytes (the client's address, the time, a random
 # id, a password file's state): their locations stay out of the replay cache.
 NOT_REPLAYABLE = ("auth", "allow", "deny", "rate_limit", "request_id")
@@ -60,7 +60,7 @@ class Builder:
         self.files: FileCache | None = new_file_cache(config.static)
         self.limiters: dict[int, RateLimiter] = {}
         self.logs: list[AccessLog] = []
-        self._compressors: dict[bool | None, OnTheFly | None] = {}
+        self._compressors: dict[tuple[Any, ...], OnTheFly | None] = {}
         self._tags = 0
         self.max_body_size = config.limits.max_body_size
 
@@ -150,7 +150,7 @@ class Builder:
                                    cache=self.files if self.files is not None else False,
                                    cache_tag=b"\0%d\0" % self._tags,
                                    replayable=replayable, index=spec.index, dotfiles=spec.dotfiles,
-                                   compress=self._compressor(spec.compress), listing=spec.listing)
+                                   compress=self._compressor(spec), listing=spec.listing)
             what = f"alias {static.root}" if spec.alias is not None else f"root {static.root}"
             if spec.try_files:
                 tried = TryFiles(static, spec.try_files, site.locate)
@@ -163,7 +163,8 @@ class Builder:
                 shared = self.app_handler(spec.app)
             except ConfigError as exc:
                 raise ConfigError(self.source, f"{where}.app", exc.reason) from None
-            handler = wrap_app(shared, self.config, compress=spec.compress,
+            config = dataclasses.replace(self.config, static=self._compression(spec))
+            handler = wrap_app(shared, config, compress=spec.compress,
                                request_encodings=spec.request_encodings, max_body_size=spec.max_body_size)
             compressed = spec.compress if spec.compress is not None else self.config.app.compress
             return handler, f"app {spec.app}" + (", compressed" if compressed else "")
@@ -220,11 +221,18 @@ class Builder:
             rules.append("request_id")
         return handle, rules
 
-    def _compressor(self, wanted: bool | None) -> OnTheFly | None:
-        """On-the-fly compression for static locations, one per setting (they share its codecs)."""
-        if wanted not in self._compressors:
-            self._compressors[wanted] = new_compressor(self.config.static, wanted)
-        return self._compressors[wanted]
+    def _compression(self, spec: LocationSpec) -> StaticSection:
+        """[static] with the location's compression keys in place of its own."""
+        changes = {key: getattr(spec, key) for key in ("compress_encodings", "compress_types",
+                                                       "compress_min_size") if getattr(spec, key) is not None}
+        return dataclasses.replace(self.config.static, **changes) if changes else self.config.static
+
+    def _compressor(self, spec: LocationSpec) -> OnTheFly | None:
+        """On-the-fly compression for static locations, one per distinct setting (they share its codecs)."""
+        key = (spec.compress, spec.compress_encodings, spec.compress_types, spec.compress_min_size)
+        if key not in self._compressors:
+            self._compressors[key] = new_compressor(self._compression(spec), spec.compress)
+        return self._compressors[key]
 
     @staticmethod
     def _rewrites(rules: tuple[str, ...]) -> list[tuple[Any, bytes, str]]:
