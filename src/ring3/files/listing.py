@@ -131,7 +131,8 @@ def read_directory(directory: str, *, root: str, dotfiles: bool, follow_symlinks
     entries: list[Entry] = []
     read = 0
     truncated = False
-    LEDGER.open += 1
+    LEDGER.open += 1  # opendir(): openat and fstat, then getdents64 until empty, and close
+    LEDGER.fstat += 1
     LEDGER.getdents += 2
     LEDGER.close += 1
     try:

@@ -34,7 +34,8 @@ class DirectoryNames:
         found = self._dirs.get(directory)
         if found is not None and now - found[1] < self._recheck:
             return found[0]
-        LEDGER.open += 1
+        LEDGER.open += 1  # opendir(): openat and fstat, then getdents64 until empty, and close
+        LEDGER.fstat += 1
         LEDGER.getdents += 2
         LEDGER.close += 1
         try:
