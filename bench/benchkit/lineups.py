@@ -3,7 +3,8 @@
 Static scenarios: ring3 beside nginx, granian (its Rust static files) and uvicorn (Starlette's StaticFiles);
 over TLS and over HTTP/2, ring3 beside nginx. App scenarios: every server hosts the same application from
 bench/apps/, with one worker. Sites scenarios: ring3 alone, with 100 virtual hosts and with one root.
-Compress scenarios: ring3 (its default config) beside nginx with `gzip on` or with `gzip_static on`.
+Compress scenarios: ring3 (its default config) beside nginx with `gzip on` or with `gzip_static on`, and
+ring3 alone hosting an ASGI app with --app-compress (the other ASGI servers do not compress).
 """
 
 from __future__ import annotations
@@ -96,12 +97,17 @@ SITES_LINEUPS: dict[str, tuple[ServerSpec, ...]] = {
 
 
 # ring3 with its defaults (on-the-fly compression and precompressed variants are on) against nginx
-# compressing every answer at gzip level 1, or serving the page's .gz (gzip_static).
+# compressing every answer at gzip level 1, or serving the page's .gz (gzip_static); ring3 hosting the
+# page's ASGI app with its streamed compression on (gzip 6, br 5, zstd 3), alone: its bytes are held to
+# nginx-gzip's in gzip-html-100k.
 NGINX_GZIP_ON = servers.nginx_argv(nopush=True, gzip=servers.GZIP_ON)
 NGINX_GZIP_STATIC_ON = servers.nginx_argv(nopush=True, gzip=servers.GZIP_STATIC)
+RING3_APP_COMPRESS = ServerSpec("ring3", servers.ring3_app_argv("page_asgi:app", "asgi", "--app-compress"),
+                                has_ledger=True)
 COMPRESS_LINEUPS: dict[str, tuple[ServerSpec, ...]] = {
     "gzip-html-100k": (servers.RING3, ServerSpec(NGINX_GZIP, NGINX_GZIP_ON, peer="native")),
     "gzip-static-100k": (servers.RING3, ServerSpec(NGINX_GZIP_STATIC, NGINX_GZIP_STATIC_ON, peer="native")),
+    "asgi-gzip-html-100k": (RING3_APP_COMPRESS,),
 }
 
 
@@ -130,12 +136,12 @@ def lineup(scenario: Scenario) -> tuple[ServerSpec, ...]:
         # uvicorn closes idle connections after 5 s, too soon to hold 10,000; granian, with its
         # default backpressure, held 2,247 of them after 60 s here (9.1 KiB each).
         return (servers.RING3, servers.NGINX)
+    if scenario.accept_encoding:
+        return COMPRESS_LINEUPS[scenario.name]
     if scenario.kind != STATIC:
         return APP_LINEUPS[scenario.name]
     if scenario.sites:
         return SITES_LINEUPS[scenario.name]
-    if scenario.accept_encoding:
-        return COMPRESS_LINEUPS[scenario.name]
     if scenario.http2:
         return h2_files_lineup(scenario)
     if scenario.tls:

@@ -6,14 +6,16 @@ with links, emphasis and code, now and then a list, a table or a figure, then ta
 compresses as a real page does (about 5.4x with gzip -9, 4.5x with gzip -1, 6.5x with brotli 11), not as
 random bytes (1x) or a repeated string (100x). It is written twice into the bench site: `page.html` alone
 (compressed on the fly) and `pre/page.html` with `page.html.gz` (gzip -9, by the gzip command where there
-is one, else zlib at level 9) and `page.html.br` (brotli 11, by the `brotli` package) beside it.
+is one, else zlib at level 9) and `page.html.br` (brotli 11, by the `brotli` package) beside it. The ASGI
+app of asgi-gzip-html-100k (bench/apps/page_asgi.py) reads `page.html` and sends it in pieces.
 
 The check, before the measured runs: the harness's own client asks with the scenario's Accept-Encoding
 until the answer carries Content-Encoding (ring3 compresses the page in a worker thread once its file cache
-has admitted it, and answers it plain until then), and decodes it against the page. Its body's size is the
-scenario's bytes per response. After the rate runs the same request must still be answered so, and wrk's
-bytes per request (headers included) must stay near that body: answers that went out plain during the
-runs would show there.
+has admitted it, and answers it plain until then), and decodes it against the page. An app's answer is
+compressed as it streams, every time: there the first answer must carry Content-Encoding, with no waiting.
+Its body's size is the scenario's bytes per response. After the rate runs the same request must still be
+answered so, and wrk's bytes per request (headers included) must stay near that body: answers that went
+out plain during the runs would show there.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pathlib import Path
 from benchkit import tls
 from benchkit.figures import Record
 from benchkit.procs import cpu_seconds
-from benchkit.scenarios import KIB, PAGE, PRECOMPRESSED_PAGE, Scenario
+from benchkit.scenarios import KIB, PAGE, PRECOMPRESSED_PAGE, STATIC, Scenario
 from benchkit.servers import HOST, Server
 
 SIZE = 100 * KIB
@@ -287,7 +289,8 @@ def _checked(server: Server, scenario: Scenario) -> tuple[str, bytes] | None:
 
 def await_encoded(server: Server, scenario: Scenario) -> Record:
     """Until the page comes compressed (RuntimeError past ENCODED_TIMEOUT): its encoding, its body's size,
-    and how long (and how much server CPU) it took from the first ask: ring3's one-time compression."""
+    and how long (and how much server CPU) it took from the first ask: ring3's one-time compression. An
+    app scenario's answer is compressed as it streams: a plain first answer is a RuntimeError at once."""
     started, cpu_before = time.monotonic(), cpu_seconds(server.pid)
     asked = 0
     while True:
@@ -295,6 +298,9 @@ def await_encoded(server: Server, scenario: Scenario) -> Record:
         found = _checked(server, scenario)
         if found is not None:
             break
+        if scenario.kind != STATIC:
+            raise RuntimeError(f"{server.spec.name}: the app's answer came without content-encoding (its "
+                               "compression streams: every answer, the first too, should carry one)")
         if time.monotonic() - started > ENCODED_TIMEOUT:
             raise RuntimeError(f"{server.spec.name}: {scenario.file} still answered without content-encoding "
                                f"after {ENCODED_TIMEOUT:.0f} s ({asked} requests)")
@@ -378,4 +384,5 @@ NOTE = ("Compression: every request carries `Accept-Encoding: gzip, br`. Body by
         "during the rate runs, headers included (a row that says not throughout sent some answers plain, "
         "or changed its encoding, during the runs). Until compressed: from the first ask with "
         "Accept-Encoding until the answer came compressed, and the server's CPU meanwhile (ring3 compresses "
-        "the page once, br, zstd and gzip, in a worker thread; nginx compresses every answer).")
+        "the page once, br, zstd and gzip, in a worker thread; nginx compresses every answer, and so does "
+        "ring3 with --app-compress the ASGI app's, as it streams: br 5, from the first answer).")

@@ -162,10 +162,13 @@ SITES_SCENARIOS = (
 
 # Compressed answers of a 100 KiB HTML page: ring3 compressing it once (br, its first choice for
 # "gzip, br") against nginx's gzip at level 1 on every request, and ring3 serving its precompressed .br
-# against nginx's gzip_static (the .gz: Debian's nginx has no brotli module).
+# against nginx's gzip_static (the .gz: Debian's nginx has no brotli module); then an ASGI app sending the
+# same page in pieces, which ring3 (--app-compress) compresses as it streams, on every response (br 5):
+# its bytes against nginx-gzip's in gzip-html-100k, its CPU per request reported.
 BODY_BYTES = "body_bytes"
 NGINX_GZIP = "nginx-gzip"
 NGINX_GZIP_STATIC = "nginx-gzip-static"
+APP_COMPRESSION = "ring3.handlers.compressing"  # a ring3 without it does not compress an app's answers
 COMPRESS_SCENARIOS = (
     Scenario("gzip-html-100k", "100 KiB HTML compressed on the fly, 64 conns", PAGE, 64, 2000,
              accept_encoding=ACCEPT_ENCODING,
@@ -175,6 +178,9 @@ COMPRESS_SCENARIOS = (
     Scenario("gzip-static-100k", "100 KiB HTML precompressed (.br, .gz), 64 conns", PRECOMPRESSED_PAGE, 64,
              5000, accept_encoding=ACCEPT_ENCODING,
              goals=(Goal(CPU, 1.0, NGINX_GZIP_STATIC, note="gzip_static on"),)),
+    Scenario("asgi-gzip-html-100k", "ASGI app returning the same page, compressed streaming, 64 conns", "",
+             64, 2000, kind=APP, requires=APP_COMPRESSION, accept_encoding=ACCEPT_ENCODING,
+             goals=(Goal(BODY_BYTES, 1.0, NGINX_GZIP, scenario="gzip-html-100k", note="gzip on, level 1"),)),
 )
 
 # Today's static scenarios must not get dearer: with --baseline, ring3 against ring3-base (its row is

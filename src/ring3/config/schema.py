@@ -253,7 +253,7 @@ class AppSection:
     compress_event_stream: bool = setting(
         False, "Compress text/event-stream responses too (each event flushed).")
     stream_gzip_level: int = setting(6, "gzip level for streamed compression (1 to 9).", minimum=1)
-    stream_brotli_quality: int = setting(5, "Brotli quality for streamed compression (0 to 11).", minimum=0)
+    stream_brotli_quality: int = setting(4, "Brotli quality for streamed compression (0 to 11).", minimum=0)
     stream_zstd_level: int = setting(3, "zstd level for streamed compression (1 to 22).", minimum=1)
     request_encodings: tuple[str, ...] = setting(
         (), "Content-Encodings accepted on request bodies (gzip, br, zstd), decoded before the "

@@ -15,7 +15,7 @@ worth compressing, the body is compressed on its way out.
 - Files the application hands over (ASGI pathsend and zerocopysend, WSGI's file_wrapper: a FileRange or
   a list of segments) go out as they are, by sendfile; compressing them would cost reading them.
 
-Streaming levels are lower than the static files' (gzip 6, brotli 5, zstd 3 against 9, 11, 19) and the
+Streaming levels are lower than the static files' (gzip 6, brotli 4, zstd 3 against 9, 11, 19) and the
 windows smaller (512 KiB, as nginx's brotli module): static files are compressed once per version, an
 application's answer once per response.
 
@@ -52,7 +52,7 @@ logger = logging.getLogger("ring3.error")
 
 # Levels for compressing as the application answers (nginx gzip_comp_level 1 by default, brotli 6 in
 # ngx_brotli; Caddy's encode: gzip 5, zstd "default" = 3). The static files' are higher: paid once.
-STREAM_LEVELS = {"gzip": 6, "br": 5, "zstd": 3}
+STREAM_LEVELS = {"gzip": 6, "br": 4, "zstd": 3}
 # Window of the streaming brotli and zstd encoders, as a power of two: 512 KiB (ngx_brotli's
 # brotli_window 512k) bounds what each response in flight holds, where the libraries' defaults would
 # take 4 MiB (brotli) and 2 MiB (zstd at level 3).
@@ -111,6 +111,23 @@ class _ZstdEncoder:
 
     def finish(self) -> bytes:
         return bytes(self._zstd.flush())
+
+
+class _Finished:
+    """The encoder of a finished response. Responses sit in reference cycles until the garbage
+    collector runs, which native memory does not prompt; dropping the real encoder at the end frees its
+    state (a megabyte or more for brotli and zstd) at once, so memory follows the responses in flight."""
+
+    __slots__ = ()
+
+    def piece(self, data: bytes) -> bytes:
+        raise ClientDisconnected("the response is complete")
+
+    def finish(self) -> bytes:
+        return b""
+
+
+_FINISHED = _Finished()
 
 
 def stream_encoders(levels: dict[str, int]) -> dict[str, Callable[[], Encoder]]:
@@ -364,6 +381,7 @@ class _CompressedStream:
                 self._ended = True
                 self._counter.check_complete()
                 tail = encoder.finish()
+                self._encoder = _FINISHED  # its native state goes now, not at the next gc of a cycle
                 if tail:
                     return tail
                 break
@@ -429,14 +447,16 @@ class CompressingWriter:
         except ResponseAborted:
             self._writer.abort()
             return
+        encoder, self._encoder = self._encoder, _FINISHED
         try:
-            self._writer.write(self._encoder.finish())
+            self._writer.write(encoder.finish())
         except ClientDisconnected:
             return  # the connection is closing: its cleanup tells the exchange
         self._writer.end(trailers)
 
     def abort(self) -> None:
         self._done = True
+        self._encoder = _FINISHED
         self._writer.abort()
 
 
