@@ -133,3 +133,46 @@ def test_a_changed_file_is_compressed_again(tree: Path, ring3_process: Callable[
             time.sleep(0.05)
         assert answer.content == b"const changed = true;\n" * 400  # httpx decoded it
         assert answer.headers["etag"] != first[b"etag"].decode()
+
+
+def test_large_compressed_bodies_are_kept_on_disk_and_sent_by_sendfile(
+        tree: Path, tmp_path: Path, ring3_process: Callable[..., RunningServer]) -> None:
+    """A 3 MiB text file compresses to more than cache_max_file_size: the result lives in an unlinked file
+    of compress_dir, open, and leaves by sendfile (zero copy), like any large cached file."""
+    import random
+    import re
+
+    import httpx
+
+    words = [b"ring3", b"kernel", b"toll", b"request", b"server", b"<li>", b"</li>", b"class='row'"]
+    rng = random.Random(7)
+    text = b" ".join(rng.choice(words) + b"%d" % rng.randrange(1000) for _ in range(420_000))
+    text = text[:3 * 1024 * 1024]
+    (tree / "big.txt").write_bytes(text)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        admin = f"127.0.0.1:{probe.getsockname()[1]}"
+    server = ring3_process(str(tree), "--listen", "127.0.0.1:0", "--access-log", "off", "--admin", admin,
+                           "--compress-dir", str(spool), "--compress-encodings", "gzip")
+    status, headers, body = until_encoded(server, "/big.txt", "gzip")
+    assert status == 200 and gzip.decompress(body) == text and len(body) > 16 * 1024
+    held = [os.readlink(f"/proc/{server.process.pid}/fd/{fd}")
+            for fd in os.listdir(f"/proc/{server.process.pid}/fd")]
+    assert any(name.startswith(str(spool) + "/ring3-") and name.endswith("(deleted)") for name in held)
+    assert list(spool.iterdir()) == []  # unlinked: nothing to clean up
+
+    def zero_copy() -> int:
+        text = httpx.get(f"http://{admin}/metrics", timeout=10).text
+        found = re.search(r'^ring3_bytes_sent_total\{path="zero_copy"\} (\d+)', text, re.MULTILINE)
+        assert found is not None
+        return int(found.group(1))
+
+    before = zero_copy()
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        reader = ResponseReader(sock)
+        for _ in range(3):
+            status, headers, again = ask(sock, reader, "/big.txt", "gzip")
+            assert headers[b"content-encoding"] == b"gzip" and again == body
+    assert zero_copy() - before >= 3 * len(body)

@@ -186,11 +186,19 @@ class StaticSection:
         256, "Smaller files are not compressed (the saving is less than a packet).", unit="bytes",
         minimum=0)
     compress_max_size: int = setting(
-        1 * MiB, "Larger files are not compressed on the fly: precompress them (FILE.br, FILE.gz).",
+        64 * MiB, "Larger files are not compressed on the fly: precompress them (FILE.br, FILE.gz). Files "
+        "above 1 MiB are compressed at brotli 9 and zstd 15, so that once per version takes seconds.",
         unit="bytes", minimum=0)
     compress_cache_bytes: int = setting(
         32 * MiB, "Memory for bodies compressed on the fly, beside cache_max_bytes; when it is full, "
-        "further files go out as they are until entries leave the file cache.", unit="bytes", minimum=0)
+        "further files go out as they are until entries leave the file cache. Compressed bodies larger "
+        "than cache_max_file_size are kept on disk instead (compress_disk_bytes).", unit="bytes", minimum=0)
+    compress_disk_bytes: int = setting(
+        1024 * MiB, "Disk for large compressed bodies, kept in unlinked files in compress_dir (open, so "
+        "they go out by sendfile, and gone when ring3 stops or the entry leaves the cache).",
+        unit="bytes", minimum=0)
+    compress_dir: str = setting(
+        "", "Directory of those files; empty for the system's temporary directory ($TMPDIR, /tmp).")
     gzip_level: int = setting(9, "gzip level for on-the-fly compression (1 to 9).", minimum=1)
     brotli_quality: int = setting(11, "Brotli quality for on-the-fly compression (0 to 11).", minimum=0)
     zstd_level: int = setting(19, "zstd level for on-the-fly compression (1 to 22).", minimum=1)

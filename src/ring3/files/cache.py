@@ -60,6 +60,7 @@ class CachedFile:
     offered: tuple[str, ...] = ()  # of those, loaded and fresh, and those made: what Accept-Encoding chooses
     encoding: str = ""
     generated: int = 0  # bytes of the variants compressed on the fly (files/compress.py), in its budget
+    generated_on_disk: int = 0  # of those kept in unlinked files, in the disk budget
     compressing: bool = False
 
     def acquire(self) -> None:
@@ -111,8 +112,9 @@ def header_block(validators: Validators, mime: bytes, encoding: str = "", vary: 
 class FileCache:
     """Hot files by request path, within a byte budget (bodies) and a descriptor budget (open files)."""
 
-    __slots__ = ("_candidates", "_compressed", "_entries", "_max_bytes", "_max_open", "_missing", "_open",
-                 "_recheck", "_size", "compressed_max", "dirs", "max_file_size")
+    __slots__ = ("_candidates", "_compressed", "_compressed_on_disk", "_entries", "_max_bytes", "_max_open",
+                 "_missing", "_open", "_recheck", "_size", "compressed_disk_max", "compressed_max", "dirs",
+                 "max_file_size")
 
     def __init__(self, *, max_bytes: int, max_file_size: int, max_open: int, recheck: float,
                  variants: bool = True) -> None:
@@ -129,6 +131,8 @@ class FileCache:
         self.dirs: DirectoryNames | None = DirectoryNames(recheck) if variants else None
         self._compressed = 0  # bytes of bodies compressed on the fly, at most compressed_max
         self.compressed_max = 0
+        self._compressed_on_disk = 0  # of large ones, kept in unlinked files, at most compressed_disk_max
+        self.compressed_disk_max = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -224,10 +228,17 @@ class FileCache:
         kept = entry.variants or {}
         for encoding, variant in variants.items():
             size = variant.size
-            if self._compressed + size > self.compressed_max:
-                continue
-            self._compressed += size
-            entry.generated += size
+            if variant.body is None:  # in an unlinked file
+                if self._compressed_on_disk + size > self.compressed_disk_max:
+                    variant.drop()  # closes it: the disk space goes back
+                    continue
+                self._compressed_on_disk += size
+                entry.generated_on_disk += size
+            else:
+                if self._compressed + size > self.compressed_max:
+                    continue
+                self._compressed += size
+                entry.generated += size
             kept[encoding] = variant
         entry.variants = kept or None
         # A new tuple: replays recorded with the old choice are routed again (see the static handler).
@@ -254,6 +265,7 @@ class FileCache:
         self._size -= size
         self._open -= fds
         self._compressed -= entry.generated
+        self._compressed_on_disk -= entry.generated_on_disk
         entry.drop()
 
 

@@ -15,6 +15,7 @@ import asyncio
 import gzip
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,11 @@ COMPRESSIBLE_TYPES = (
     "font/ttf", "font/otf", "application/vnd.ms-fontobject",
 )
 WORTH = 0.9  # a compressed body must be at most this fraction of the original to be kept
+# Files larger than this are compressed at lower levels (brotli 9, zstd 15): once per version still, but
+# in seconds rather than a minute for tens of megabytes.
+BIG_FILE = 1024 * 1024
+BIG_LEVELS = {"br": 9, "zstd": 15}
+Compressed = bytes | tuple[int, int]  # a body in memory, or (an open unlinked file, its size)
 
 
 def _gzip(level: int) -> Callable[[bytes], bytes]:
@@ -81,11 +87,17 @@ def report(wanted: tuple[str, ...]) -> str:
 class OnTheFly:
     """Compresses what a static handler asks for, in the loop's default executor."""
 
-    __slots__ = ("_codecs", "_encodings", "_max_size", "_min_size", "_types", "budget")
+    __slots__ = ("_big_codecs", "_codecs", "_encodings", "_max_size", "_min_size", "_types", "budget",
+                 "directory", "disk_threshold")
 
     def __init__(self, *, encodings: tuple[str, ...], levels: dict[str, int], min_size: int, max_size: int,
-                 types: tuple[str, ...], budget: int) -> None:
+                 types: tuple[str, ...], budget: int, directory: str = "",
+                 disk_threshold: int = 16384) -> None:
         self._codecs = codecs(levels)
+        lower = {name: min(level, BIG_LEVELS.get(name, level)) for name, level in levels.items()}
+        self._big_codecs = codecs(lower)
+        self.directory = directory  # where large compressed bodies are kept (unlinked): "" for the temp dir
+        self.disk_threshold = disk_threshold  # compressed bodies larger than this go to disk
         # In the server's preference, and only those that run here.
         self._encodings = tuple(name for name, _ in ENCODINGS if name in encodings and name in self._codecs)
         self._min_size = min_size
@@ -110,7 +122,7 @@ class OnTheFly:
             self._types)
 
     def start(self, body: bytes | None, fd: int, size: int, encodings: tuple[str, ...],
-              done: Callable[[dict[str, bytes]], None]) -> bool:
+              done: Callable[[dict[str, Compressed]], None]) -> bool:
         """Compress a body (or `size` bytes of the open `fd`, kept open by the caller until `done`) into
         each encoding, in a worker thread; `done` runs on the event loop with the results worth keeping
         (also after a failure, with none). False when there is no running loop to report to."""
@@ -122,8 +134,8 @@ class OnTheFly:
             LEDGER.pread += 1
         future = loop.run_in_executor(None, self._work, body, fd, size, encodings)
 
-        def finished(result: asyncio.Future[dict[str, bytes]]) -> None:
-            outcome: dict[str, bytes] = {}
+        def finished(result: asyncio.Future[dict[str, Compressed]]) -> None:
+            outcome: dict[str, Compressed] = {}
             if not result.cancelled():
                 error = result.exception()
                 if error is not None:
@@ -135,15 +147,27 @@ class OnTheFly:
         future.add_done_callback(finished)
         return True
 
-    def _work(self, body: bytes | None, fd: int, size: int, encodings: tuple[str, ...]) -> dict[str, bytes]:
+    def _work(self, body: bytes | None, fd: int, size: int,
+              encodings: tuple[str, ...]) -> dict[str, Compressed]:
         data = body if body is not None else os.pread(fd, size, 0)
         if len(data) != size:
             return {}  # changed while being read: its entry will be dropped at the next check
-        results: dict[str, bytes] = {}
+        codecs = self._codecs if size <= BIG_FILE else self._big_codecs
+        results: dict[str, Compressed] = {}
         for name in encodings:
-            compressed = self._codecs[name](data)
-            if len(compressed) <= size * WORTH:
+            compressed = codecs[name](data)
+            if len(compressed) > size * WORTH:
+                continue
+            if len(compressed) <= self.disk_threshold:
                 results[name] = compressed
+                continue
+            # Large: kept in an unlinked file, open, and sent from it with sendfile like any big file.
+            out, temp = tempfile.mkstemp(prefix="ring3-", dir=self.directory or None)
+            os.unlink(temp)
+            view = memoryview(compressed)
+            while view:
+                view = view[os.write(out, view):]
+            results[name] = (out, len(compressed))
         return results
 
 

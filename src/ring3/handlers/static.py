@@ -17,7 +17,7 @@ from ring3.config import StaticSection
 from ring3.config.loader import mount_prefix
 from ring3.events import FileRange, Headers, Request, Response, Segment
 from ring3.files.cache import CachedFile, FileCache, attach_variants, header_block, load_entry
-from ring3.files.compress import OnTheFly, level_settings
+from ring3.files.compress import Compressed, OnTheFly, level_settings
 from ring3.files.conditional import (
     Unsatisfiable,
     Validators,
@@ -66,6 +66,7 @@ def new_file_cache(settings: StaticSection) -> FileCache | None:
                       max_open=settings.open_files_max, recheck=settings.cache_recheck,
                       variants=settings.precompressed)
     cache.compressed_max = settings.compress_cache_bytes
+    cache.compressed_disk_max = settings.compress_disk_bytes
     return cache
 
 
@@ -75,7 +76,8 @@ def new_compressor(settings: StaticSection, enabled: bool | None = None) -> OnTh
         return None
     return OnTheFly(encodings=settings.compress_encodings, levels=level_settings(settings),
                     min_size=settings.compress_min_size, max_size=settings.compress_max_size,
-                    types=settings.compress_types, budget=settings.compress_cache_bytes)
+                    types=settings.compress_types, budget=settings.compress_cache_bytes,
+                    directory=settings.compress_dir, disk_threshold=settings.cache_max_file_size)
 
 
 class StaticHandler:
@@ -230,26 +232,34 @@ class StaticHandler:
         if not squeeze.start(entry.body, entry.fd, entry.size, wanted, done):
             done({})
 
-    def _compressed(self, path: bytes, entry: CachedFile, results: dict[str, bytes]) -> None:
-        """A worker thread compressed a cached file: its bodies join the entry, if it still holds."""
+    def _compressed(self, path: bytes, entry: CachedFile, results: dict[str, Compressed]) -> None:
+        """A worker thread compressed a cached file: its bodies (in memory, or large ones in unlinked files)
+        join the entry, if it still holds."""
         if entry.body is None:
             entry.release()
         entry.compressing = False
         cache = self._cache
-        if not results or cache is None or not cache.holds(path, entry):
-            return
         now = time.monotonic()
         made: dict[str, CachedFile] = {}
         plain = entry.validators
         for encoding, data in results.items():
             validators = Validators(plain.etag[:-1] + b"-" + encoding.encode("ascii") + b'"',
                                     plain.last_modified, plain.mtime)
+            body, fd, size = (data, -1, len(data)) if isinstance(data, bytes) else (None, *data)
+            if body is None:
+                LEDGER.open += 1  # the worker's mkstemp, write and unlink
+                LEDGER.write += 1
             made[encoding] = CachedFile(fs_path="", identity=entry.identity, validators=validators,
-                                        mime=entry.mime, size=len(data), body=data, fd=-1,
+                                        mime=entry.mime, size=size, body=body, fd=fd,
                                         header_block=header_block(validators, entry.mime, encoding, True),
                                         checked_at=now, used_at=now, encoding=encoding)
-        cache.add_generated(entry, made)
-        self._renew_responses(path, entry)
+        if cache is None or not cache.holds(path, entry):
+            for variant in made.values():
+                variant.drop()  # closes what is on disk
+            return
+        if made:
+            cache.add_generated(entry, made)
+            self._renew_responses(path, entry)
 
     def _from_cache_chosen(self, request: Request, entry: CachedFile) -> Response:
         if entry.offered and entry.variants is not None:
