@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -457,6 +459,7 @@ def test_listing_and_compression_per_location(site: Path, tmp_path: Path,
             break
         deadline -= 1
         assert deadline, "compressed within 50 requests"
+        time.sleep(0.05)  # compressed in a worker thread after the cache admits the file
     assert gzip_module.decompress(body) == (site / "big.css").read_bytes()
     # the /browse/ location: a listing, and never compressed
     status, headers, body = request(server, "/browse/empty-dir/")
@@ -471,4 +474,44 @@ def test_listing_and_compression_per_location(site: Path, tmp_path: Path,
         status, headers, body = request(server, "/gz/big.css", headers={"Accept-Encoding": "br, zstd, gzip"})
         if b"content-encoding" in headers:
             break
+        time.sleep(0.05)
     assert headers[b"content-encoding"] == b"gzip"
+
+
+def test_compression_levels_per_location(site: Path, tmp_path: Path,
+                                         ring3_process: Callable[..., RunningServer]) -> None:
+    """gzip level 1 in one location, 9 in another: the same file compresses to different sizes, and an
+    out-of-range level is a config error naming its key."""
+    import random
+
+    rng = random.Random(3)
+    text = b" ".join(b"word%d" % rng.randrange(5000) for _ in range(20000))
+    (site / "words.txt").write_bytes(text)
+    server = serve_config(ring3_process, tmp_path, f"""
+        [server]
+        access_log = "off"
+        [[site]]
+        hosts = ["*"]
+        root = "{site}"
+        compress_encodings = ["gzip"]
+          [[site.location]]
+          path = "/fast/"
+          alias = "{site}/"
+          gzip_level = 1
+          compress_encodings = ["gzip"]
+    """)
+    sizes = {}
+    for path in ("/words.txt", "/fast/words.txt"):
+        for _ in range(200):
+            _, headers, body = request(server, path, headers={"Accept-Encoding": "gzip"})
+            if b"content-encoding" in headers:
+                break
+            time.sleep(0.05)  # compressed in a worker thread after the cache admits the file
+        assert headers[b"content-encoding"] == b"gzip"
+        sizes[path] = len(body)
+    assert sizes["/fast/words.txt"] > sizes["/words.txt"]  # level 1 against the default 9
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'[[site]]\nhosts = ["*"]\nroot = "{site}"\nbrotli_quality = 12\n')
+    done = subprocess.run([sys.executable, "-m", "ring3", "check-config", str(bad)], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 2 and "site[1].brotli_quality: must be at most 11" in done.stderr

@@ -278,6 +278,11 @@ def _check_location(source: str, where: str, location: LocationSpec) -> None:
             raise fail(f"error_pages.{code}", f"{target!r}: give a path ('/404.html') or a URL")
     if location.rate_limit is not None:
         _check_rate_limit(fail, location.rate_limit)
+    for key, high in (("gzip_level", 9), ("brotli_quality", 11), ("zstd_level", 22), ("stream_gzip_level", 9),
+                      ("stream_brotli_quality", 11), ("stream_zstd_level", 22)):
+        level = getattr(location, key)
+        if level is not None and level > high:
+            raise fail(key, f"must be at most {high}, got {level}")
     for key in ("compress_encodings", "request_encodings"):
         for name in getattr(location, key) or ():
             if name not in ("br", "zstd", "gzip"):

@@ -109,6 +109,22 @@ class LocationSpec:
     compress_min_size: int | None = setting(
         None, "Smaller bodies are not compressed here (default: [static] compress_min_size).", unit="bytes",
         minimum=0)
+    gzip_level: int | None = setting(
+        None, "gzip level of static files compressed here (default: [static] gzip_level).", minimum=1)
+    brotli_quality: int | None = setting(
+        None, "Brotli quality of static files compressed here (default: [static] brotli_quality).",
+        minimum=0)
+    zstd_level: int | None = setting(
+        None, "zstd level of static files compressed here (default: [static] zstd_level).", minimum=1)
+    stream_gzip_level: int | None = setting(
+        None, "gzip level of an application's responses here (default: [app] stream_gzip_level).",
+        minimum=1)
+    stream_brotli_quality: int | None = setting(
+        None, "Brotli quality of an application's responses here (default: [app] stream_brotli_quality).",
+        minimum=0)
+    stream_zstd_level: int | None = setting(
+        None, "zstd level of an application's responses here (default: [app] stream_zstd_level).",
+        minimum=1)
     request_encodings: tuple[str, ...] | None = setting(
         None, "Content-Encodings accepted on request bodies here (default: [app] request_encodings, "
         "none: 415).")

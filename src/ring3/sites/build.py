@@ -32,7 +32,12 @@ if TYPE_CHECKING:
     from ring3.transport.tls_context import ServerTLS
 
 RULE_KEYS = ("auth", "allow", "deny", "headers", "max_body_size", "error_pages", "rate_limit", "request_id",
-             "compress", "compress_encodings", "compress_types", "compress_min_size", "request_encodings")
+             "compress", "compress_encodings", "compress_types", "compress_min_size", "request_encodings",
+             *(f"{kind}{name}" for kind in ("", "stream_")
+               for name in ("gzip_level", "brotli_quality", "zstd_level")))
+STATIC_COMPRESSION = ("compress_encodings", "compress_types", "compress_min_size", "gzip_level",
+                      "brotli_quality", "zstd_level")
+STREAM_LEVELS = ("stream_gzip_level", "stream_brotli_quality", "stream_zstd_level")
 # Rules whose answer depends on more than the request's bytes (the client's address, the time, a random
 # id, a password file's state): their locations stay out of the replay cache.
 NOT_REPLAYABLE = ("auth", "allow", "deny", "rate_limit", "request_id")
@@ -163,7 +168,9 @@ class Builder:
                 shared = self.app_handler(spec.app)
             except ConfigError as exc:
                 raise ConfigError(self.source, f"{where}.app", exc.reason) from None
-            config = dataclasses.replace(self.config, static=self._compression(spec))
+            levels = {key: getattr(spec, key) for key in STREAM_LEVELS if getattr(spec, key) is not None}
+            config = dataclasses.replace(self.config, static=self._compression(spec),
+                                         app=dataclasses.replace(self.config.app, **levels))
             handler = wrap_app(shared, config, compress=spec.compress,
                                request_encodings=spec.request_encodings, max_body_size=spec.max_body_size)
             compressed = spec.compress if spec.compress is not None else self.config.app.compress
@@ -223,13 +230,12 @@ class Builder:
 
     def _compression(self, spec: LocationSpec) -> StaticSection:
         """[static] with the location's compression keys in place of its own."""
-        changes = {key: getattr(spec, key) for key in ("compress_encodings", "compress_types",
-                                                       "compress_min_size") if getattr(spec, key) is not None}
+        changes = {key: getattr(spec, key) for key in STATIC_COMPRESSION if getattr(spec, key) is not None}
         return dataclasses.replace(self.config.static, **changes) if changes else self.config.static
 
     def _compressor(self, spec: LocationSpec) -> OnTheFly | None:
         """On-the-fly compression for static locations, one per distinct setting (they share its codecs)."""
-        key = (spec.compress, spec.compress_encodings, spec.compress_types, spec.compress_min_size)
+        key = (spec.compress, *(getattr(spec, name) for name in STATIC_COMPRESSION))
         if key not in self._compressors:
             self._compressors[key] = new_compressor(self._compression(spec), spec.compress)
         return self._compressors[key]
