@@ -22,6 +22,7 @@ Without a Content-Encoding the rule costs one header lookup and passes the origi
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import dataclasses
 import logging
@@ -69,7 +70,7 @@ class MalformedBodyEncoding(BodyDecodingFailed):
 # -- the decoders -----------------------------------------------------------------------------------
 
 
-class _Decoder:
+class _Decoder(abc.ABC):
     """One coding's decoder: fed encoded bytes, it gives decoded ones in bounded steps."""
 
     __slots__ = ("_ended", "_errors", "_fed", "_input", "done")
@@ -106,16 +107,17 @@ class _Decoder:
             self.done = True
         return piece
 
+    @abc.abstractmethod
     def _step(self, size: int) -> bytes:
-        raise NotImplementedError
+        """At most `size` decoded bytes from what it holds (each coding supplies it)."""
 
+    @abc.abstractmethod
     def _drained(self) -> bool:
         """Nothing it has taken in is left to give out."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _complete(self) -> bool:
         """The coded stream reached its proper end."""
-        raise NotImplementedError
 
 
 class _GzipDecoder(_Decoder):

@@ -111,8 +111,7 @@ class Connection(Exchange):
         self._info = info or ConnectionInfo(client=None, server=None)
         self._upgrade: Upgrade | None = None
         self._handler = handler or server.handler
-        self._replays = (None if handler is not None else server.replays if info is None or info.tls is None
-                         else server.replays_for(info))
+        self._replays = None if handler is not None else server.replays_for(self._info)
         self._candidate: bytes | None = None  # the bytes of the current request, if it may be replayed
         self._parser = H1Parser(server.h1_limits)
         self.tls: TLSOutputPath | None = None
