@@ -120,7 +120,7 @@ ERRORS = [
      hosts = ["*"]
      respond = { body = "x" }
      proxy = "http://127.0.0.1:9000"
-     """, "site[1].proxy", "not built yet"),
+     """, "site[1].proxy", "a location has one handler, and respond is given too"),
     ("""
      [[site]]
      hosts = ["*"]

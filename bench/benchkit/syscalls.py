@@ -38,6 +38,11 @@ STRACE_NAMES: dict[str, tuple[str, ...]] = {
     "setsockopt": ("setsockopt",),
     "ioctl": ("ioctl",),
     "getdents": ("getdents64", "getdents"),
+    "socket": ("socket",),
+    "connect": ("connect",),
+    "getsockopt": ("getsockopt",),
+    "splice": ("splice",),
+    "pipe": ("pipe2", "pipe"),
 }
 # The calls ring3 makes itself, on which the ledger must agree with strace.
 VERDICT_KINDS = ("recv", "send", "sendmsg", "sendfile", "accept", "open", "fstat", "readlink", "close",

@@ -150,6 +150,17 @@ def _build_sites(config: Config, demo_root: str, tls: ServerTLS | None, load_app
             log.close()
 
     shutdown.insert(0, close_logs)
+    if builder.proxies:
+        async def start_proxies() -> None:
+            for proxy in builder.proxies:
+                proxy.start()
+
+        async def close_proxies(timeout: float) -> None:
+            for proxy in builder.proxies:
+                proxy.close()
+
+        startup.append(start_proxies)
+        shutdown.insert(0, close_proxies)
     count = len(router.sites)
     described = f"{count} site{'s' if count != 1 else ''}"
     if apps:

@@ -132,6 +132,16 @@ class FileRange:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class PipeRange:
+    """`count` bytes waiting in the pipe `fd` (the proxy spliced them there from an upstream socket): the
+    output path splices them on to the client, so they never enter Python. Only a writer whose
+    `can_splice` is true takes one, by its `write_pipe`."""
+
+    fd: int
+    count: int
+
+
 Segment = bytes | FileRange
 FixedBody = bytes | FileRange | list[Segment]  # its length is known before sending
 

@@ -13,7 +13,7 @@ import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from ring3.events import FileRange, FixedBody, Segment
+from ring3.events import FileRange, FixedBody, PipeRange, Segment
 from ring3.observe.ledger import Ledger
 
 # Joining the head and a body by copying is cheaper than a second iovec below this size.
@@ -24,6 +24,7 @@ CORK_LIMIT = 256 * 1024
 _IOV_MAX = 64
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _SENDFILE_CHUNK = 1 << 30
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 
 
 def join_small(head: bytes, body: FixedBody) -> tuple[bytes, FixedBody | None]:
@@ -43,6 +44,14 @@ class _FileItem:
         self.count = count
 
 
+class _PipeItem:
+    __slots__ = ("count", "fd")
+
+    def __init__(self, fd: int, count: int) -> None:
+        self.fd = fd
+        self.count = count
+
+
 class SealedBytes:
     """Bytes a transport has already made ready for the wire (TLS ciphertext) that the socket did not
     take yet; only a transport's own flush (ring3.transport.tls_stream) queues and sends them."""
@@ -53,7 +62,7 @@ class SealedBytes:
         self.view = view
 
 
-Item = memoryview | _FileItem | SealedBytes
+Item = memoryview | _FileItem | _PipeItem | SealedBytes
 # Every OutputPath's `_queue` while nothing waits to be sent: shared, never appended to (see _enqueue), so
 # an idle connection holds no deque of its own (760 bytes).
 _NOTHING_QUEUED: deque[Item] = deque()
@@ -249,7 +258,7 @@ class OutputPath:
         self._queue_bytes(data)
         self._flush()
 
-    def write_segments(self, segments: Sequence[Segment | bytearray]) -> None:
+    def write_segments(self, segments: Sequence[Segment | PipeRange | bytearray]) -> None:
         """Queue pieces of a stream body as they are (bytes by writev, file ranges by sendfile or
         pread) and flush."""
         self._release_held()
@@ -257,6 +266,9 @@ class OutputPath:
             for segment in segments:
                 if isinstance(segment, FileRange):
                     self._queue_file(b"", segment)
+                elif isinstance(segment, PipeRange):
+                    if segment.count:
+                        self._enqueue(_PipeItem(segment.fd, segment.count))
                 else:  # bytes, or a bytearray a caller read into (HTTP/2's DATA frames of a file)
                     self._queue_bytes(segment)
         except (SendFailed, OSError) as exc:
@@ -370,6 +382,16 @@ class OutputPath:
                     elif sent < wanted:
                         return False
                     continue
+                if isinstance(item, _PipeItem):
+                    ledger.splice += 1
+                    sent = os.splice(item.fd, self._fd, item.count, flags=_SPLICE_FLAGS)
+                    ledger.bytes_zero_copy += sent
+                    item.count -= sent
+                    if item.count == 0:
+                        queue.popleft()
+                    else:
+                        return False
+                    continue
                 wanted, sent = self._send_memory(queue)
                 ledger.bytes_copied += sent
                 _consume(queue, sent)
@@ -397,8 +419,8 @@ class OutputPath:
         if len(queue) == 1:
             self._ledger.send += 1
             return len(first), self._sock.send(first)
-        if isinstance(queue[1], _FileItem):
-            self._ledger.send += 1  # the head, corked: sendfile follows
+        if isinstance(queue[1], _FileItem | _PipeItem):
+            self._ledger.send += 1  # the head, corked: sendfile (or splice) follows
             return len(first), self._sock.send(first, _MSG_MORE)
         buffers: list[memoryview] = []
         for entry in queue:

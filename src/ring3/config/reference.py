@@ -11,7 +11,15 @@ import types
 import typing
 
 from ring3.config.schema import SECTIONS, flag_name
-from ring3.config.site_schema import HANDLER_KEYS, STATIC_KEYS, TABLES, LocationSpec, Pairs, SiteSpec
+from ring3.config.site_schema import (
+    HANDLER_KEYS,
+    NESTED_IN,
+    STATIC_KEYS,
+    TABLES,
+    LocationSpec,
+    Pairs,
+    SiteSpec,
+)
 
 _UNITS = {"bytes": "bytes (or '16k', '1m')", "seconds": "seconds (or '500ms', '10s')", "": ""}
 
@@ -26,6 +34,7 @@ _REQUIRED = {
     ("RateLimitSpec", "rate"),
     ("SiteTLSSpec", "cert"),
     ("SiteTLSSpec", "key"),
+    ("ProxySpec", "upstreams"),
 }
 
 
@@ -37,7 +46,7 @@ def _type_name(type_: typing.Any) -> str:
     if type_ == Pairs:
         return "table of strings"
     if dataclasses.is_dataclass(type_):
-        return "table"
+        return "string (a URL) or table" if getattr(type_, "__name__", "") == "ProxySpec" else "table"
     if typing.get_origin(type_) is tuple:
         return "list of strings"
     names: dict[typing.Any, str] = {bool: "boolean", int: "integer", float: "number", str: "string"}
@@ -118,11 +127,12 @@ def _site_sections() -> list[str]:
         lines += _key(LocationSpec, f, f.name, location_hints, flag=False)
     for table_key, table_cls in TABLES.items():
         where = ("a `[[site.location]]` key (or one at site level)" if table_key in location_keys
-                 else "a `[[site]]` key")
-        lines += [f"## {table_key}", "", _doc(table_cls), "", f"A table: {where}.", ""]
+                 else f"within `{NESTED_IN[table_key]}`" if table_key in NESTED_IN else "a `[[site]]` key")
+        heading = f"{NESTED_IN[table_key]}.{table_key}" if table_key in NESTED_IN else table_key
+        lines += [f"## {heading}", "", _doc(table_cls), "", f"A table: {where}.", ""]
         hints = typing.get_type_hints(table_cls)
         for f in dataclasses.fields(table_cls):
-            lines += _key(table_cls, f, f"{table_key}.{f.name}", hints, flag=False)
+            lines += _key(table_cls, f, f"{heading}.{f.name}", hints, flag=False)
     return lines
 
 

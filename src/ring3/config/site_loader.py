@@ -197,6 +197,10 @@ def _value(source: str, key_path: str, cls: type[Any], key: str, raw: Any) -> An
     args = [a for a in typing.get_args(type_) if a is not type(None)]
     if typing.get_origin(type_) in (typing.Union, types.UnionType):
         type_ = args[0]
+    if key == "proxy" and cls is LocationSpec:
+        from ring3.config.proxy_loader import proxy_value
+
+        return proxy_value(source, key_path, raw, _table)
     if key in TABLES:
         return _table(source, key_path, TABLES[key], raw)
     if type_ == Pairs:
@@ -298,6 +302,10 @@ def _check_location(source: str, where: str, location: LocationSpec) -> None:
             raise fail(f"rewrite[{number}]", str(exc)) from None
     if location.auth is not None:
         _check_auth(fail, location.auth.htpasswd)
+    if location.proxy is not None:
+        from ring3.config.proxy_loader import check_proxy
+
+        check_proxy(source, where, location.proxy)
 
 
 def _check_try_files(fail: Any, entries: tuple[str, ...]) -> None:

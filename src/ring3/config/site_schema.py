@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ring3.config.proxy_schema import HealthSpec, ProxySpec
 from ring3.config.schema import setting
 
 Pairs = tuple[tuple[str, str], ...]  # a TOML table of strings, in file order
@@ -89,6 +90,10 @@ class LocationSpec:
     status: int | None = setting(
         None, "The redirect's status: 301 (the default), 302, 303, 307 or 308.")
     respond: RespondSpec | None = setting(None, "A fixed answer: { status, body, content_type }.")
+    proxy: ProxySpec | None = setting(
+        None, "A reverse proxy: a URL ('http://127.0.0.1:9000', with a path to replace the location's "
+        "prefix: 'http://127.0.0.1:9000/v2/'; or 'unix:/run/app.sock'), or a table: { upstreams, balance, "
+        "health, ... } (see proxy below).")
     index: tuple[str, ...] | None = setting(
         None, "File names tried when a directory is requested (default: [static] index).")
     try_files: tuple[str, ...] | None = setting(
@@ -158,7 +163,7 @@ class LocationSpec:
 
 
 # Location keys that name the handler: a location has at most one.
-HANDLER_KEYS = ("root", "alias", "app", "redirect", "respond")
+HANDLER_KEYS = ("root", "alias", "app", "redirect", "respond", "proxy")
 # Location keys that configure a static handler.
 STATIC_KEYS = ("index", "try_files", "dotfiles", "listing")
 
@@ -189,9 +194,11 @@ TABLES: dict[str, type[Any]] = {
     "rate_limit": RateLimitSpec,
     "respond": RespondSpec,
     "tls": SiteTLSSpec,
+    "proxy": ProxySpec,
+    "health": HealthSpec,  # within proxy
 }
+# Tables that sit within another table, by the key that holds them.
+NESTED_IN = {"health": "proxy"}
 
 # Keys of later work, refused with a reason rather than as unknown.
-NOT_YET = {
-    "proxy": "the reverse proxy is not built yet (it comes with the proxy issue)",
-}
+NOT_YET: dict[str, str] = {}

@@ -9,7 +9,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ring3.errors import ClientDisconnected, LocalProtocolError
-from ring3.events import Headers, Segment
+from ring3.events import Headers, PipeRange, Segment
 from ring3.http1.serialize import NOT_IN_TRAILERS, check_header
 from ring3.output import SendFailed
 
@@ -34,6 +34,13 @@ class H1BodyWriter:
         self._done = False
 
     def write(self, piece: Segment) -> None:
+        self._write(piece)
+
+    def write_pipe(self, piece: PipeRange) -> None:
+        """Bytes waiting in a pipe (see can_splice): spliced on to the socket."""
+        self._write(piece)
+
+    def _write(self, piece: Segment | PipeRange) -> None:
         connection = self._connection
         if connection._closed or self._done:
             raise ClientDisconnected("the connection is closed")
@@ -57,6 +64,11 @@ class H1BodyWriter:
     @property
     def blocked(self) -> bool:
         return self._connection._output.blocked
+
+    @property
+    def can_splice(self) -> bool:
+        """PipeRange pieces are taken (cleartext: the output path splices them to the socket)."""
+        return self._connection.tls is None and not self._chunked
 
     async def drain(self) -> None:
         try:

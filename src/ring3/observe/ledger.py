@@ -16,7 +16,7 @@ from typing import Any
 SYSCALL_KINDS = (
     "accept", "getsockname", "recv", "send", "sendmsg", "sendfile", "pread", "open", "fstat",
     "readlink", "close", "shutdown", "epoll_wait", "epoll_ctl", "write", "setsockopt", "ioctl",
-    "getdents",
+    "getdents", "socket", "connect", "getsockopt", "splice", "pipe",
 )
 
 
@@ -42,10 +42,16 @@ class Ledger:
     setsockopt: int = 0
     ioctl: int = 0
     getdents: int = 0  # listing a directory for its precompressed variants (two calls a listing)
+    socket: int = 0  # the proxy's connections to upstreams: socket, connect and its SO_ERROR check
+    connect: int = 0
+    getsockopt: int = 0
+    splice: int = 0  # proxied bodies moved socket -> pipe -> socket in the kernel
+    pipe: int = 0  # pipes made for splice (pooled, so rare)
     bytes_zero_copy: int = 0
     bytes_copied: int = 0
     bytes_encrypted: int = 0  # plaintext encrypted in user space (TLS), before it was copied out
     bytes_received: int = 0
+    bytes_spliced: int = 0  # proxied body bytes that went upstream -> client by splice, never in Python
     connections_accepted: int = 0
     responses_from_cache: int = 0
     responses_replayed: int = 0

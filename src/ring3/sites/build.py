@@ -29,6 +29,7 @@ from ring3.sites.targets import ErrorPages, Redirect, Respond, Rewrite, TryFiles
 
 if TYPE_CHECKING:
     from ring3.observe.access_log import AccessLog
+    from ring3.proxy.handler import ProxyHandler
     from ring3.transport.tls_context import ServerTLS
 
 RULE_KEYS = ("auth", "allow", "deny", "headers", "max_body_size", "error_pages", "rate_limit", "request_id",
@@ -65,6 +66,7 @@ class Builder:
         self.files: FileCache | None = new_file_cache(config.static)
         self.limiters: dict[int, RateLimiter] = {}
         self.logs: list[AccessLog] = []
+        self.proxies: list[ProxyHandler] = []
         self._compressors: dict[tuple[Any, ...], OnTheFly | None] = {}
         self._tags = 0
         self.max_body_size = config.limits.max_body_size
@@ -179,12 +181,22 @@ class Builder:
             regex = compile_regex(pattern, kind == "iregex") if kind in ("regex", "iregex") else None
             status = spec.status or 301
             return Redirect(spec.redirect, status, regex), f"redirect {status} {spec.redirect}"
+        if spec.proxy is not None:
+            from ring3.proxy.handler import ProxyHandler
+
+            prefix = canonical_pattern(pattern) if kind in ("prefix", "stop", "exact") else b""
+            proxy = ProxyHandler(spec.proxy, where, prefix)
+            self.proxies.append(proxy)
+            handler = proxy if not spec.compress else wrap_proxy(proxy, self.config, spec)
+            names = ", ".join(spec.proxy.upstreams)
+            shown = f"proxy {names} ({spec.proxy.balance})" + (", compressed" if spec.compress else "")
+            return handler, shown
         if spec.respond is not None:
             answer = spec.respond
             return (Respond(answer.status, answer.body, answer.content_type, replayable),
                     f"respond {answer.status}")
-        raise ConfigError(self.source, where, "no handler: give root, alias, app, redirect or respond here "
-                          "or at site level")
+        raise ConfigError(self.source, where, "no handler: give root, alias, app, redirect, respond or proxy "
+                          "here or at site level")
 
     def _rules(self, site: HostSite, spec: LocationSpec, handle: Handler) -> tuple[Handler, list[str]]:
         rules: list[str] = []
@@ -248,6 +260,22 @@ class Builder:
             compiled.append((compile_regex(parts[0]), parts[1].encode("utf-8"),
                              parts[2] if len(parts) == 3 else "last"))
         return compiled
+
+
+def wrap_proxy(proxy: Handler, config: Config, spec: LocationSpec) -> Handler:
+    """A proxy whose location asks for compression: the upstream's responses compressed as they stream
+    (those it compressed itself pass as they are)."""
+    from ring3.handlers.compressing import CompressingHandler
+
+    static = config.static
+    app = config.app
+    levels = {"gzip": spec.stream_gzip_level or app.stream_gzip_level,
+              "br": spec.stream_brotli_quality if spec.stream_brotli_quality is not None
+              else app.stream_brotli_quality, "zstd": spec.stream_zstd_level or app.stream_zstd_level}
+    return CompressingHandler(proxy, encodings=spec.compress_encodings or static.compress_encodings,
+                              levels=levels, min_size=static.compress_min_size,
+                              types=spec.compress_types or static.compress_types,
+                              event_stream=app.compress_event_stream)
 
 
 def routing_table(router: SiteRouter) -> str:

@@ -1,0 +1,7 @@
+"""The reverse proxy: a location's `proxy`, to a pool of HTTP/1.1 upstreams (TCP or Unix sockets).
+
+handler.py (the location's handler) and attempt.py (one try on one upstream) use upstreams.py (the pool's
+members and their health), balance.py (which one), pool.py (keep-alive connections), upstream_conn.py
+(one connection), headers.py (the heads written each way), response.py (the upstream's response, read
+strictly), relay.py and pipes.py (the body, copied or spliced) and tunnel.py (after a 101).
+"""

@@ -1,0 +1,312 @@
+"""One try of a proxied request on one upstream: a connection (pooled or new), the request sent (the body
+streamed with backpressure, or relayed after the upstream's 100 Continue), the response head read within
+the timeouts, and the Response built. A failure before the head raises Failure, which says whether the
+request may go to another upstream: not once the client's body stream has been read (it cannot be sent
+again), and for non-idempotent methods not once any of their body left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from ring3.errors import ClientDisconnected, LocalProtocolError
+from ring3.events import Request, Response
+from ring3.handlers import BodyReader
+from ring3.proxy.headers import request_head, response_headers
+from ring3.proxy.relay import UpstreamBody
+from ring3.proxy.response import NO_BODY, ResponseHead, UpstreamError, parse_head
+from ring3.proxy.tunnel import Tunnel
+from ring3.proxy.upstream_conn import ConnectFailed, UpstreamConnection, UpstreamGone, connect
+
+if TYPE_CHECKING:
+    from ring3.proxy.handler import ProxyHandler
+    from ring3.proxy.upstreams import Upstream
+
+logger = logging.getLogger("ring3.error")
+
+CONTINUE_WAIT = 1.0  # seconds to wait for the upstream's 100 Continue before the body goes anyway (curl's)
+RETRY_STATUSES = frozenset((502, 503, 504))
+
+
+class Failure(Exception):
+    """This try failed before anything reached the client."""
+
+    def __init__(self, status: int, reason: str, *, passive: bool, body_sent: bool = False,
+                 consumed: bool = False) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.passive = passive  # counts against the upstream's health
+        self.body_sent = body_sent  # some request body bytes left for the upstream
+        self.consumed = consumed  # the client's body stream was read: it cannot be sent again
+        self.response: Response | None = None
+
+
+class Attempt:
+    __slots__ = ("_body", "_body_done", "_body_sent", "_body_task", "_buffered", "_conn", "_consumed",
+                 "_continue", "_finished", "_head", "_informational", "_proxy", "_received", "_request",
+                 "_retry_statuses", "_timer", "_upstream")
+
+    def __init__(self, proxy: ProxyHandler, upstream: Upstream, request: Request, body: BodyReader,
+                 buffered: bytes | None, retry_statuses: bool) -> None:
+        self._proxy = proxy
+        self._upstream = upstream
+        self._request = request
+        self._body = body
+        self._buffered = buffered
+        self._retry_statuses = retry_statuses
+        self._conn: UpstreamConnection | None = None
+        self._body_done = not request.has_body
+        self._body_sent = False
+        self._consumed = False
+        self._body_task: asyncio.Task[None] | None = None
+        self._head: asyncio.Future[tuple[ResponseHead, bytes]] | None = None
+        self._received = b""
+        self._informational = 0
+        self._continue: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._finished = False
+
+    async def run(self, loop: asyncio.AbstractEventLoop) -> Response:
+        proxy, spec, upstream = self._proxy, self._proxy.spec, self._upstream
+        conn = proxy.pool.take(upstream, loop.time())
+        reused = conn is not None
+        if conn is None:
+            try:
+                conn = await connect(upstream.address, upstream, loop, spec.connect_timeout)
+            except ConnectFailed as exc:
+                raise Failure(502, f"connect failed: {exc}", passive=True) from None
+        self._conn = conn
+        upstream.active += 1
+        upstream.requests += 1
+        head_future = self._head = loop.create_future()
+        conn.sink = self._on_head_data
+        try:
+            self._send_request(loop, conn)
+            head, rest = await head_future
+        except UpstreamGone as exc:
+            self.finish(False)
+            stale = reused and not self._received  # a kept-alive connection the upstream had just closed
+            raise Failure(502, f"connection lost before the response: {exc}", passive=not stale,
+                          body_sent=self._body_sent, consumed=self._consumed) from None
+        except UpstreamError as exc:
+            self.finish(False)
+            raise Failure(502, f"invalid response: {exc}", passive=True, body_sent=self._body_sent,
+                          consumed=self._consumed) from None
+        except TimeoutError as exc:
+            self.finish(False)
+            raise Failure(504, str(exc) or "timed out", passive=True, body_sent=self._body_sent,
+                          consumed=self._consumed) from None
+        except LocalProtocolError as exc:
+            self.finish(False)
+            logger.error("proxy %s: refused to send the request: %s", proxy.where, exc)
+            failure = Failure(400, str(exc), passive=False)
+            raise failure from None
+        except BaseException:
+            self.finish(False)  # the client is gone (the exchange was cancelled)
+            raise
+        if head.status in RETRY_STATUSES and self._retry_statuses and not self._consumed:
+            self.finish(False)
+            raise Failure(head.status, f"answered {head.status}", passive=False, body_sent=self._body_sent)
+        upstream.succeeded()
+        return self._response(head, rest, loop)
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def _send_request(self, loop: asyncio.AbstractEventLoop, conn: UpstreamConnection) -> None:
+        proxy, request = self._proxy, self._request
+        spec = proxy.spec
+        framing = b""
+        expect = False
+        body_now = b""
+        if request.has_body:
+            buffered = self._buffered
+            length = request.header(b"content-length")
+            if buffered is not None and self._body.ended:
+                framing = b"content-length: %d\r\n" % len(buffered)
+                body_now = buffered
+                self._body_done = True
+            else:
+                chunked = length is None or request.header(b"transfer-encoding") is not None
+                framing = b"transfer-encoding: chunked\r\n" if chunked else b"content-length: %s\r\n" % length
+                expect = request.expect_continue and buffered is None
+        upgrade = request.header(b"upgrade") if request.upgrade else None
+        head = request_head(request, proxy.target(request), proxy.host_for(request, self._upstream), framing,
+                            forwarded=spec.forwarded, edits=proxy.edits, expect=expect, upgrade=upgrade)
+        data = head + body_now if len(body_now) <= 65536 else head
+        if body_now:
+            self._body_sent = True
+        all_sent = conn.send(data)
+        if data is head and body_now:
+            all_sent = conn.send(body_now)
+        if self._body_done:
+            if all_sent:
+                self._arm_first_byte(loop)
+            else:
+                self._body_task = loop.create_task(self._drain_then_wait(loop, conn))
+        elif expect:
+            self._continue = loop.call_later(CONTINUE_WAIT, self._start_body)
+        else:
+            self._start_body(framing.startswith(b"transfer"))
+
+    def _start_body(self, chunked: bool | None = None) -> None:
+        if self._continue is not None:
+            self._continue.cancel()
+            self._continue = None
+        if self._body_task is not None or self._finished or self._body_done:
+            return
+        if chunked is None:
+            request = self._request
+            chunked = (request.header(b"content-length") is None
+                       or request.header(b"transfer-encoding") is not None)
+        loop = asyncio.get_running_loop()
+        self._body_task = loop.create_task(self._send_body(loop, chunked))
+
+    async def _drain_then_wait(self, loop: asyncio.AbstractEventLoop, conn: UpstreamConnection) -> None:
+        try:
+            await asyncio.wait_for(conn.drain(), self._proxy.spec.send_timeout)
+        except (UpstreamGone, TimeoutError) as exc:
+            self._fail_head(exc if isinstance(exc, UpstreamGone) else TimeoutError("send timed out"))
+            return
+        self._arm_first_byte(loop)
+
+    async def _send_body(self, loop: asyncio.AbstractEventLoop, chunked: bool) -> None:
+        conn = self._conn
+        assert conn is not None
+        timeout = self._proxy.spec.send_timeout
+        try:
+            if self._buffered:
+                self._body_sent = True
+                piece = self._buffered
+                if not conn.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece):
+                    await asyncio.wait_for(conn.drain(), timeout)
+            while True:
+                self._consumed = True
+                piece = await self._body.read()
+                if not piece:
+                    break
+                self._body_sent = True
+                if not conn.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece):
+                    await asyncio.wait_for(conn.drain(), timeout)
+            if chunked and not conn.send(b"0\r\n\r\n"):
+                await asyncio.wait_for(conn.drain(), timeout)
+        except ClientDisconnected:
+            self._fail_head(UpstreamGone("the client went away during its upload"))
+            conn.close()
+            return
+        except UpstreamGone:
+            # An upstream that stopped reading may have answered already (a 413, say): its response, or
+            # its close, or the first-byte timeout settles the head.
+            if self._head is not None and not self._head.done() and self._timer is None:
+                self._arm_first_byte(loop)
+            return
+        except TimeoutError:
+            self._fail_head(TimeoutError(f"the upstream took no request bytes for {timeout:g}s"))
+            conn.close()
+            return
+        self._body_done = True
+        if self._head is not None and not self._head.done():
+            self._arm_first_byte(loop)
+
+    def _arm_first_byte(self, loop: asyncio.AbstractEventLoop) -> None:
+        timeout = self._proxy.spec.first_byte_timeout
+        self._timer = loop.call_later(timeout, self._fail_head,
+                                      TimeoutError(f"no response within {timeout:g}s"))
+
+    # -- the response head ------------------------------------------------------------------------
+
+    def _on_head_data(self, data: bytes) -> None:
+        head_future = self._head
+        if head_future is None or head_future.done():
+            self._received += data  # after the head, before the body's reader takes over
+            if len(self._received) > 4 * 65536 and self._conn is not None:
+                self._conn.pause_reading()
+            return
+        if not data:
+            self._fail_head(UpstreamGone("the upstream closed the connection"))
+            return
+        received = self._received = self._received + data if self._received else data
+        spec = self._proxy.spec
+        while True:
+            end = received.find(b"\r\n\r\n", 0, spec.max_header_bytes)
+            if end < 0:
+                if len(received) >= spec.max_header_bytes:
+                    self._fail_head(UpstreamError(f"a response head over {spec.max_header_bytes} bytes"))
+                return
+            try:
+                head = parse_head(received, end, self._request.method == b"HEAD", spec.max_header_count)
+            except UpstreamError as exc:
+                self._fail_head(exc)
+                return
+            if head.status >= 200 or head.status == 101:
+                break
+            self._informational += 1
+            if self._informational > spec.max_informational:
+                self._fail_head(UpstreamError(f"more than {spec.max_informational} 1xx responses"))
+                return
+            if head.status == 100:
+                self._start_body()  # the client's body is read now: ring3 sends it its own 100 Continue
+            received = self._received = received[head.size:]
+        if head.status == 101 and not self._request.upgrade:
+            self._fail_head(UpstreamError("101 to a request that did not ask to switch protocols"))
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        rest = received[head.size:]
+        self._received = b""
+        head_future.set_result((head, rest))
+
+    def _fail_head(self, error: BaseException) -> None:
+        head_future = self._head
+        if head_future is not None and not head_future.done():
+            head_future.set_exception(error)
+
+    # -- the response -----------------------------------------------------------------------------
+
+    def _response(self, head: ResponseHead, rest: bytes, loop: asyncio.AbstractEventLoop) -> Response:
+        conn = self._conn
+        assert conn is not None
+        spec = self._proxy.spec
+        status = head.status
+        if status == 101:
+            tunnel = Tunnel(conn, rest, self.finish, spec.read_timeout)
+            return Response(101, response_headers(head.headers, upgrade=True), upgrade=tunnel)
+        headers = response_headers(head.headers, upgrade=False)
+        rest = rest + self._received if self._received else rest
+        self._received = b""
+        if self._request.method == b"HEAD" or status in NO_BODY:
+            self.finish(head.keep_alive and not rest)
+            return Response(status, headers, content_length=head.length if status not in NO_BODY else None)
+        length = head.length
+        if length is not None and len(rest) >= length:
+            self.finish(head.keep_alive and len(rest) == length)
+            return Response(status, headers, body=rest if len(rest) == length else rest[:length])
+        conn.resume_reading()
+        splice_min = spec.splice_min_size if spec.splice else None
+        relay = UpstreamBody(conn, head, rest, lambda reusable: self.finish(reusable and head.keep_alive),
+                             read_timeout=spec.read_timeout, splice_min=splice_min)
+        return Response(status, headers, body=relay, content_length=length, cleanup=relay.abandon)
+
+    def finish(self, reusable: bool) -> None:
+        """The upstream connection is done with: back to the pool at a clean boundary, else closed."""
+        if self._finished:
+            return
+        self._finished = True
+        for handle in (self._timer, self._continue):
+            if handle is not None:
+                handle.cancel()
+        self._upstream.active -= 1
+        conn = self._conn
+        if conn is None:
+            return
+        task = self._body_task
+        if task is not None and not task.done():
+            task.cancel()
+            reusable = False  # the request was not wholly sent
+        if reusable and self._body_done and not conn.closed:
+            self._proxy.pool.give_back(conn, asyncio.get_running_loop().time())
+        else:
+            conn.close()

@@ -1,0 +1,131 @@
+"""The proxy handler: a location's `proxy`. Per request it picks an upstream, takes a pooled connection (or
+makes one), sends the request head and streams the body, reads the response head, and hands back a
+Response whose body streams from the upstream (ring3.proxy.relay). Failures before the response head
+retry on the next upstream where that is safe (ring3.proxy.attempt says when).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import urllib.parse
+from collections.abc import Awaitable
+
+from ring3.config.proxy_schema import ProxySpec
+from ring3.events import Request, Response
+from ring3.handlers import BodyReader
+from ring3.handlers.status import status_response
+from ring3.proxy.attempt import Attempt, Failure
+from ring3.proxy.balance import balancer
+from ring3.proxy.headers import HeaderEdits
+from ring3.proxy.health import HealthChecker
+from ring3.proxy.pool import Pool
+from ring3.proxy.upstreams import Upstream, parse_entry
+
+logger = logging.getLogger("ring3.error")
+
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+_SAFE_PATH = "/%!$&'()*+,;=:@-._~"
+
+
+class ProxyHandler:
+    """Proxies a location's requests to a pool of HTTP/1.1 upstreams."""
+
+    def __init__(self, spec: ProxySpec, where: str, prefix: bytes = b"") -> None:
+        self.spec = spec
+        self.where = where
+        self.upstreams = [Upstream(parse_entry(text), spec.max_fails, spec.fail_timeout)
+                          for text in spec.upstreams]
+        self.balancer = balancer(spec.balance, self.upstreams, spec.hash_key)
+        self.pool = Pool(self.upstreams, spec.keepalive, spec.keepalive_timeout, spec.keepalive_requests)
+        self.edits = HeaderEdits(spec.request_headers) if spec.request_headers else None
+        self.uri = spec.uri.encode()
+        self.prefix = prefix  # the location's prefix, replaced by `uri`
+        self.host = spec.host.encode()
+        self.health: HealthChecker | None = None
+        if spec.health is not None:
+            self.health = HealthChecker(spec.health, self.upstreams, where, self.host
+                                        if self.host and self.host != b"$proxy_host" else b"")
+
+    def __call__(self, request: Request, body: BodyReader) -> Awaitable[Response]:
+        return self._proxy(request, body)
+
+    def target(self, request: Request) -> bytes:
+        """The request target sent upstream."""
+        if not self.uri:
+            return request.target
+        path = request.path
+        rest = path[len(self.prefix):] if path.startswith(self.prefix) else path.lstrip(b"/")
+        uri = self.uri
+        joined = uri + rest if uri.endswith(b"/") or not rest else uri + b"/" + rest.lstrip(b"/")
+        quoted = urllib.parse.quote(joined, safe=_SAFE_PATH).encode("ascii")
+        return quoted + b"?" + request.query if request.query else quoted
+
+    def host_for(self, request: Request, upstream: Upstream) -> bytes:
+        if not self.host:
+            return request.host or upstream.address.host.encode()
+        if self.host == b"$proxy_host":
+            return upstream.address.host.encode()
+        return self.host
+
+    async def _proxy(self, request: Request, body: BodyReader) -> Response:
+        if request.method == b"CONNECT":
+            return status_response(501)  # tunnels (and WebSockets over HTTP/2) to upstreams: not built
+        loop = asyncio.get_running_loop()
+        spec = self.spec
+        started = loop.time()
+        buffered: bytes | None = None
+        if request.has_body and spec.request_buffering:
+            buffered = await _buffer(body, spec.request_buffer_size)
+        idempotent = request.method in IDEMPOTENT
+        tried: list[Upstream] = []
+        last: Failure | None = None
+        while True:
+            now = loop.time()
+            upstream = self.balancer.pick(request, now, tried)
+            if upstream is None:
+                if last is None:
+                    logger.error("proxy %s: no upstream is up (%s)", self.where,
+                                 ", ".join(f"{u.name} {u.state(now)}" for u in self.upstreams))
+                    return status_response(502)
+                return last.response or status_response(last.status)
+            tried.append(upstream)
+            may_retry = len(tried) < spec.max_tries and now - started < spec.retry_timeout
+            attempt = Attempt(self, upstream, request, body, buffered, may_retry and idempotent)
+            try:
+                return await attempt.run(loop)
+            except Failure as failure:
+                last = failure
+                if failure.passive and upstream.failed(loop.time()):
+                    logger.error("proxy %s: upstream %s is out for %gs after %d failures", self.where,
+                                 upstream.name, upstream.fail_timeout, upstream.max_fails)
+                retry = (may_retry and not failure.consumed and (idempotent or not failure.body_sent)
+                         and len(tried) < len(self.upstreams))
+                logger.error("proxy %s: upstream %s: %s%s", self.where, upstream.name, failure.reason,
+                             "; trying another" if retry else "")
+                if not retry:
+                    return failure.response or status_response(failure.status)
+
+    def start(self) -> None:
+        """Begin the active health checks (at server start, in its loop)."""
+        if self.health is not None:
+            self.health.start()
+
+    def close(self) -> None:
+        if self.health is not None:
+            self.health.stop()
+        self.pool.close()
+
+
+async def _buffer(body: BodyReader, bound: int) -> bytes:
+    """Up to `bound` bytes of the request body, read before any upstream is bothered (all of it when it
+    fits); what is left is read as it comes."""
+    parts: list[bytes] = []
+    size = 0
+    while size < bound:
+        piece = await body.read()
+        if not piece:
+            break
+        parts.append(piece)
+        size += len(piece)
+    return b"".join(parts)

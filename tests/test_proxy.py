@@ -1,0 +1,281 @@
+"""The reverse proxy over real sockets: ring3 in front of ring3 and of scripted raw-socket upstreams."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import ResponseReader, RunningServer, recv_until_closed
+from proxy_kit import RawUpstream, answer, keep_answering, proxy_to
+from sites_kit import request, serve_config
+
+
+@pytest.fixture
+def upstream_files(tmp_path: Path) -> Path:
+    root = tmp_path / "upstream-files"
+    root.mkdir()
+    (root / "hello.txt").write_text("hello through the proxy\n")
+    (root / "big.bin").write_bytes(hashlib.sha256(b"x").digest() * (10 * 1024 * 1024 // 32))
+    return root
+
+
+def metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_file_from_a_ring3_upstream(ring3_process: Callable[..., RunningServer], tmp_path: Path,
+                                      upstream_files: Path) -> None:
+    upstream = ring3_process(str(upstream_files), "--listen", "127.0.0.1:0", "--access-log", "off")
+    proxy = proxy_to(ring3_process, tmp_path, f'"http://127.0.0.1:{upstream.port}"')
+    status, headers, body = request(proxy, "/hello.txt")
+    assert status == 200
+    assert body == b"hello through the proxy\n"
+    assert headers[b"content-length"] == b"24"
+    assert headers[b"etag"]  # the upstream's fields pass
+    assert headers[b"server"] == b"ring3"
+    status, headers, body = request(proxy, "/hello.txt", method="HEAD")
+    assert (status, headers[b"content-length"], body) == (200, b"24", b"")
+    status, _, _ = request(proxy, "/missing")
+    assert status == 404
+
+
+def test_ten_mebibytes_spliced_never_enter_python(ring3_process: Callable[..., RunningServer],
+                                                  tmp_path: Path, upstream_files: Path) -> None:
+    upstream = ring3_process(str(upstream_files), "--listen", "127.0.0.1:0", "--access-log", "off")
+    admin = free_port()
+    proxy = proxy_to(ring3_process, tmp_path, f'"http://127.0.0.1:{upstream.port}"',
+                     "--admin", f"127.0.0.1:{admin}")
+    expected = (upstream_files / "big.bin").read_bytes()
+    before = metrics(admin)
+    with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+        for _ in range(3):  # keep-alive both sides: the pooled connection and the pipe carry on
+            sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _, body = ResponseReader(sock, timeout=20).read()
+            assert status == 200
+            assert hashlib.sha256(body).digest() == hashlib.sha256(expected).digest()
+    after = metrics(admin)
+    spliced = after['ring3_syscalls_total{kind="splice"}'] - before['ring3_syscalls_total{kind="splice"}']
+    assert spliced >= 6
+    key = 'ring3_bytes_sent_total{path="zero_copy"}'
+    zero_copy = after[key] - before[key]
+    assert zero_copy >= 3 * len(expected) * 0.95  # what came with the heads went by send
+
+
+def test_keep_alive_to_the_upstream_and_forwarded_fields(ring3_process: Callable[..., RunningServer],
+                                                         tmp_path: Path) -> None:
+    raw = RawUpstream(keep_answering(answer(200, b"pong", "connection: x-secret\r\nx-secret: 1\r\n"
+                                            "keep-alive: timeout=5\r\nx-kept: yes\r\n")))
+    try:
+        proxy = proxy_to(ring3_process, tmp_path, f'"http://{raw.address}"')
+        with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+            for _ in range(5):
+                sock.sendall(b"GET /p?q=1 HTTP/1.1\r\nHost: shop.test\r\nConnection: x-hop\r\nX-Hop: 1\r\n"
+                             b"X-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nTE: trailers\r\n"
+                             b"Proxy-Authorization: Basic eDp5\r\n\r\n")
+                status, headers, body = ResponseReader(sock).read()
+                assert (status, body) == (200, b"pong")
+                assert b"x-secret" not in headers and b"keep-alive" not in headers
+                assert headers[b"x-kept"] == b"yes"
+        assert raw.connections == 1  # one pooled connection carried all five
+        head = raw.received[0].lower()
+        assert head.startswith(b"get /p?q=1 http/1.1\r\n")
+        assert b"host: shop.test\r\n" in head
+        assert b"x-forwarded-for: 127.0.0.1\r\n" in head and b"6.6.6.6" not in head
+        assert b"x-forwarded-proto: http\r\n" in head and b"x-forwarded-host: shop.test\r\n" in head
+        assert b"forwarded: for=127.0.0.1;host=shop.test;proto=http\r\n" in head
+        assert b"via: 1.1 ring3\r\n" in head
+        for hop in (b"x-hop", b"connection:", b"te:", b"proxy-authorization"):
+            assert hop not in head
+    finally:
+        raw.close()
+
+
+def test_request_bodies_streamed_with_their_framing(ring3_process: Callable[..., RunningServer],
+                                                     tmp_path: Path) -> None:
+    bodies: list[bytes] = []
+
+    def script(conn: socket.socket, upstream: RawUpstream) -> None:
+        while head := upstream.read_head(conn):
+            data = head.split(b"\r\n\r\n", 1)[1]
+            if b"transfer-encoding: chunked" in head:
+                while not data.endswith(b"0\r\n\r\n"):
+                    data += conn.recv(65536)
+            else:
+                length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(data) < length:
+                    data += conn.recv(65536)
+            bodies.append(data)
+            conn.sendall(answer(201, b"stored"))
+
+    raw = RawUpstream(script)
+    try:
+        proxy = proxy_to(ring3_process, tmp_path, f'"http://{raw.address}"')
+        payload = bytes(range(256)) * 4096  # 1 MiB
+        status, _, body = request(proxy, "/upload", method="POST", body=payload)
+        assert (status, body) == (201, b"stored")
+        assert bodies[0] == payload
+        with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+            sock.sendall(b"PUT /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+            status, _, body = ResponseReader(sock).read()
+        assert status == 201
+        assert bodies[1] == b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        assert b"transfer-encoding: chunked" in raw.received[1]
+    finally:
+        raw.close()
+
+
+def test_unreachable_is_502_and_silence_is_504(ring3_process: Callable[..., RunningServer],
+                                               tmp_path: Path) -> None:
+    proxy = proxy_to(ring3_process, tmp_path, f'"http://127.0.0.1:{free_port()}"')
+    status, _, _ = request(proxy, "/")
+    assert status == 502
+    assert "connect failed" in proxy.stderr()
+
+    def silent(conn: socket.socket, upstream: RawUpstream) -> None:
+        upstream.read_head(conn)
+        time.sleep(3)
+
+    raw = RawUpstream(silent)
+    try:
+        quiet = proxy_to(ring3_process, tmp_path,
+                         f'{{ upstreams = ["{raw.address}"], first_byte_timeout = 0.5 }}')
+        started = time.monotonic()
+        status, _, _ = request(quiet, "/")
+        assert status == 504
+        assert time.monotonic() - started < 2.5
+        assert f"upstream {raw.address}" in quiet.stderr() and "no response within 0.5s" in quiet.stderr()
+    finally:
+        raw.close()
+
+
+def test_a_failed_connect_is_retried_on_the_next_upstream(ring3_process: Callable[..., RunningServer],
+                                                          tmp_path: Path) -> None:
+    raw = RawUpstream(keep_answering(answer(200, b"second")))
+    try:
+        dead = free_port()
+        proxy = proxy_to(ring3_process, tmp_path,
+                         f'{{ upstreams = ["127.0.0.1:{dead}", "{raw.address}"] }}')
+        for _ in range(4):
+            status, _, body = request(proxy, "/")
+            assert (status, body) == (200, b"second")
+    finally:
+        raw.close()
+
+
+def test_a_post_whose_body_was_sent_is_never_retried(ring3_process: Callable[..., RunningServer],
+                                                     tmp_path: Path) -> None:
+    def hang_up(conn: socket.socket, upstream: RawUpstream) -> None:
+        upstream.read_head(conn)  # takes the request (and the body with it), then closes unanswered
+
+    first = RawUpstream(hang_up)
+    second = RawUpstream(keep_answering(answer(200, b"second")))
+    try:
+        proxy = proxy_to(ring3_process, tmp_path,
+                         f'{{ upstreams = ["{first.address}", "{second.address}"], balance = "round_robin", '
+                         'max_fails = 0 }')
+        outcomes = [request(proxy, "/order", method="POST", body=b"buy one")[0] for _ in range(2)]
+        assert sorted(outcomes) == [200, 502]  # round robin: one went to each; the failed one stays failed
+        assert all(not head.startswith(b"POST") for head in second.received[1:])
+        assert len([h for h in first.received if h.startswith(b"POST")]) == 1
+        status, _, body = request(proxy, "/again")  # a GET is retried on the other
+        assert (status, body) == (200, b"second")
+    finally:
+        first.close()
+        second.close()
+
+
+def test_chunked_responses_pass_with_trailers_and_a_cut_body_aborts(
+        ring3_process: Callable[..., RunningServer], tmp_path: Path) -> None:
+    def script(conn: socket.socket, upstream: RawUpstream) -> None:
+        while head := upstream.read_head(conn):
+            if b"/cut " in head:
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
+                return
+            if b"/cutchunk " in head:
+                conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\npart\r\n")
+                return
+            conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n"
+                         b"5\r\nhello\r\n")
+            time.sleep(0.05)
+            conn.sendall(b"6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n")
+
+    raw = RawUpstream(script)
+    try:
+        proxy = proxy_to(ring3_process, tmp_path, f'"http://{raw.address}"')
+        with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+            sock.sendall(b"GET /chunks HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while not data.endswith(b"\r\n\r\n") or b"0\r\n" not in data:
+                data += sock.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert b"transfer-encoding: chunked" in head
+        assert body == b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n"
+        for path, complete in ((b"/cut", b"only part"), (b"/cutchunk", b"4\r\npart\r\n")):
+            with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+                sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+                data = recv_until_closed(sock)
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            assert body == complete  # what came, then the connection closed: never a complete-looking end
+    finally:
+        raw.close()
+
+
+def test_uri_replaces_the_location_prefix(ring3_process: Callable[..., RunningServer],
+                                          tmp_path: Path) -> None:
+    raw = RawUpstream(keep_answering(answer(200, b"v2")))
+    try:
+        proxy = serve_config(ring3_process, tmp_path, f"""
+            [[site]]
+            hosts = ["*"]
+            [[site.location]]
+            path = "/api/"
+            proxy = "http://{raw.address}/v2/"
+            """, "--access-log", "off")
+        assert request(proxy, "/api/users/7?full=1")[0] == 200
+        assert raw.received[-1].startswith(b"GET /v2/users/7?full=1 HTTP/1.1\r\n")
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    ('"ftp://127.0.0.1:21"', "give 'http://HOST:PORT[/path]'"),
+    ('{ upstreams = [] }', "give at least one upstream"),
+    ('{ upstreams = ["127.0.0.1:99999"] }', "is not a port"),
+    ('{ upstreams = ["127.0.0.1:9000 weight=0"] }', "unknown option 'weight=0'"),
+    ('{ upstreams = ["127.0.0.1:9000"], balance = "random" }', "must be one of"),
+    ('{ upstreams = ["127.0.0.1:9000"], hash_key = "body" }', "one of 'client', 'uri'"),
+    ('{ upstreams = ["127.0.0.1:9000"], request_headers = { "content-length" = "1" } }', "writes this field"),
+    ('{ upstreams = ["127.0.0.1:9000"], health = { path = "/h", expect = "ok" } }', "health.expect"),
+    ('{ upstreams = ["127.0.0.1:9000"], retries = 2 }', "did you mean"),
+])
+def test_bad_proxy_configs_name_the_key(tmp_path: Path, value: str, reason: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(f'[[site]]\nhosts = ["*"]\n[[site.location]]\npath = "/"\nproxy = {value}\n')
+    result = subprocess.run([sys.executable, "-m", "ring3", "check-config", str(path)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "site[1].location[1].proxy" in lines[0] and reason in lines[0], lines
