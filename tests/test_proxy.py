@@ -68,13 +68,20 @@ def test_ten_mebibytes_spliced_never_enter_python(ring3_process: Callable[..., R
                      "--admin", f"127.0.0.1:{admin}")
     expected = (upstream_files / "big.bin").read_bytes()
     before = metrics(admin)
+    read_in: list[float] = []
     with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
         for _ in range(3):  # keep-alive both sides: the pooled connection and the pipe carry on
+            start = metrics(admin)["ring3_bytes_received_total"]
             sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
             status, _, body = ResponseReader(sock, timeout=20).read()
             assert status == 200
             assert hashlib.sha256(body).digest() == hashlib.sha256(expected).digest()
+            read_in.append(metrics(admin)["ring3_bytes_received_total"] - start)
     after = metrics(admin)
+    # The first response teaches the proxy to expect large bodies: from the second on, the head is
+    # peeked at and read alone, and no byte of the body is read into Python (the client's request,
+    # the upstream's head and the /metrics request are all that is).
+    assert read_in[1] < 2048 and read_in[2] < 2048, read_in
     spliced = after['ring3_syscalls_total{kind="splice"}'] - before['ring3_syscalls_total{kind="splice"}']
     assert spliced >= 6
     key = 'ring3_bytes_sent_total{path="zero_copy"}'
@@ -279,3 +286,109 @@ def test_bad_proxy_configs_name_the_key(tmp_path: Path, value: str, reason: str)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "site[1].location[1].proxy" in lines[0] and reason in lines[0], lines
+
+
+def test_100_continue_is_relayed_from_the_upstream(ring3_process: Callable[..., RunningServer],
+                                                   tmp_path: Path) -> None:
+    def script(conn: socket.socket, upstream: RawUpstream) -> None:
+        while head := upstream.read_head(conn):
+            if b"/refuse" in head:
+                conn.sendall(answer(401, b"no"))  # before any body byte: the client need not send it
+                continue
+            assert b"expect: 100-continue\r\n" in head
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            data = head.split(b"\r\n\r\n", 1)[1]
+            while len(data) < 5:
+                data += conn.recv(100)
+            conn.sendall(answer(200, b"got " + data))
+
+    raw = RawUpstream(script)
+    try:
+        proxy = proxy_to(ring3_process, tmp_path, f'"http://{raw.address}"')
+        with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+            sock.sendall(b"POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+            interim = sock.recv(100)
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"  # the upstream's, relayed: now send
+            sock.sendall(b"hello")
+            status, _, body = ResponseReader(sock).read()
+            assert (status, body) == (200, b"got hello")
+        with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+            sock.sendall(b"POST /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                         b"Expect: 100-continue\r\n\r\n")
+            data = recv_until_closed(sock)  # the answer, then the close: the body was never sent
+            assert data.startswith(b"HTTP/1.1 401 ") and b"100 Continue" not in data
+            assert b"connection: close" in data.lower()
+    finally:
+        raw.close()
+
+
+def test_request_buffering_spares_the_upstream_a_slow_upload(ring3_process: Callable[..., RunningServer],
+                                                             tmp_path: Path) -> None:
+    raw = RawUpstream(keep_answering(answer(200, b"stored")))
+    try:
+        proxy = proxy_to(ring3_process, tmp_path,
+                         f'{{ upstreams = ["{raw.address}"], request_buffering = true }}')
+        with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+            sock.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for piece in (b"first ", b"second ", b"third"):
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                time.sleep(0.2)
+                assert raw.connections == 0  # nothing reaches the upstream while the upload crawls
+            sock.sendall(b"0\r\n\r\n")
+            status, _, body = ResponseReader(sock).read()
+        assert (status, body) == (200, b"stored")
+        head = raw.received[0]
+        assert b"content-length: 18\r\n" in head and b"transfer-encoding" not in head
+        assert head.endswith(b"first second third")
+    finally:
+        raw.close()
+
+
+def test_a_unix_socket_upstream_and_no_body_statuses(ring3_process: Callable[..., RunningServer],
+                                                     tmp_path: Path, upstream_files: Path) -> None:
+    sock_path = tmp_path / "up.sock"
+    ring3_process(str(upstream_files), "--listen", f"unix:{sock_path}", "--access-log", "off")
+    proxy = proxy_to(ring3_process, tmp_path, f'"unix:{sock_path}"')
+    status, headers, body = request(proxy, "/hello.txt")
+    assert (status, body) == (200, b"hello through the proxy\n")
+    etag = headers[b"etag"].decode()
+    with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+        for _ in range(2):  # a 304 has no body: the next response on the connection is read right
+            sock.sendall(f"GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\n\r\n".encode())
+            status, headers, body = ResponseReader(sock).read()
+            assert (status, body) == (304, b"")
+            assert b"content-length" not in headers and b"transfer-encoding" not in headers
+        sock.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert ResponseReader(sock).read()[2] == b"hello through the proxy\n"
+
+
+def test_a_204_and_the_sites_error_page_for_a_502(ring3_process: Callable[..., RunningServer],
+                                                  tmp_path: Path) -> None:
+    raw = RawUpstream(keep_answering(b"HTTP/1.1 204 No Content\r\nx-n: 1\r\n\r\n"))
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    (pages / "50x.html").write_text("<p>we are on it</p>\n")
+    try:
+        proxy = serve_config(ring3_process, tmp_path, f"""
+            [[site]]
+            hosts = ["*"]
+            error_pages = {{ "500-599" = "/50x.html" }}
+            [[site.location]]
+            path = "= /50x.html"
+            root = "{pages}"
+            [[site.location]]
+            path = "/ok/"
+            proxy = "http://{raw.address}"
+            [[site.location]]
+            path = "/down/"
+            proxy = "http://127.0.0.1:{free_port()}"
+            """, "--access-log", "off")
+        with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+            for _ in range(2):
+                sock.sendall(b"GET /ok/x HTTP/1.1\r\nHost: x\r\n\r\n")
+                status, headers, body = ResponseReader(sock).read()
+                assert (status, headers[b"x-n"], body) == (204, b"1", b"")
+        status, _, body = request(proxy, "/down/x")
+        assert (status, body) == (502, b"<p>we are on it</p>\n")
+    finally:
+        raw.close()

@@ -35,6 +35,7 @@ def proxy_from_url(source: str, key_path: str, url: str) -> ProxySpec:
 
 
 def check_proxy(source: str, where: str, spec: ProxySpec) -> None:
+    from ring3.config.site_loader import check_header_pairs
     from ring3.proxy.upstreams import parse_entry
 
     def fail(key: str, reason: str) -> ConfigError:
@@ -58,14 +59,8 @@ def check_proxy(source: str, where: str, spec: ProxySpec) -> None:
         raise fail("hash_key", f"{key!r}: one of 'client', 'uri', 'header:NAME' or 'cookie:NAME'")
     if any(not (" " <= c <= "~") for c in spec.host):
         raise fail("host", "only printable ASCII is allowed")
-    for name, value in spec.request_headers:
-        bare = name[1:] if name[:1] in "+-" else name
-        if not _TOKEN.match(bare):
-            raise fail(f"request_headers.{name}", "not a valid header name")
-        if bare.lower() in _OWN_FIELDS:
-            raise fail(f"request_headers.{name}", "the proxy writes this field itself")
-        if any(not (" " <= c <= "~" or c == "\t") for c in value):
-            raise fail(f"request_headers.{name}", "only printable ASCII is allowed in a header value")
+    check_header_pairs(fail, "request_headers", spec.request_headers, _OWN_FIELDS,
+                       "the proxy writes this field itself")
     if spec.health is not None:
         if not spec.health.path.startswith("/"):
             raise fail("health.path", f"{spec.health.path!r}: a path starts with '/'")

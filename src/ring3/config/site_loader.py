@@ -267,14 +267,8 @@ def _check_location(source: str, where: str, location: LocationSpec) -> None:
                     ipaddress.ip_network(address, strict=False)
                 except ValueError:
                     raise fail(key, f"{address!r} is not an address or network (CIDR), or 'all'") from None
-    for name, value in location.headers or ():
-        bare = name[1:] if name[:1] in "+-" else name
-        if not _TOKEN.match(bare):
-            raise fail(f"headers.{name}", "not a valid header name")
-        if bare.lower() in FRAMING_FIELDS:
-            raise fail(f"headers.{name}", "a framing field: ring3 sets it from the response itself")
-        if any(not (" " <= c <= "~" or c == "\t") for c in value):
-            raise fail(f"headers.{name}", "only printable ASCII is allowed in a header value")
+    check_header_pairs(fail, "headers", location.headers or (), FRAMING_FIELDS,
+                       "a framing field: ring3 sets it from the response itself")
     for code, target in location.error_pages or ():
         if parse_error_code(code) is None:
             raise fail(f"error_pages.{code}", "a status (404) or a range (500-599) from 300 to 599 is needed")
@@ -306,6 +300,18 @@ def _check_location(source: str, where: str, location: LocationSpec) -> None:
         from ring3.config.proxy_loader import check_proxy
 
         check_proxy(source, where, location.proxy)
+
+
+def check_header_pairs(fail: Any, key: str, pairs: Pairs, refused: frozenset[str], reason: str) -> None:
+    """Header edits ('name', '+name', '-name'): valid names, printable values, none of `refused`."""
+    for name, value in pairs:
+        bare = name[1:] if name[:1] in "+-" else name
+        if not _TOKEN.match(bare):
+            raise fail(f"{key}.{name}", "not a valid header name")
+        if bare.lower() in refused:
+            raise fail(f"{key}.{name}", reason)
+        if any(not (" " <= c <= "~" or c == "\t") for c in value):
+            raise fail(f"{key}.{name}", "only printable ASCII is allowed in a header value")
 
 
 def _check_try_files(fail: Any, entries: tuple[str, ...]) -> None:

@@ -83,6 +83,8 @@ class Attempt:
         upstream.requests += 1
         head_future = self._head = loop.create_future()
         conn.sink = self._on_head_data
+        if proxy.expect_large and self._may_splice():
+            conn.peek = self._peek
         try:
             self._send_request(loop, conn)
             head, rest = await head_future
@@ -255,9 +257,31 @@ class Attempt:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._conn is not None:
+            self._conn.peek = None
         rest = received[head.size:]
         self._received = b""
         head_future.set_result((head, rest))
+
+    def _may_splice(self) -> bool:
+        request = self._request
+        return (self._proxy.splice_ok and request.http_version != "2" and request.conn.tls is None
+                and request.method != b"HEAD")
+
+    def _peek(self, waiting: bytes) -> int:
+        """How much of `waiting` to read now: exactly the head, if it is a final one whose body is long
+        enough to splice (then no byte of the body enters Python); else 0."""
+        spec = self._proxy.spec
+        end = waiting.find(b"\r\n\r\n")
+        if end < 0 or self._received:
+            return 0
+        try:
+            head = parse_head(waiting, end, False, spec.max_header_count)
+        except UpstreamError:
+            return 0  # read as usual: the head reader says what is wrong
+        if head.status < 200 or head.length is None or head.length < spec.splice_min_size:
+            return 0
+        return head.size
 
     def _fail_head(self, error: BaseException) -> None:
         head_future = self._head
@@ -281,6 +305,7 @@ class Attempt:
             self.finish(head.keep_alive and not rest)
             return Response(status, headers, content_length=head.length if status not in NO_BODY else None)
         length = head.length
+        self._proxy.expect_large = length is not None and length >= spec.splice_min_size and spec.splice
         if length is not None and len(rest) >= length:
             self.finish(head.keep_alive and len(rest) == length)
             return Response(status, headers, body=rest if len(rest) == length else rest[:length])

@@ -42,6 +42,10 @@ class ProxyHandler:
         self.uri = spec.uri.encode()
         self.prefix = prefix  # the location's prefix, replaced by `uri`
         self.host = spec.host.encode()
+        self.splice_ok = spec.splice  # off where the location compresses (its writer changes the bytes)
+        # The last response had a body long enough to splice: the next head is peeked at first, so
+        # that none of its body is read into Python (ring3.proxy.upstream_conn.PEEK_SIZE).
+        self.expect_large = False
         self.health: HealthChecker | None = None
         if spec.health is not None:
             self.health = HealthChecker(spec.health, self.upstreams, where, self.host

@@ -9,6 +9,9 @@ gains '1.1 ring3'. Date and Server are ring3's on the way back, as nginx's are.
 
 from __future__ import annotations
 
+import re
+from operator import itemgetter
+
 from ring3.errors import LocalProtocolError
 from ring3.events import Headers, Request
 
@@ -55,7 +58,7 @@ def request_head(request: Request, target: bytes, host: bytes, framing: bytes, *
                  edits: HeaderEdits | None, expect: bool, upgrade: bytes | None) -> bytes:
     """The head sent upstream. `framing` is a whole Content-Length or Transfer-Encoding line (or b"")."""
     drop = _REQUEST_OWN
-    named = connection_tokens(request.headers) if request.upgrade or _has(request, b"connection") else None
+    named = connection_tokens(request.headers) if b"connection" in map(_NAME, request.headers) else None
     if named:
         drop = drop | named
     if forwarded:
@@ -81,10 +84,6 @@ def request_head(request: Request, target: bytes, host: bytes, framing: bytes, *
     return head
 
 
-def _has(request: Request, name: bytes) -> bool:
-    return any(key == name for key, _ in request.headers)
-
-
 def forwarded_fields(request: Request) -> bytes:
     """X-Forwarded-For/-Proto/-Host and Forwarded for the client as this connection sees it."""
     conn = request.conn
@@ -92,13 +91,14 @@ def forwarded_fields(request: Request) -> bytes:
     scheme = conn.scheme.encode()
     node = f'"[{client}]"' if ":" in client else client
     host = request.host
-    quoted = host if host and all(c in _TOKEN_CHARS for c in host) else b'"%s"' % host.replace(b'"', b"")
+    quoted = host if _TOKEN.fullmatch(host) else b'"%s"' % host.replace(b'"', b"")
     return (b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n"
             b"forwarded: for=%s;host=%s;proto=%s\r\n") % (
         client.encode(), scheme, host, node.encode(), quoted, scheme)
 
 
-_TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_NAME = itemgetter(0)
 
 
 def response_headers(headers: Headers, upgrade: bool) -> Headers:

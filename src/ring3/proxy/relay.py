@@ -62,6 +62,8 @@ class UpstreamBody(PushedBody):
         self._last_read = 0.0
         self._name = conn.upstream.name
         conn.sink = self._hold  # until the head has gone out and start() is called
+        if splice_min is not None and head.length is not None and head.length - len(rest) >= splice_min:
+            conn.pause_reading()  # it may be spliced: leave the body in the kernel until start()
 
     def _hold(self, data: bytes) -> None:
         if not data:

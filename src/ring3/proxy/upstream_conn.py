@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from ring3.proxy.upstreams import Address, Upstream
 
 RECV_SIZE = 64 * 1024
+# A response head is looked at in place (MSG_PEEK) up to this size when its body may be spliced, so that
+# exactly the head is read into Python and the body stays in the kernel.
+PEEK_SIZE = 8 * 1024
 
 
 class UpstreamGone(Exception):
@@ -36,7 +39,7 @@ class UpstreamConnection:
     """A socket to one upstream, with its reader always registered while open."""
 
     __slots__ = ("_drain", "_loop", "_pending", "_reading", "_writing", "closed", "fd", "idle_since",
-                 "on_idle_close", "on_readable_raw", "served", "sink", "sock", "upstream")
+                 "on_idle_close", "on_readable_raw", "peek", "served", "sink", "sock", "upstream")
 
     def __init__(self, sock: socket.socket, upstream: Upstream, loop: asyncio.AbstractEventLoop) -> None:
         self.sock = sock
@@ -47,6 +50,9 @@ class UpstreamConnection:
         self.on_idle_close: Callable[[UpstreamConnection], None] | None = None
         # Set while a body is spliced: readability is handed over as is (no recv into Python).
         self.on_readable_raw: Callable[[], None] | None = None
+        # Set while a head is awaited whose body may be spliced: given the bytes waiting (peeked, not
+        # read), it returns how many to read now (the head's size), or 0 to read as usual.
+        self.peek: Callable[[bytes], int] | None = None
         self.served = 0
         self.idle_since = 0.0
         self.closed = False
@@ -63,9 +69,21 @@ class UpstreamConnection:
         if raw is not None:
             raw()
             return
+        size = RECV_SIZE
+        peek = self.peek
+        if peek is not None and self.sink is not None:
+            LEDGER.recv += 1
+            try:
+                waiting = self.sock.recv(PEEK_SIZE, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                waiting = b""
+            if waiting:
+                size = peek(waiting) or RECV_SIZE
         LEDGER.recv += 1
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = self.sock.recv(size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -163,6 +181,7 @@ class UpstreamConnection:
         self.closed = True
         self.sink = None
         self.on_readable_raw = None
+        self.peek = None
         self._stop_reading()
         self._finish_writing(UpstreamGone("the upstream connection is closed"))
         LEDGER.close += 1

@@ -187,6 +187,7 @@ class Builder:
             prefix = canonical_pattern(pattern) if kind in ("prefix", "stop", "exact") else b""
             proxy = ProxyHandler(spec.proxy, where, prefix)
             self.proxies.append(proxy)
+            proxy.splice_ok = proxy.splice_ok and not spec.compress
             handler = proxy if not spec.compress else wrap_proxy(proxy, self.config, spec)
             names = ", ".join(spec.proxy.upstreams)
             shown = f"proxy {names} ({spec.proxy.balance})" + (", compressed" if spec.compress else "")
