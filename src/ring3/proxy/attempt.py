@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ring3.errors import ClientDisconnected, LocalProtocolError
 from ring3.events import Request, Response
@@ -47,7 +48,7 @@ class Failure(Exception):
 class Attempt:
     __slots__ = ("_body", "_body_done", "_body_sent", "_body_task", "_buffered", "_conn", "_consumed",
                  "_continue", "_finished", "_head", "_informational", "_proxy", "_received", "_request",
-                 "_retry_statuses", "_timer", "_upstream")
+                 "_retry_statuses", "_reused", "_timer", "_upstream", "notify")
 
     def __init__(self, proxy: ProxyHandler, upstream: Upstream, request: Request, body: BodyReader,
                  buffered: bytes | None, retry_statuses: bool) -> None:
@@ -68,16 +69,33 @@ class Attempt:
         self._continue: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._finished = False
+        self._reused = True  # run() says otherwise when it connects
+        self.notify: Callable[[], None] | None = None  # told when the head is in or the try failed
 
     async def run(self, loop: asyncio.AbstractEventLoop) -> Response:
-        proxy, spec, upstream = self._proxy, self._proxy.spec, self._upstream
+        """The whole try; raises Failure."""
+        proxy, upstream = self._proxy, self._upstream
         conn = proxy.pool.take(upstream, loop.time())
-        reused = conn is not None
         if conn is None:
             try:
-                conn = await connect(upstream.address, upstream, loop, spec.connect_timeout)
+                conn = await connect(upstream.address, upstream, loop, proxy.spec.connect_timeout)
             except ConnectFailed as exc:
                 raise Failure(502, f"connect failed: {exc}", passive=True) from None
+            self._reused = False
+        head = self.begin(loop, conn)
+        try:
+            await head
+        except Exception:
+            pass  # settle() tells what it was
+        except BaseException:
+            self.finish(False)  # the client is gone (the exchange was cancelled)
+            raise
+        return self.settle(loop)
+
+    def begin(self, loop: asyncio.AbstractEventLoop, conn: UpstreamConnection) -> asyncio.Future[Any]:
+        """Send the request on `conn`; the future is done once the response head is in (or the try
+        failed), and settle() then says which."""
+        proxy, upstream = self._proxy, self._upstream
         self._conn = conn
         upstream.active += 1
         upstream.requests += 1
@@ -87,33 +105,38 @@ class Attempt:
             conn.peek = self._peek
         try:
             self._send_request(loop, conn)
-            head, rest = await head_future
-        except UpstreamGone as exc:
+        except (UpstreamGone, LocalProtocolError) as exc:
+            self._fail_head(exc)
+        return head_future
+
+    def settle(self, loop: asyncio.AbstractEventLoop) -> Response:
+        """The Response, once begin()'s future is done; raises Failure."""
+        head_future = self._head
+        assert head_future is not None and head_future.done()
+        error = head_future.exception()
+        if error is not None:
             self.finish(False)
-            stale = reused and not self._received  # a kept-alive connection the upstream had just closed
-            raise Failure(502, f"connection lost before the response: {exc}", passive=not stale,
-                          body_sent=self._body_sent, consumed=self._consumed) from None
-        except UpstreamError as exc:
-            self.finish(False)
-            raise Failure(502, f"invalid response: {exc}", passive=True, body_sent=self._body_sent,
-                          consumed=self._consumed) from None
-        except TimeoutError as exc:
-            self.finish(False)
-            raise Failure(504, str(exc) or "timed out", passive=True, body_sent=self._body_sent,
-                          consumed=self._consumed) from None
-        except LocalProtocolError as exc:
-            self.finish(False)
-            logger.error("proxy %s: refused to send the request: %s", proxy.where, exc)
-            failure = Failure(400, str(exc), passive=False)
-            raise failure from None
-        except BaseException:
-            self.finish(False)  # the client is gone (the exchange was cancelled)
-            raise
+            raise self._failure(error) from None
+        head, rest = head_future.result()
         if head.status in RETRY_STATUSES and self._retry_statuses and not self._consumed:
             self.finish(False)
             raise Failure(head.status, f"answered {head.status}", passive=False, body_sent=self._body_sent)
-        upstream.succeeded()
+        self._upstream.succeeded()
         return self._response(head, rest, loop)
+
+    def _failure(self, error: BaseException) -> Failure:
+        sent, consumed = self._body_sent, self._consumed
+        if isinstance(error, UpstreamGone):
+            stale = self._reused and not self._received  # a kept-alive connection the upstream just closed
+            return Failure(502, f"connection lost before the response: {error}", passive=not stale,
+                           body_sent=sent, consumed=consumed)
+        if isinstance(error, UpstreamError):
+            return Failure(502, f"invalid response: {error}", passive=True, body_sent=sent, consumed=consumed)
+        if isinstance(error, TimeoutError):
+            return Failure(504, str(error) or "timed out", passive=True, body_sent=sent, consumed=consumed)
+        if isinstance(error, LocalProtocolError):
+            return Failure(400, f"refused to send the request: {error}", passive=False)
+        return Failure(502, f"failed: {error!r}", passive=True, body_sent=sent, consumed=consumed)
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -262,6 +285,8 @@ class Attempt:
         rest = received[head.size:]
         self._received = b""
         head_future.set_result((head, rest))
+        if self.notify is not None:
+            self.notify()
 
     def _may_splice(self) -> bool:
         request = self._request
@@ -287,6 +312,25 @@ class Attempt:
         head_future = self._head
         if head_future is not None and not head_future.done():
             head_future.set_exception(error)
+            if self.notify is not None:
+                self.notify()
+
+    @property
+    def request(self) -> Request:
+        return self._request
+
+    @property
+    def body(self) -> BodyReader:
+        return self._body
+
+    @property
+    def upstream(self) -> Upstream:
+        return self._upstream
+
+    def abandoned(self, outer: asyncio.Future[Response]) -> None:
+        """The exchange gave up waiting (the client went): let the connection go."""
+        if outer.cancelled():
+            self.finish(False)
 
     # -- the response -----------------------------------------------------------------------------
 

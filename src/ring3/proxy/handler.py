@@ -10,6 +10,7 @@ import asyncio
 import logging
 import urllib.parse
 from collections.abc import Awaitable
+from functools import partial
 
 from ring3.config.proxy_schema import ProxySpec
 from ring3.events import Request, Response
@@ -52,7 +53,56 @@ class ProxyHandler:
                                         if self.host and self.host != b"$proxy_host" else b"")
 
     def __call__(self, request: Request, body: BodyReader) -> Awaitable[Response]:
-        return self._proxy(request, body)
+        if request.has_body or request.method == b"CONNECT":
+            return self._proxy(request, body)
+        # The common case, a request without a body on a pooled connection: driven by callbacks, with
+        # no Task (the coroutine path takes over for a new connection, and for a retry).
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        upstream = self.balancer.pick(request, now, ())
+        if upstream is None:
+            return self._proxy(request, body)
+        conn = self.pool.take(upstream, now)
+        if conn is None:
+            return self._proxy(request, body, first=upstream, started=now)
+        retry_statuses = self.spec.max_tries > 1 and request.method in IDEMPOTENT
+        attempt = Attempt(self, upstream, request, body, None, retry_statuses)
+        outer: asyncio.Future[Response] = loop.create_future()
+        attempt.notify = partial(self._settle, loop, attempt, outer, now)
+        outer.add_done_callback(attempt.abandoned)
+        attempt.begin(loop, conn)
+        return outer
+
+    def _settle(self, loop: asyncio.AbstractEventLoop, attempt: Attempt, outer: asyncio.Future[Response],
+                started: float) -> None:
+        attempt.notify = None  # no cycle left for the collector: the try is freed when the answer is
+        if outer.done():
+            return
+        try:
+            outer.set_result(attempt.settle(loop))
+        except Failure as failure:
+            request = attempt.request
+            if not self._retry(attempt.upstream, failure, request, [attempt.upstream], started, loop):
+                outer.set_result(failure.response or status_response(failure.status))
+                return
+            task = loop.create_task(self._proxy(request, attempt.body, tried=[attempt.upstream],
+                                                last=failure, started=started))
+            task.add_done_callback(lambda done: _copy_result(done, outer))
+            outer.add_done_callback(lambda _: task.cancel())
+
+    def _retry(self, upstream: Upstream, failure: Failure, request: Request, tried: list[Upstream],
+               started: float, loop: asyncio.AbstractEventLoop) -> bool:
+        """Count and log a failed try; whether the request may go to another upstream."""
+        spec = self.spec
+        if failure.passive and upstream.failed(loop.time()):
+            logger.error("proxy %s: upstream %s is out for %gs after %d failures", self.where,
+                         upstream.name, upstream.fail_timeout, upstream.max_fails)
+        retry = (len(tried) < spec.max_tries and loop.time() - started < spec.retry_timeout
+                 and not failure.consumed and (request.method in IDEMPOTENT or not failure.body_sent)
+                 and len(tried) < len(self.upstreams))
+        logger.error("proxy %s: upstream %s: %s%s", self.where, upstream.name, failure.reason,
+                     "; trying another" if retry else "")
+        return retry
 
     def target(self, request: Request) -> bytes:
         """The request target sent upstream."""
@@ -72,21 +122,23 @@ class ProxyHandler:
             return upstream.address.host.encode()
         return self.host
 
-    async def _proxy(self, request: Request, body: BodyReader) -> Response:
+    async def _proxy(self, request: Request, body: BodyReader, *, first: Upstream | None = None,
+                     tried: list[Upstream] | None = None, last: Failure | None = None,
+                     started: float | None = None) -> Response:
         if request.method == b"CONNECT":
             return status_response(501)  # tunnels (and WebSockets over HTTP/2) to upstreams: not built
         loop = asyncio.get_running_loop()
         spec = self.spec
-        started = loop.time()
+        started = loop.time() if started is None else started
         buffered: bytes | None = None
         if request.has_body and spec.request_buffering:
             buffered = await _buffer(body, spec.request_buffer_size)
         idempotent = request.method in IDEMPOTENT
-        tried: list[Upstream] = []
-        last: Failure | None = None
+        tried = tried or []
         while True:
             now = loop.time()
-            upstream = self.balancer.pick(request, now, tried)
+            upstream = first or self.balancer.pick(request, now, tried)
+            first = None
             if upstream is None:
                 if last is None:
                     logger.error("proxy %s: no upstream is up (%s)", self.where,
@@ -100,14 +152,7 @@ class ProxyHandler:
                 return await attempt.run(loop)
             except Failure as failure:
                 last = failure
-                if failure.passive and upstream.failed(loop.time()):
-                    logger.error("proxy %s: upstream %s is out for %gs after %d failures", self.where,
-                                 upstream.name, upstream.fail_timeout, upstream.max_fails)
-                retry = (may_retry and not failure.consumed and (idempotent or not failure.body_sent)
-                         and len(tried) < len(self.upstreams))
-                logger.error("proxy %s: upstream %s: %s%s", self.where, upstream.name, failure.reason,
-                             "; trying another" if retry else "")
-                if not retry:
+                if not self._retry(upstream, failure, request, tried, started, loop):
                     return failure.response or status_response(failure.status)
 
     def start(self) -> None:
@@ -119,6 +164,16 @@ class ProxyHandler:
         if self.health is not None:
             self.health.stop()
         self.pool.close()
+
+
+def _copy_result(done: asyncio.Future[Response], outer: asyncio.Future[Response]) -> None:
+    if outer.done() or done.cancelled():
+        return
+    error = done.exception()
+    if error is not None:
+        outer.set_exception(error)
+    else:
+        outer.set_result(done.result())
 
 
 async def _buffer(body: BodyReader, bound: int) -> bytes:
