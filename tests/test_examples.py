@@ -7,6 +7,8 @@ real sockets by real clients: httpx, curl, the `websockets` client and headless 
   served by ring3 at /static; once through Django's ASGI handler and once through its WSGI handler.
 - examples/flask_app: a page, a JSON API, POST echo, a generator response, send_file (wsgi.file_wrapper).
 - examples/sites: three virtual hosts with redirects, an application location, alias, try_files, limits.
+- examples/proxy: ring3 in front of two application servers: static files, a balanced and health-checked
+  API, a stream, a WebSocket through the proxy.
 """
 
 from __future__ import annotations
@@ -617,3 +619,45 @@ def test_sites_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         assert statuses.count(429) >= 1 and statuses[0] == 200
     finally:
         server.stop()
+
+
+# -- ring3 in front of application servers (the reverse proxy) ----------------------------------------
+
+
+def test_proxy_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """examples/proxy/ring3.toml as written, in front of two ring3 application servers on its sockets:
+    static files, the API balanced over both, the stream, the WebSocket, and one server stopped."""
+    monkeypatch.chdir(EXAMPLES.parent)
+    sockets = [Path(f"/tmp/ring3-example-app-{n}.sock") for n in (1, 2)]
+    apps = [start_ring3(["--app", "main:app", "--app-dir", str(FASTAPI), "--listen", f"unix:{path}",
+                         "--access-log", "off"], tmp_path) for path in sockets]
+    proxy = start_ring3(["--config", "examples/proxy/ring3.toml", "--listen", "127.0.0.1:0",
+                         "--access-log", "off"], tmp_path)
+    try:
+        with httpx.Client(base_url=proxy.url, timeout=10) as client:
+            page = client.get("/")
+            assert page.status_code == 200 and "Static files from ring3" in page.text
+            for _ in range(6):
+                hello = client.get("/api/hello", params={"name": "proxy"})
+                assert hello.json() == {"message": "Hello, proxy!", "server": "ring3"}
+            order = {"item": "tea", "quantity": 2, "unit_price": 1.5}
+            assert client.post("/api/orders", json=order).json()["total"] == 3.0
+            assert client.post("/api/orders", content=b"x" * (5 << 20)).status_code == 413
+            streamed = client.get("/stream", params={"chunks": 3, "delay": 0.05})
+            assert streamed.text == "chunk 0\nchunk 1\nchunk 2\n"
+        url = proxy.url.replace("http://", "ws://") + "/ws"
+        with ws_connect(url, open_timeout=5, close_timeout=5) as ws:
+            ws.send("through the proxy")
+            assert ws.recv(timeout=5) == "echo: through the proxy"
+        apps[1].stop()  # its health check fails: the other takes everything
+        deadline = time.monotonic() + 15
+        while "is out" not in proxy.stderr() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "ring3-example-app-2.sock is out" in proxy.stderr()
+        with httpx.Client(base_url=proxy.url, timeout=10) as client:
+            assert all(client.get("/api/hello").status_code == 200 for _ in range(10))
+    finally:
+        proxy.stop()
+        for app in apps:
+            if app.process.poll() is None:
+                app.stop()

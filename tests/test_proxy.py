@@ -392,3 +392,88 @@ def test_a_204_and_the_sites_error_page_for_a_502(ring3_process: Callable[..., R
         assert (status, body) == (502, b"<p>we are on it</p>\n")
     finally:
         raw.close()
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_client_that_does_not_read_holds_the_upstream_back(
+        ring3_process: Callable[..., RunningServer], tmp_path: Path, framing: str) -> None:
+    total = 64 * 1024 * 1024
+    piece = b"z" * (256 * 1024)
+    sent = [0]
+
+    def script(conn: socket.socket, upstream: RawUpstream) -> None:
+        upstream.read_head(conn)
+        head = (f"content-length: {total}" if framing == "content-length" else "transfer-encoding: chunked")
+        conn.sendall(f"HTTP/1.1 200 OK\r\n{head}\r\n\r\n".encode())
+        conn.settimeout(3)
+        while sent[0] < total:
+            data = piece if framing == "content-length" else b"%x\r\n%s\r\n" % (len(piece), piece)
+            conn.sendall(data)  # blocks once the proxy stops reading: that is the point
+            sent[0] += len(piece)
+        if framing == "chunked":
+            conn.sendall(b"0\r\n\r\n")
+
+    raw = RawUpstream(script)
+    try:
+        proxy = proxy_to(ring3_process, tmp_path, f'"http://{raw.address}"')
+        with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(1.5)  # read nothing: kernel buffers, the pipe and the relay's hold fill, then stop
+            stalled = sent[0]
+            assert stalled < 24 * 1024 * 1024, stalled
+            received = 0
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                data = sock.recv(1 << 20)
+                if not data:
+                    break
+                received += len(data)
+                if received >= total and framing == "content-length":
+                    break
+                if framing == "chunked" and data.endswith(b"0\r\n\r\n"):
+                    break
+            assert received >= total  # then everything arrives
+    finally:
+        raw.close()
+
+
+def test_an_upstream_that_does_not_read_holds_the_upload_back(
+        ring3_process: Callable[..., RunningServer], tmp_path: Path) -> None:
+    release = time.monotonic() + 1.5
+
+    def script(conn: socket.socket, upstream: RawUpstream) -> None:
+        head = upstream.read_head(conn)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        time.sleep(max(0.0, release - time.monotonic()))
+        length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+        got = len(head.split(b"\r\n\r\n", 1)[1])
+        while got < length:
+            data = conn.recv(1 << 20)
+            if not data:
+                return
+            got += len(data)
+        conn.sendall(answer(200, b"%d" % got))
+
+    raw = RawUpstream(script)
+    try:
+        proxy = proxy_to(ring3_process, tmp_path, f'"http://{raw.address}"',
+                         "--max-body-size", "100m")
+        total = 64 * 1024 * 1024
+        with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+            sock.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % total)
+            sock.settimeout(0.2)
+            pushed = 0
+            chunk = b"u" * (1 << 20)
+            while time.monotonic() < release - 0.3:
+                try:
+                    pushed += sock.send(chunk)
+                except TimeoutError:
+                    pass
+            assert pushed < 24 * 1024 * 1024, pushed  # the proxy stopped reading: the client is held
+            sock.settimeout(30)
+            sock.sendall(b"u" * (total - pushed))
+            status, _, body = ResponseReader(sock, timeout=30).read()
+        assert (status, body) == (200, b"%d" % total)
+    finally:
+        raw.close()
