@@ -477,3 +477,45 @@ def test_an_upstream_that_does_not_read_holds_the_upload_back(
         assert (status, body) == (200, b"%d" % total)
     finally:
         raw.close()
+
+
+WS_APP = '''
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    assert scope["type"] == "websocket"
+    await receive()
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": "echo: " + (message.get("text") or "")})
+'''
+
+
+def test_a_websocket_over_http2_to_an_http1_upstream(ring3_process: Callable[..., RunningServer],
+                                                     tmp_path: Path) -> None:
+    """RFC 8441's extended CONNECT from the client becomes an HTTP/1.1 Upgrade with a key of the proxy's
+    own; the upstream's 101 (its Accept checked) becomes the 200 that opens the stream's tunnel."""
+    from wsproto.events import TextMessage
+
+    from h2_kit import H2Client
+    from test_h2_websocket import H2WebSocket
+
+    (tmp_path / "wsapp.py").write_text(WS_APP)
+    upstream = ring3_process("--app", "wsapp:app", "--app-dir", str(tmp_path), "--listen", "127.0.0.1:0",
+                             "--access-log", "off")
+    proxy = proxy_to(ring3_process, tmp_path, f'"http://127.0.0.1:{upstream.port}"')
+    with H2Client(proxy.port) as client:
+        socket_ = H2WebSocket(client, "/chat")
+        socket_.send(TextMessage(data="over h2"))
+        assert socket_.next_event() == TextMessage(data="echo: over h2")
+        answer = client.answers[socket_.stream]
+        assert answer.headers[":status"] == "200"
+        assert "sec-websocket-accept" not in answer.headers and "upgrade" not in answer.headers
+        socket_.send(TextMessage(data="again"))
+        assert socket_.next_event() == TextMessage(data="echo: again")

@@ -8,7 +8,11 @@ again), and for non-idempotent methods not once any of their body left.
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
+import hashlib
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +33,7 @@ logger = logging.getLogger("ring3.error")
 
 CONTINUE_WAIT = 1.0  # seconds to wait for the upstream's 100 Continue before the body goes anyway (curl's)
 RETRY_STATUSES = frozenset((502, 503, 504))
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 4.2.2
 
 
 class Failure(Exception):
@@ -48,7 +53,7 @@ class Failure(Exception):
 class Attempt:
     __slots__ = ("_body", "_body_done", "_body_sent", "_body_task", "_buffered", "_conn", "_consumed",
                  "_continue", "_finished", "_head", "_informational", "_proxy", "_received", "_request",
-                 "_retry_statuses", "_reused", "_timer", "_upstream", "notify")
+                 "_retry_statuses", "_reused", "_timer", "_upstream", "_ws_key", "notify")
 
     def __init__(self, proxy: ProxyHandler, upstream: Upstream, request: Request, body: BodyReader,
                  buffered: bytes | None, retry_statuses: bool) -> None:
@@ -71,6 +76,7 @@ class Attempt:
         self._finished = False
         self._reused = True  # run() says otherwise when it connects
         self.notify: Callable[[], None] | None = None  # told when the head is in or the try failed
+        self._ws_key = b""  # the Sec-WebSocket-Key sent for an HTTP/2 client's WebSocket
 
     async def run(self, loop: asyncio.AbstractEventLoop) -> Response:
         """The whole try; raises Failure."""
@@ -146,7 +152,11 @@ class Attempt:
         framing = b""
         expect = False
         body_now = b""
-        if request.has_body:
+        upgrade = request.header(b"upgrade") if request.upgrade else None
+        if request.protocol == b"websocket":  # RFC 8441's extended CONNECT: an HTTP/1.1 Upgrade upstream
+            request, upgrade = self._websocket_upgrade(request), b"websocket"
+            self._body_done = True  # what the stream carries after the answer is the tunnel's
+        elif request.has_body:
             buffered = self._buffered
             length = request.header(b"content-length")
             if buffered is not None and self._body.ended:
@@ -157,7 +167,6 @@ class Attempt:
                 chunked = length is None or request.header(b"transfer-encoding") is not None
                 framing = b"transfer-encoding: chunked\r\n" if chunked else b"content-length: %s\r\n" % length
                 expect = request.expect_continue and buffered is None
-        upgrade = request.header(b"upgrade") if request.upgrade else None
         head = request_head(request, proxy.target(request), proxy.host_for(request, self._upstream), framing,
                             forwarded=spec.forwarded, edits=proxy.edits, expect=expect, upgrade=upgrade)
         data = head + body_now if len(body_now) <= 65536 else head
@@ -175,6 +184,14 @@ class Attempt:
             self._continue = loop.call_later(CONTINUE_WAIT, self._start_body)
         else:
             self._start_body(framing.startswith(b"transfer"))
+
+    def _websocket_upgrade(self, request: Request) -> Request:
+        """An HTTP/2 WebSocket's CONNECT as the GET with Upgrade an HTTP/1.1 upstream expects (its own
+        Sec-WebSocket-Key, checked in the 101's Sec-WebSocket-Accept)."""
+        key = self._ws_key = base64.b64encode(os.urandom(16))
+        headers = [pair for pair in request.headers if pair[0] != b"sec-websocket-key"]
+        headers.append((b"sec-websocket-key", key))
+        return dataclasses.replace(request, method=b"GET", headers=headers, has_body=False)
 
     def _start_body(self, chunked: bool | None = None) -> None:
         if self._continue is not None:
@@ -277,6 +294,11 @@ class Attempt:
         if head.status == 101 and not self._request.upgrade:
             self._fail_head(UpstreamError("101 to a request that did not ask to switch protocols"))
             return
+        if head.status == 101 and self._ws_key:
+            accept = base64.b64encode(hashlib.sha1(self._ws_key + _WS_GUID).digest())
+            if (b"sec-websocket-accept", accept) not in head.headers:
+                self._fail_head(UpstreamError("a 101 without the Sec-WebSocket-Accept of its key"))
+                return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -341,6 +363,10 @@ class Attempt:
         status = head.status
         if status == 101:
             tunnel = Tunnel(conn, rest, self.finish, spec.read_timeout)
+            if self._ws_key:  # to an HTTP/2 client: a 200 opens its CONNECT stream's tunnel
+                headers = [pair for pair in response_headers(head.headers, upgrade=False)
+                           if pair[0] != b"sec-websocket-accept"]
+                return Response(200, headers, upgrade=tunnel)
             return Response(101, response_headers(head.headers, upgrade=True), upgrade=tunnel)
         headers = response_headers(head.headers, upgrade=False)
         rest = rest + self._received if self._received else rest

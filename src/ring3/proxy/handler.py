@@ -125,8 +125,8 @@ class ProxyHandler:
     async def _proxy(self, request: Request, body: BodyReader, *, first: Upstream | None = None,
                      tried: list[Upstream] | None = None, last: Failure | None = None,
                      started: float | None = None) -> Response:
-        if request.method == b"CONNECT":
-            return status_response(501)  # tunnels (and WebSockets over HTTP/2) to upstreams: not built
+        if request.method == b"CONNECT" and request.protocol != b"websocket":
+            return status_response(501)  # CONNECT tunnels to upstreams are not built
         loop = asyncio.get_running_loop()
         spec = self.spec
         started = loop.time() if started is None else started
