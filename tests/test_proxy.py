@@ -519,3 +519,23 @@ def test_a_websocket_over_http2_to_an_http1_upstream(ring3_process: Callable[...
         assert "sec-websocket-accept" not in answer.headers and "upgrade" not in answer.headers
         socket_.send(TextMessage(data="again"))
         assert socket_.next_event() == TextMessage(data="echo: again")
+
+
+def test_a_config_without_a_proxy_loads_no_proxy_code(tmp_path: Path) -> None:
+    code = """
+import sys
+from ring3.config import build_config, load_toml
+from ring3.apps import build_site
+raw = load_toml(sys.argv[1])
+config = build_config(raw, sys.argv[1], {})
+build_site(config, ".")
+print(sorted(name for name in sys.modules if name.startswith("ring3.proxy")))
+"""
+    plain = tmp_path / "plain.toml"
+    plain.write_text('[[site]]\nhosts = ["*"]\nrespond = { body = "x" }\n')
+    proxied = tmp_path / "proxied.toml"
+    proxied.write_text('[[site]]\nhosts = ["*"]\nproxy = "http://127.0.0.1:9"\n')
+    results = [subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                              timeout=30) for path in (plain, proxied)]
+    assert results[0].stdout.strip() == "[]", results[0]
+    assert "ring3.proxy.handler" in results[1].stdout, results[1]
