@@ -168,7 +168,8 @@ class Attempt:
                 framing = b"transfer-encoding: chunked\r\n" if chunked else b"content-length: %s\r\n" % length
                 expect = request.expect_continue and buffered is None
         head = request_head(request, proxy.target(request), proxy.host_for(request, self._upstream), framing,
-                            forwarded=spec.forwarded, edits=proxy.edits, expect=expect, upgrade=upgrade)
+                            proxy.request_drop, forwarded=spec.forwarded, edits=proxy.edits, expect=expect,
+                            upgrade=upgrade)
         data = head + body_now if len(body_now) <= 65536 else head
         if body_now:
             self._body_sent = True

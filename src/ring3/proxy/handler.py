@@ -18,7 +18,7 @@ from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
 from ring3.proxy.attempt import Attempt, Failure
 from ring3.proxy.balance import balancer
-from ring3.proxy.headers import HeaderEdits
+from ring3.proxy.headers import HeaderEdits, request_drop
 from ring3.proxy.health import HealthChecker
 from ring3.proxy.pool import Pool
 from ring3.proxy.upstreams import Upstream, parse_entry
@@ -40,6 +40,7 @@ class ProxyHandler:
         self.balancer = balancer(spec.balance, self.upstreams, spec.hash_key)
         self.pool = Pool(self.upstreams, spec.keepalive, spec.keepalive_timeout, spec.keepalive_requests)
         self.edits = HeaderEdits(spec.request_headers) if spec.request_headers else None
+        self.request_drop = request_drop(spec.forwarded, self.edits)
         self.uri = spec.uri.encode()
         self.prefix = prefix  # the location's prefix, replaced by `uri`
         self.host = spec.host.encode()

@@ -54,19 +54,21 @@ def connection_tokens(headers: Headers) -> frozenset[bytes]:
     return frozenset(named)
 
 
-def request_head(request: Request, target: bytes, host: bytes, framing: bytes, *, forwarded: bool,
-                 edits: HeaderEdits | None, expect: bool, upgrade: bytes | None) -> bytes:
-    """The head sent upstream. `framing` is a whole Content-Length or Transfer-Encoding line (or b"")."""
-    drop = _REQUEST_OWN
-    named = connection_tokens(request.headers) if b"connection" in map(_NAME, request.headers) else None
-    if named:
-        drop = drop | named
-    if forwarded:
-        drop = drop | _FORWARDED
-    if edits is not None:
-        drop = drop | edits.drop
+def request_drop(forwarded: bool, edits: HeaderEdits | None) -> frozenset[bytes]:
+    """The client's fields a proxy never passes on (made once per proxy)."""
+    drop = _REQUEST_OWN | (_FORWARDED if forwarded else frozenset())
+    return drop | edits.drop if edits is not None else drop
+
+
+def request_head(request: Request, target: bytes, host: bytes, framing: bytes, drop: frozenset[bytes], *,
+                 forwarded: bool, edits: HeaderEdits | None, expect: bool, upgrade: bytes | None) -> bytes:
+    """The head sent upstream. `framing` is a whole Content-Length or Transfer-Encoding line (or b"");
+    `drop` is request_drop()'s."""
+    if b"connection" in map(_NAME, request.headers):
+        drop = drop | connection_tokens(request.headers)
     lines = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (request.method, target, host)]
-    lines += [b"%s: %s\r\n" % pair for pair in request.headers if pair[0] not in drop]
+    lines += [b"%s: %s\r\n" % pair for pair in request.headers
+              if pair[0] not in drop and not pair[0].startswith(b"proxy-")]
     if forwarded:
         lines.append(forwarded_fields(request))
     lines.append(VIA)
