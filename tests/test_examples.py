@@ -629,11 +629,14 @@ def test_proxy_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     static files, the API balanced over both, the stream, the WebSocket, and one server stopped."""
     monkeypatch.chdir(EXAMPLES.parent)
     sockets = [Path(f"/tmp/ring3-example-app-{n}.sock") for n in (1, 2)]
-    apps = [start_ring3(["--app", "main:app", "--app-dir", str(FASTAPI), "--listen", f"unix:{path}",
-                         "--access-log", "off"], tmp_path) for path in sockets]
-    proxy = start_ring3(["--config", "examples/proxy/ring3.toml", "--listen", "127.0.0.1:0",
-                         "--access-log", "off"], tmp_path)
+    apps: list[RunningServer] = []
+    proxy: RunningServer | None = None
     try:
+        for path in sockets:
+            apps.append(start_ring3(["--app", "main:app", "--app-dir", str(FASTAPI), "--listen",
+                                     f"unix:{path}", "--access-log", "off"], tmp_path))
+        proxy = start_ring3(["--config", "examples/proxy/ring3.toml", "--listen", "127.0.0.1:0",
+                             "--access-log", "off"], tmp_path)
         with httpx.Client(base_url=proxy.url, timeout=10) as client:
             page = client.get("/")
             assert page.status_code == 200 and "Static files from ring3" in page.text
@@ -657,7 +660,6 @@ def test_proxy_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         with httpx.Client(base_url=proxy.url, timeout=10) as client:
             assert all(client.get("/api/hello").status_code == 200 for _ in range(10))
     finally:
-        proxy.stop()
-        for app in apps:
-            if app.process.poll() is None:
-                app.stop()
+        for server in (proxy, *apps):
+            if server is not None and server.process.poll() is None:
+                server.stop()
