@@ -18,9 +18,9 @@ Script = Callable[[socket.socket, "RawUpstream"], None]
 class RawUpstream:
     """A loopback listener whose connections run `script` in a thread each; records what arrived."""
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, port: int = 0) -> None:
         self.script = script
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server(("127.0.0.1", port))  # a given port: an upstream back
         self.listener.settimeout(0.2)
         self.port = self.listener.getsockname()[1]
         self.received: list[bytes] = []  # every request head (and body bytes read with it), in order

@@ -539,3 +539,29 @@ print(sorted(name for name in sys.modules if name.startswith("ring3.proxy")))
                               timeout=30) for path in (plain, proxied)]
     assert results[0].stdout.strip() == "[]", results[0]
     assert "ring3.proxy.handler" in results[1].stdout, results[1]
+
+
+def test_a_kept_alive_connection_found_closed_is_retried_on_a_new_one(
+        ring3_process: Callable[..., RunningServer], tmp_path: Path) -> None:
+    """The race every pooled proxy meets: the upstream closes an idle connection just as a request goes
+    out on it. A GET is sent again on a new connection to the same (only) upstream, and no failure is
+    counted; a POST is never sent twice."""
+    def script(conn: socket.socket, upstream: RawUpstream) -> None:
+        if upstream.read_head(conn):
+            conn.sendall(answer(200, b"first"))
+        upstream.read_head(conn)  # the second request on this connection: closed unanswered
+
+    raw = RawUpstream(script)
+    try:
+        proxy = proxy_to(ring3_process, tmp_path, f'"http://{raw.address}"')
+        assert request(proxy, "/a")[2] == b"first"
+        status, _, body = request(proxy, "/b")
+        assert (status, body) == (200, b"first")  # from a second connection
+        assert raw.connections == 2
+        assert "trying it again on a new connection" in proxy.stderr()
+        status, _, _ = request(proxy, "/order", method="POST")  # on the pooled second connection
+        assert status == 502
+        assert [h.split(b" ")[1] for h in raw.received if h.startswith(b"POST")] == [b"/order"]
+        assert request(proxy, "/c")[0] == 200  # the upstream was not taken out
+    finally:
+        raw.close()

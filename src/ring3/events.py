@@ -87,6 +87,10 @@ class Request:
     redirects: int = 0  # internal redirects so far (a rewrite, try_files, an error page), bounded
     log: Any = None  # the site's access log (an AccessLog, or False for none), set by the site router
     request_id: bytes = b""  # its X-Request-ID, where a site's request_id rule gave it one
+    # A proxied request's tries, in order: (upstream address, seconds from the try's start until its
+    # connection was let go), set by ring3.proxy for the access log; an internal redirect's copy of the
+    # request shares the list (ring3.sites.targets.internal), so the log sees it on the original.
+    upstream: list[tuple[str, float]] | None = None
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header (name in lower case), or None."""

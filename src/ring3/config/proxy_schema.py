@@ -23,7 +23,8 @@ class HealthSpec:
     expect: str = setting(
         "200-399", "The statuses that pass: '200', '200-399', or a list such as '200,204'.")
     fall: int = setting(2, "Failed checks in a row that take an upstream out.", minimum=1)
-    rise: int = setting(1, "Passed checks in a row that bring it back.", minimum=1)
+    rise: int = setting(1, "Passed checks in a row that bring it back (also from an exclusion by max_fails: "
+                        "passes counted from its start).", minimum=1)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -81,7 +82,7 @@ class ProxySpec:
         10.0, "No new try starts this long after the request's first.", unit="seconds", minimum=0.0)
     max_fails: int = setting(
         1, "Failures (connect, timeout, a bad response) within fail_timeout that take an upstream out "
-        "for fail_timeout (0: never).", minimum=0)
+        "for fail_timeout (0: never; a lone upstream never is, as in nginx).", minimum=0)
     fail_timeout: float = setting(
         10.0, "The window of max_fails, and how long a failed upstream stays out.", unit="seconds",
         minimum=0.0)

@@ -55,7 +55,8 @@ class ServerSection:
         flag="--access-log")
     access_log_format: str = setting(
         "combined", "The access log's format: 'combined' (Combined Log Format, with the request id as a "
-        "last quoted field where a site gives one) or 'json' (one JSON object per line).",
+        "last quoted field where a site gives one, and after all 'upstream=ADDRESS upstream_time=SECONDS' "
+        "for a proxied request) or 'json' (one JSON object per line).",
         choices=("combined", "json"), flag="--access-log-format")
     log_level: str = setting(
         "info", "Level of the error log on stderr.",

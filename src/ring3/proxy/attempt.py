@@ -13,15 +13,16 @@ import dataclasses
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from ring3.errors import ClientDisconnected, LocalProtocolError
-from ring3.events import Request, Response
+from ring3.events import Request, Response, Segment
 from ring3.handlers import BodyReader
 from ring3.proxy.headers import request_head, response_headers
 from ring3.proxy.relay import UpstreamBody
-from ring3.proxy.response import NO_BODY, ResponseHead, UpstreamError, parse_head
+from ring3.proxy.response import BARE_LF, NO_BODY, ResponseHead, UpstreamError, parse_head
 from ring3.proxy.tunnel import Tunnel
 from ring3.proxy.upstream_conn import ConnectFailed, UpstreamConnection, UpstreamGone, connect
 
@@ -33,19 +34,31 @@ logger = logging.getLogger("ring3.error")
 
 CONTINUE_WAIT = 1.0  # seconds to wait for the upstream's 100 Continue before the body goes anyway (curl's)
 RETRY_STATUSES = frozenset((502, 503, 504))
+_IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 4.2.2
+
+
+class _UnknownLength(AsyncIterator[Segment]):
+    """The body of a HEAD answer whose GET would have no Content-Length: empty, never read."""
+
+    async def __anext__(self) -> Segment:
+        raise StopAsyncIteration
+
+
+_NO_LENGTH = _UnknownLength()
 
 
 class Failure(Exception):
     """This try failed before anything reached the client."""
 
     def __init__(self, status: int, reason: str, *, passive: bool, body_sent: bool = False,
-                 consumed: bool = False) -> None:
+                 consumed: bool = False, stale: bool = False) -> None:
         super().__init__(reason)
+        self.stale = stale  # a kept-alive connection the upstream had closed: the same upstream may retry
         self.status = status
         self.reason = reason
         self.passive = passive  # counts against the upstream's health
-        self.body_sent = body_sent  # some request body bytes left for the upstream
+        self.body_sent = body_sent  # request bytes left (the body's; for a non-idempotent method, any)
         self.consumed = consumed  # the client's body stream was read: it cannot be sent again
         self.response: Response | None = None
 
@@ -53,7 +66,7 @@ class Failure(Exception):
 class Attempt:
     __slots__ = ("_body", "_body_done", "_body_sent", "_body_task", "_buffered", "_conn", "_consumed",
                  "_continue", "_finished", "_head", "_informational", "_proxy", "_received", "_request",
-                 "_retry_statuses", "_reused", "_timer", "_upstream", "_ws_key", "notify")
+                 "_retry_statuses", "_reused", "_started", "_timer", "_upstream", "_ws_key", "notify")
 
     def __init__(self, proxy: ProxyHandler, upstream: Upstream, request: Request, body: BodyReader,
                  buffered: bytes | None, retry_statuses: bool) -> None:
@@ -75,6 +88,7 @@ class Attempt:
         self._timer: asyncio.TimerHandle | None = None
         self._finished = False
         self._reused = True  # run() says otherwise when it connects
+        self._started = time.monotonic()  # for the access log's upstream_time; -1 once recorded
         self.notify: Callable[[], None] | None = None  # told when the head is in or the try failed
         self._ws_key = b""  # the Sec-WebSocket-Key sent for an HTTP/2 client's WebSocket
 
@@ -86,6 +100,7 @@ class Attempt:
             try:
                 conn = await connect(upstream.address, upstream, loop, proxy.spec.connect_timeout)
             except ConnectFailed as exc:
+                self._record()
                 raise Failure(502, f"connect failed: {exc}", passive=True) from None
             self._reused = False
         head = self.begin(loop, conn)
@@ -127,15 +142,20 @@ class Attempt:
         if head.status in RETRY_STATUSES and self._retry_statuses and not self._consumed:
             self.finish(False)
             raise Failure(head.status, f"answered {head.status}", passive=False, body_sent=self._body_sent)
+        try:
+            response = self._response(head, rest, loop)
+        except UpstreamError as exc:  # in the body bytes that came with the head: none has gone out yet
+            self.finish(False)
+            raise self._failure(exc) from None
         self._upstream.succeeded()
-        return self._response(head, rest, loop)
+        return response
 
     def _failure(self, error: BaseException) -> Failure:
         sent, consumed = self._body_sent, self._consumed
         if isinstance(error, UpstreamGone):
             stale = self._reused and not self._received  # a kept-alive connection the upstream just closed
             return Failure(502, f"connection lost before the response: {error}", passive=not stale,
-                           body_sent=sent, consumed=consumed)
+                           body_sent=sent, consumed=consumed, stale=stale)
         if isinstance(error, UpstreamError):
             return Failure(502, f"invalid response: {error}", passive=True, body_sent=sent, consumed=consumed)
         if isinstance(error, TimeoutError):
@@ -174,6 +194,8 @@ class Attempt:
         if body_now:
             self._body_sent = True
         all_sent = conn.send(data)
+        if request.method not in _IDEMPOTENT:
+            self._body_sent = True  # the request itself has left: a POST is never sent twice, body or not
         if data is head and body_now:
             all_sent = conn.send(body_now)
         if self._body_done:
@@ -277,6 +299,8 @@ class Attempt:
             if end < 0:
                 if len(received) >= spec.max_header_bytes:
                     self._fail_head(UpstreamError(f"a response head over {spec.max_header_bytes} bytes"))
+                elif BARE_LF.search(received) is not None:
+                    self._fail_head(UpstreamError("bare LF in the response head"))
                 return
             try:
                 head = parse_head(received, end, self._request.method == b"HEAD", spec.max_header_count)
@@ -363,6 +387,7 @@ class Attempt:
         spec = self._proxy.spec
         status = head.status
         if status == 101:
+            self._record()  # the access log is written at the switch, long before the tunnel ends
             tunnel = Tunnel(conn, rest, self.finish, spec.read_timeout)
             if self._ws_key:  # to an HTTP/2 client: a 200 opens its CONNECT stream's tunnel
                 headers = [pair for pair in response_headers(head.headers, upgrade=False)
@@ -374,6 +399,10 @@ class Attempt:
         self._received = b""
         if self._request.method == b"HEAD" or status in NO_BODY:
             self.finish(head.keep_alive and not rest)
+            if status not in NO_BODY and head.length is None:
+                # A length the upstream did not know (its GET would be chunked): announce none, not 0
+                # (RFC 9110 8.6); a stream body says so, and no byte of it is asked for.
+                return Response(status, headers, body=_NO_LENGTH)
             return Response(status, headers, content_length=head.length if status not in NO_BODY else None)
         length = head.length
         self._proxy.expect_large = length is not None and length >= spec.splice_min_size and spec.splice
@@ -391,6 +420,7 @@ class Attempt:
         if self._finished:
             return
         self._finished = True
+        self._record()
         for handle in (self._timer, self._continue):
             if handle is not None:
                 handle.cancel()
@@ -406,3 +436,16 @@ class Attempt:
             self._proxy.pool.give_back(conn, asyncio.get_running_loop().time())
         else:
             conn.close()
+
+    def _record(self) -> None:
+        """This try's upstream and its time so far, on the request for the access log (once a try)."""
+        started = self._started
+        if started < 0:
+            return
+        self._started = -1.0
+        entry = (self._upstream.name, time.monotonic() - started)
+        request = self._request
+        if request.upstream is None:
+            request.upstream = [entry]
+        else:
+            request.upstream.append(entry)

@@ -21,6 +21,10 @@ class Balancer:
 
     def __init__(self, upstreams: Sequence[Upstream]) -> None:
         self.upstreams = list(upstreams)
+        if len(self.upstreams) == 1:
+            # As nginx: a lone upstream is never taken out by failures, since no other could take its
+            # requests (a refused connect is a 502, and the next request tries again); health checks may.
+            self.upstreams[0].max_fails = 0
         self.primary = [u for u in upstreams if not u.backup]
         self.backups = [u for u in upstreams if u.backup]
 
@@ -77,6 +81,9 @@ class ConsistentHash(Balancer):
     def __init__(self, upstreams: Sequence[Upstream], key: str) -> None:
         super().__init__(upstreams)
         self.key = key
+        kind, _, name = key.partition(":")
+        self._kind = kind  # 'client', 'uri', 'header' or 'cookie'
+        self._name = name.lower().encode() if kind == "header" else name.encode() + b"="
         self._rings: dict[int, tuple[list[int], list[Upstream]]] = {}
         for group in (self.primary, self.backups):
             points: list[tuple[int, Upstream]] = []
@@ -97,16 +104,16 @@ class ConsistentHash(Balancer):
         return candidates[0]  # unreachable: every candidate has points
 
     def key_of(self, request: Request) -> bytes:
-        key = self.key
-        if key == "client":
+        kind = self._kind
+        if kind == "client":
             client = request.conn.client
             return client[0].encode() if client else b""
-        if key.startswith("header:"):
-            return request.header(key[7:].lower().encode()) or b""
-        if key.startswith("cookie:"):
-            wanted = key[7:].encode() + b"="
+        if kind == "header":
+            return request.header(self._name) or b""
+        if kind == "cookie":
+            wanted = self._name  # b"NAME="
             for name, value in request.headers:
-                if name == b"cookie":
+                if name == b"cookie":  # HTTP/2 may split the field: each one is looked at
                     for part in value.split(b";"):
                         part = part.strip()
                         if part.startswith(wanted):

@@ -7,6 +7,7 @@ retry on the next upstream where that is safe (ring3.proxy.attempt says when).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import urllib.parse
 from collections.abc import Awaitable
@@ -16,6 +17,7 @@ from ring3.config.proxy_schema import ProxySpec
 from ring3.events import Request, Response
 from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
+from ring3.proxy import RUNNING
 from ring3.proxy.attempt import Attempt, Failure
 from ring3.proxy.balance import balancer
 from ring3.proxy.headers import HeaderEdits, request_drop
@@ -54,6 +56,11 @@ class ProxyHandler:
                                         if self.host and self.host != b"$proxy_host" else b"")
 
     def __call__(self, request: Request, body: BodyReader) -> Awaitable[Response]:
+        if request.upgrade and _h2c_only(request.header(b"upgrade")):
+            # An h2c upgrade (curl --http2 on http://) asks to switch this very connection to HTTP/2: it
+            # is hop-by-hop (RFC 9113 3.1 retired it), so the upstream gets a plain request, never an
+            # Upgrade it could take up and tunnel HTTP/2 through the proxy with.
+            request = dataclasses.replace(request, upgrade=False)
         if request.has_body or request.method == b"CONNECT":
             return self._proxy(request, body)
         # The common case, a request without a body on a pooled connection: driven by callbacks, with
@@ -83,26 +90,32 @@ class ProxyHandler:
             outer.set_result(attempt.settle(loop))
         except Failure as failure:
             request = attempt.request
-            if not self._retry(attempt.upstream, failure, request, [attempt.upstream], started, loop):
+            upstream = attempt.upstream
+            if not self._retry(upstream, failure, request, 1, 1, started, loop):
                 outer.set_result(failure.response or status_response(failure.status))
                 return
-            task = loop.create_task(self._proxy(request, attempt.body, tried=[attempt.upstream],
-                                                last=failure, started=started))
+            again = self._proxy(request, attempt.body, first=upstream if failure.stale else None,
+                                tried=[] if failure.stale else [upstream], tries=1, last=failure,
+                                started=started)
+            task = loop.create_task(again)
             task.add_done_callback(lambda done: _copy_result(done, outer))
             outer.add_done_callback(lambda _: task.cancel())
 
-    def _retry(self, upstream: Upstream, failure: Failure, request: Request, tried: list[Upstream],
+    def _retry(self, upstream: Upstream, failure: Failure, request: Request, tries: int, tried: int,
                started: float, loop: asyncio.AbstractEventLoop) -> bool:
-        """Count and log a failed try; whether the request may go to another upstream."""
+        """Count and log a failed try; whether the request may be tried again: on another upstream, or on
+        the same one over a new connection when a kept-alive one turned out closed (`tries` so far, on
+        `tried` distinct upstreams)."""
         spec = self.spec
         if failure.passive and upstream.failed(loop.time()):
             logger.error("proxy %s: upstream %s is out for %gs after %d failures", self.where,
                          upstream.name, upstream.fail_timeout, upstream.max_fails)
-        retry = (len(tried) < spec.max_tries and loop.time() - started < spec.retry_timeout
+        retry = (tries < spec.max_tries and loop.time() - started < spec.retry_timeout
                  and not failure.consumed and (request.method in IDEMPOTENT or not failure.body_sent)
-                 and len(tried) < len(self.upstreams))
+                 and (failure.stale or tried < len(self.upstreams)))
+        again = "; trying it again on a new connection" if failure.stale else "; trying another"
         logger.error("proxy %s: upstream %s: %s%s", self.where, upstream.name, failure.reason,
-                     "; trying another" if retry else "")
+                     again if retry else "")
         return retry
 
     def target(self, request: Request) -> bytes:
@@ -124,7 +137,7 @@ class ProxyHandler:
         return self.host
 
     async def _proxy(self, request: Request, body: BodyReader, *, first: Upstream | None = None,
-                     tried: list[Upstream] | None = None, last: Failure | None = None,
+                     tried: list[Upstream] | None = None, tries: int = 0, last: Failure | None = None,
                      started: float | None = None) -> Response:
         if request.method == b"CONNECT" and request.protocol != b"websocket":
             return status_response(501)  # CONNECT tunnels to upstreams are not built
@@ -146,25 +159,36 @@ class ProxyHandler:
                                  ", ".join(f"{u.name} {u.state(now)}" for u in self.upstreams))
                     return status_response(502)
                 return last.response or status_response(last.status)
-            tried.append(upstream)
-            may_retry = len(tried) < spec.max_tries and now - started < spec.retry_timeout
+            if upstream not in tried:
+                tried.append(upstream)
+            tries += 1
+            may_retry = tries < spec.max_tries and now - started < spec.retry_timeout
             attempt = Attempt(self, upstream, request, body, buffered, may_retry and idempotent)
             try:
                 return await attempt.run(loop)
             except Failure as failure:
                 last = failure
-                if not self._retry(upstream, failure, request, tried, started, loop):
+                if not self._retry(upstream, failure, request, tries, len(tried), started, loop):
                     return failure.response or status_response(failure.status)
+                if failure.stale:
+                    first = upstream  # the same upstream, on another connection
 
     def start(self) -> None:
-        """Begin the active health checks (at server start, in its loop)."""
+        """Begin the active health checks (at server start, in its loop); /metrics shows it from now."""
+        RUNNING.append(self)
         if self.health is not None:
             self.health.start()
 
     def close(self) -> None:
+        if self in RUNNING:
+            RUNNING.remove(self)
         if self.health is not None:
             self.health.stop()
         self.pool.close()
+
+
+def _h2c_only(upgrade: bytes | None) -> bool:
+    return upgrade is not None and all(token.strip().lower() == b"h2c" for token in upgrade.split(b","))
 
 
 def _copy_result(done: asyncio.Future[Response], outer: asyncio.Future[Response]) -> None:

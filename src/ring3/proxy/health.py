@@ -1,12 +1,14 @@
 """Active health checks: every `interval`, each upstream is asked GET `path` on a connection of its own
 (never a pooled one, so a check cannot disturb a request). `fall` failed checks in a row take it out;
-`rise` passed ones bring it back, and also end an exclusion that passive failures started.
+`rise` passed ones bring it back, and also end an exclusion that passive failures started (`rise` passes
+counted from its start).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.parse
 
 from ring3.config.proxy_loader import expected_statuses
 from ring3.config.proxy_schema import HealthSpec
@@ -28,6 +30,8 @@ class HealthChecker:
         self.where = where
         self.host = host
         self.passes = expected_statuses(spec.expect)
+        # The path as a request target: a space, a CR or LF, or UTF-8 in the config is percent-encoded.
+        self.target = urllib.parse.quote(spec.path, safe="/%!$&'()*+,;=:@-._~?").encode("ascii")
         self._tasks: list[asyncio.Task[None]] = []
         self.checks = 0  # checks made, for metrics and tests
 
@@ -42,18 +46,25 @@ class HealthChecker:
 
     async def _watch(self, upstream: Upstream) -> None:
         spec = self.spec
+        loop = asyncio.get_running_loop()
         failed = passed = 0
+        excluded = upstream.down_until  # the passive exclusion that the passes so far are counted against
         while True:
-            ok, reason = await self.check(upstream)
+            try:
+                ok, reason = await self.check(upstream)
+            except Exception as exc:  # out of descriptors, say: a failed check, and the watch goes on
+                ok, reason = False, f"check failed: {exc!r}"
             self.checks += 1
+            if upstream.down_until != excluded:  # failures took it out since: `rise` passes from now on
+                excluded, passed = upstream.down_until, 0
             if ok:
                 failed, passed = 0, passed + 1
-                if (upstream.checked_down or upstream.down_until) and passed >= spec.rise:
-                    if upstream.checked_down or upstream.down_until > asyncio.get_running_loop().time():
-                        logger.warning("proxy %s: upstream %s is back (health check passed)", self.where,
-                                       upstream.name)
+                out = upstream.checked_down or upstream.down_until > loop.time()
+                if out and passed >= spec.rise:
+                    logger.warning("proxy %s: upstream %s is back (health check passed)", self.where,
+                                   upstream.name)
                     upstream.checked_down = False
-                    upstream.down_until = 0.0
+                    upstream.down_until = excluded = 0.0
                     upstream.fails = 0
             else:
                 failed, passed = failed + 1, 0
@@ -64,9 +75,10 @@ class HealthChecker:
             await asyncio.sleep(spec.interval)
 
     async def check(self, upstream: Upstream) -> tuple[bool, str]:
-        """One check: (passed, why not)."""
+        """One check, connect and answer within `timeout`: (passed, why not)."""
         spec = self.spec
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + spec.timeout
         host = self.host or upstream.address.host.encode()
         try:
             conn = await connect(upstream.address, upstream, loop, spec.timeout)
@@ -83,8 +95,8 @@ class HealthChecker:
         conn.sink = sink
         try:
             conn.send(b"GET %s HTTP/1.1\r\nhost: %s\r\nuser-agent: ring3-health-check\r\n"
-                      b"connection: close\r\n\r\n" % (spec.path.encode(), host))
-            await asyncio.wait_for(done, spec.timeout)
+                      b"connection: close\r\n\r\n" % (self.target, host))
+            await asyncio.wait_for(done, max(0.001, deadline - loop.time()))
         except TimeoutError:
             return False, f"no answer within {spec.timeout:g}s"
         except Exception as exc:

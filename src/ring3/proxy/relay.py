@@ -37,8 +37,8 @@ HOLD_LIMIT = 256 * 1024  # bytes read ahead of a body's start, before the upstre
 class UpstreamBody(PushedBody):
     """The body of one upstream response; `finish(reusable)` is told once when it is over."""
 
-    __slots__ = ("_chunked", "_conn", "_decoder", "_done", "_drainer", "_draining", "_eof_held", "_finish",
-                 "_last_read", "_loop", "_name", "_pipe", "_read_timeout", "_remaining", "_rest",
+    __slots__ = ("_chunked", "_conn", "_decoded", "_decoder", "_done", "_drainer", "_draining", "_eof_held",
+                 "_finish", "_last_read", "_loop", "_name", "_pipe", "_read_timeout", "_remaining", "_rest",
                  "_splice_min", "_timer", "_writer")
 
     def __init__(self, conn: UpstreamConnection, head: ResponseHead, rest: bytes,
@@ -50,6 +50,11 @@ class UpstreamBody(PushedBody):
         self._remaining = head.length  # None: chunked, or until the upstream closes
         self._chunked = head.chunked
         self._decoder = ChunkedDecoder(MAX_TRAILER_BYTES) if head.chunked else None
+        self._decoded: list[bytes] = []
+        if self._decoder is not None and rest:
+            # What came with the head is decoded before the head goes out: a framing error in it raises
+            # UpstreamError here, and the client gets a 502 rather than a head and an aborted connection.
+            self._decoded, self._rest = self._decoder.feed(rest)  # the rest: bytes after the body's end
         self._read_timeout = read_timeout
         self._splice_min = splice_min
         self._writer: BodyWriter | None = None
@@ -94,6 +99,14 @@ class UpstreamBody(PushedBody):
                 conn.resume_reading()
             return
         conn.sink = self._feed
+        decoded, self._decoded = self._decoded, []
+        for piece in decoded:
+            if not self._write(piece):
+                return
+        decoder = self._decoder
+        if decoder is not None and decoder.done:
+            self._end(not rest and not self._eof_held, decoder.trailers)
+            return
         if rest or remaining == 0:
             self._feed(rest)
         if self._eof_held:

@@ -2,9 +2,9 @@
 
 Strict on purpose: an upstream is trusted with its content, never with framing. A head with a bare CR or
 LF, an obsolete line fold, a malformed status line, two Content-Lengths, Content-Length beside
-Transfer-Encoding, a transfer coding other than chunked, or a head over the limits is refused
-(UpstreamError: the proxy answers 502 and closes that upstream connection), so nothing the upstream
-frames ambiguously can reach the client as a valid-looking response.
+Transfer-Encoding, a transfer coding other than chunked (or any in HTTP/1.0), or a head over the limits
+is refused (UpstreamError: the proxy answers 502 and closes that upstream connection), so nothing the
+upstream frames ambiguously can reach the client as a valid-looking response.
 
 Own code rather than httptools' response parser, for three things it cannot do: end a response to HEAD
 after its head (llhttp would wait for the body its Content-Length announces), tell where the head ends
@@ -22,6 +22,9 @@ from ring3.events import Headers
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: [\t -~\x80-\xff]*)?")
 _NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# An LF without its CR: a head of bare-LF lines never ends in CRLF CRLF, so it is refused as it comes
+# rather than waited for until first_byte_timeout.
+BARE_LF = re.compile(rb"(?<!\r)\n")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[\t -~\x80-\xff]*)?")
 MAX_CHUNK_LINE = 4096  # a chunk-size line with its extensions
 NO_BODY = frozenset((204, 304))
@@ -79,6 +82,8 @@ def parse_head(data: bytes, end: int, head_request: bool, max_count: int) -> Res
         headers.append((name, value))
     chunked = False
     if coding is not None:
+        if minor == b"0":  # RFC 9112 6.1: its framing is faulty, whatever else it says
+            raise UpstreamError("Transfer-Encoding in an HTTP/1.0 response")
         if coding != b"chunked":
             raise UpstreamError(f"transfer coding {coding[:40]!r} (only chunked is accepted)")
         if length is not None:

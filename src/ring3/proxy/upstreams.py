@@ -124,7 +124,8 @@ class Upstream:
     """One upstream server's live state in this worker."""
 
     __slots__ = ("active", "address", "backup", "checked_down", "current_weight", "down_until",
-                 "fail_timeout", "failed_at", "fails", "idle", "max_fails", "name", "requests", "weight")
+                 "fail_timeout", "failed_at", "fails", "failures", "idle", "max_fails", "name", "requests",
+                 "weight")
 
     def __init__(self, entry: UpstreamEntry, max_fails: int, fail_timeout: float) -> None:
         self.address = entry.address
@@ -137,6 +138,7 @@ class Upstream:
         self.active = 0  # requests in flight
         self.requests = 0  # requests sent, for metrics
         self.fails = 0  # failures within fail_timeout (passive health)
+        self.failures = 0  # every failed try, for metrics
         self.failed_at = 0.0
         self.down_until = 0.0  # passive: out of the pool until then
         self.checked_down = False  # active: the last checks failed
@@ -150,6 +152,7 @@ class Upstream:
         if now - self.failed_at > self.fail_timeout:
             self.fails = 0
         self.fails += 1
+        self.failures += 1
         self.failed_at = now
         if self.max_fails and self.fails >= self.max_fails:
             self.down_until = now + self.fail_timeout

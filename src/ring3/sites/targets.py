@@ -68,6 +68,8 @@ def internal(request: Request, target: bytes, *, as_get: bool = False) -> Reques
         changes.update(method=b"HEAD" if request.method == b"HEAD" else b"GET", has_body=False,
                        conditional=False, expect_continue=False,
                        headers=[pair for pair in request.headers if pair[0] not in _DROP_ON_INTERNAL])
+    if request.upstream is None:  # one list for both: the access log, given the first, sees a proxy's tries
+        request.upstream = []
     return dataclasses.replace(request, **changes)
 
 
