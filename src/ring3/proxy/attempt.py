@@ -226,7 +226,7 @@ class Attempt:
             request = self._request
             chunked = (request.header(b"content-length") is None
                        or request.header(b"transfer-encoding") is not None)
-        loop = asyncio.get_running_loop()
+        loop = self._proxy.loop or asyncio.get_running_loop()
         self._body_task = loop.create_task(self._send_body(loop, chunked))
 
     async def _drain_then_wait(self, loop: asyncio.AbstractEventLoop, conn: UpstreamConnection) -> None:
@@ -412,7 +412,7 @@ class Attempt:
         conn.resume_reading()
         splice_min = spec.splice_min_size if spec.splice else None
         relay = UpstreamBody(conn, head, rest, lambda reusable: self.finish(reusable and head.keep_alive),
-                             read_timeout=spec.read_timeout, splice_min=splice_min)
+                             read_timeout=spec.read_timeout, splice_min=splice_min, loop=loop)
         return Response(status, headers, body=relay, content_length=length, cleanup=relay.abandon)
 
     def finish(self, reusable: bool) -> None:
@@ -433,7 +433,7 @@ class Attempt:
             task.cancel()
             reusable = False  # the request was not wholly sent
         if reusable and self._body_done and not conn.closed:
-            self._proxy.pool.give_back(conn, asyncio.get_running_loop().time())
+            self._proxy.pool.give_back(conn, (self._proxy.loop or asyncio.get_running_loop()).time())
         else:
             conn.close()
 

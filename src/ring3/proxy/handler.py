@@ -50,6 +50,7 @@ class ProxyHandler:
         # The last response had a body long enough to splice: the next head is peeked at first, so
         # that none of its body is read into Python (ring3.proxy.upstream_conn.PEEK_SIZE).
         self.expect_large = False
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's, bound once (see _bind_loop)
         self.health: HealthChecker | None = None
         if spec.health is not None:
             self.health = HealthChecker(spec.health, self.upstreams, where, self.host
@@ -65,7 +66,7 @@ class ProxyHandler:
             return self._proxy(request, body)
         # The common case, a request without a body on a pooled connection: driven by callbacks, with
         # no Task (the coroutine path takes over for a new connection, and for a retry).
-        loop = asyncio.get_running_loop()
+        loop = self.loop or self._bind_loop()
         now = loop.time()
         upstream = self.balancer.pick(request, now, ())
         if upstream is None:
@@ -141,7 +142,7 @@ class ProxyHandler:
                      started: float | None = None) -> Response:
         if request.method == b"CONNECT" and request.protocol != b"websocket":
             return status_response(501)  # CONNECT tunnels to upstreams are not built
-        loop = asyncio.get_running_loop()
+        loop = self.loop or self._bind_loop()
         spec = self.spec
         started = loop.time() if started is None else started
         buffered: bytes | None = None
@@ -173,8 +174,15 @@ class ProxyHandler:
                 if failure.stale:
                     first = upstream  # the same upstream, on another connection
 
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop, asked once: on Python 3.11 every asyncio.get_running_loop() is a getpid system call
+        (it checks for a fork), which per request would be a syscall nginx does not make."""
+        loop = self.loop = asyncio.get_running_loop()
+        return loop
+
     def start(self) -> None:
         """Begin the active health checks (at server start, in its loop); /metrics shows it from now."""
+        self._bind_loop()
         RUNNING.append(self)
         if self.health is not None:
             self.health.start()

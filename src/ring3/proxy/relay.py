@@ -42,9 +42,10 @@ class UpstreamBody(PushedBody):
                  "_splice_min", "_timer", "_writer")
 
     def __init__(self, conn: UpstreamConnection, head: ResponseHead, rest: bytes,
-                 finish: Callable[[bool], None], *, read_timeout: float, splice_min: int | None) -> None:
+                 finish: Callable[[bool], None], *, read_timeout: float, splice_min: int | None,
+                 loop: asyncio.AbstractEventLoop) -> None:
         self._conn = conn
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop
         self._rest = rest
         self._finish = finish
         self._remaining = head.length  # None: chunked, or until the upstream closes
@@ -165,7 +166,7 @@ class UpstreamBody(PushedBody):
         if writer.blocked and not self._draining:
             self._draining = True
             self._conn.pause_reading()
-            self._drainer = asyncio.ensure_future(self._wait_for_client(writer))
+            self._drainer = self._loop.create_task(self._wait_for_client(writer))
         return True
 
     async def _wait_for_client(self, writer: BodyWriter) -> None:

@@ -71,7 +71,7 @@ class Tunnel:
         channel.write(data)
         if channel.blocked:
             self._conn.pause_reading()
-            self._drainers.add(asyncio.ensure_future(self._client_drained(channel)))
+            self._drainers.add(self._loop.create_task(self._client_drained(channel)))
 
     async def _client_drained(self, channel: Channel) -> None:
         try:
@@ -95,7 +95,7 @@ class Tunnel:
             return
         if not sent and self._channel is not None:
             self._channel.pause_reading()
-            self._drainers.add(asyncio.ensure_future(self._upstream_drained(self._channel)))
+            self._drainers.add(self._loop.create_task(self._upstream_drained(self._channel)))
 
     async def _upstream_drained(self, channel: Channel) -> None:
         try:
