@@ -1,11 +1,12 @@
-"""ring3's benchmark against nginx, granian, uvicorn and gunicorn: `python3 bench/run.py` (or `--quick`:
-ring3 alone).
+"""ring3's benchmark against nginx, granian, uvicorn and gunicorn (and HAProxy as a reverse proxy):
+`python3 bench/run.py` (or `--quick`: ring3 alone).
 
-Installs what it needs (wrk, h2load, strace, nginx, gcc, openssl from apt; the Python peers and matplotlib
-in bench/.venv), runs every scenario (static files, then applications hosted over ASGI, WSGI and WebSocket,
-then TLS, then HTTP/2) with interleaved repetitions, counts syscalls per request with strace (and, for ring3,
-with its own ledger), and writes Markdown, JSON and a chart under bench/results/. With --baseline PATH,
-ring3 is also run from another checkout (ring3-base) beside every ring3.
+Installs what it needs (wrk, h2load, strace, nginx, gcc, openssl, haproxy from apt; the Python peers and
+matplotlib in bench/.venv), runs every scenario (static files, then applications hosted over ASGI, WSGI and
+WebSocket, then TLS, HTTP/2, virtual hosts, compression and the reverse proxy) with interleaved
+repetitions, counts syscalls per request with strace (and, for ring3, with its own ledger), and writes
+Markdown, JSON and a chart under bench/results/. With --baseline PATH, ring3 is also run from another
+checkout (ring3-base) beside every ring3.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from benchkit import baseline, figures, handshakes, idle, lineups, load, report, servers, syscalls, tls, tools
 from benchkit.pages import add_encoding, await_encoded, make_pages
 from benchkit.procs import cpu_seconds, peak_rss_kib, rss_kib
+from benchkit.proxy import add_body_check, servers_running
 from benchkit.scenarios import GROUPS, IDLE, SCENARIOS, STATIC, WEBSOCKET, Scenario, chosen, make_site
 from benchkit.servers import Server, ServerSpec
 from benchkit.sites import make_sites
@@ -86,12 +88,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, help="seconds per run (default 5, 1 with --quick)")
     parser.add_argument("--repetitions", type=int, help="interleaved repetitions (default 3, 1 with --quick)")
     parser.add_argument("--servers", help="comma-separated subset of ring3,nginx,granian,uvicorn,gunicorn,"
-                        "hypercorn (a name picks its variants too: granian-rsgi, uvicorn-wsproto, "
-                        "ring3-static, ring3-base, ...)")
+                        "hypercorn,haproxy (a name picks its variants too: granian-rsgi, uvicorn-wsproto, "
+                        "ring3-static, ring3-base, nginx-proxy, ...)")
     parser.add_argument("--scenario", action="append", choices=[*GROUPS, *(s.name for s in SCENARIOS)],
                         help="run only this scenario (repeatable; 'tls': the HTTP/1.1 ones over TLS, "
                         "'h2': the HTTP/2 ones, 'sites': the virtual hosts' ones, 'compress': the "
-                        "compressed answers' ones)")
+                        "compressed answers' ones, 'proxy': the reverse proxy's)")
     parser.add_argument("--baseline", type=Path, metavar="PATH",
                         help="another ring3 checkout (a git worktree): every scenario that runs ring3 also "
                         "runs ring3-base, the same command with PATH/src first on PYTHONPATH")
@@ -120,10 +122,13 @@ def prepare(settings: Settings, work: Path) -> None:
     peers = any(spec.family != "ring3" for spec in settings.all_specs())
     websocket = any(s.kind == WEBSOCKET for s in settings.scenarios)
     with_tls = any(s.tls for s in settings.scenarios)
+    with_upstream = any(s.proxy for s in settings.scenarios)  # --quick without nginx: ring3 is the upstream
+    with_haproxy = any(spec.family == "haproxy" for spec in settings.all_specs())
     if settings.quick and not peers:
         tools.require_load_tools()
     else:
-        tools.ensure_system_tools(with_peers=peers, with_websocket=websocket, with_tls=with_tls)
+        tools.ensure_system_tools(with_peers=peers, with_websocket=websocket, with_tls=with_tls,
+                                  with_upstream=with_upstream, with_haproxy=with_haproxy)
         tools.ensure_venv()
     if websocket:
         load.build_wsload(work)
@@ -336,7 +341,8 @@ def run_scenario(scenario: Scenario, settings: Settings, root: Path, work: Path)
     log(f"scenario {scenario.name}: {scenario.title}")
     specs = settings.specs_for(scenario)
     probe = PROBE_FILE if scenario.kind in (STATIC, IDLE) else scenario.file
-    with servers.running(specs, root, work, probe, settings.with_admin) as (running, failed):
+    with servers_running(specs, root, work, probe, settings.with_admin,
+                         scenario.proxy) as (running, failed, upstream):
         encoded = drop_unverified(running, scenario, failed)
         if scenario.kind == IDLE:
             results = {server.spec.name: measure_idle(server, scenario, settings) for server in running}
@@ -346,6 +352,8 @@ def run_scenario(scenario: Scenario, settings: Settings, root: Path, work: Path)
                 if server.spec.name in encoded:
                     add_encoding(results[server.spec.name], encoded[server.spec.name], server, scenario)
                 add_costs(results[server.spec.name], server, scenario, settings, work)
+                if upstream is not None and server.launch.admin_port is not None:
+                    add_body_check(results[server.spec.name], server, upstream, scenario.file, settings.quick)
     for spec in specs:
         if spec.name in failed:
             results[spec.name] = {"error": failed[spec.name], "peer": spec.peer}
@@ -358,6 +366,7 @@ def run_scenario(scenario: Scenario, settings: Settings, root: Path, work: Path)
               "message_size": scenario.message_size, "tls": scenario.tls, "handshake": scenario.handshake,
               "protocol": scenario.protocol, "streams": scenario.streams,
               "accept_encoding": scenario.accept_encoding,
+              "upstream": upstream.record() if upstream is not None else None,
               "goals": [asdict(goal) for goal in scenario.goals],
               "results": {spec.name: results[spec.name] for spec in specs if spec.name in results}}
     record["ratios"] = report.ratios(record)
@@ -375,9 +384,12 @@ def versions(settings: Settings) -> dict[str, str]:
     if base is not None:
         found[baseline.NAME] = f"{base.version} ({report.git_commit(base.checkout)})"
     families = {spec.family for spec in settings.all_specs()}
-    if "nginx" in families:
-        found["nginx"] = tools.tool_version([tools.find_tool("nginx") or "nginx", "-v"]).split("/")[-1]
-    venv = tools.venv_versions() if families - {"ring3", "nginx"} else {}
+    nginx = tools.find_tool("nginx")
+    if "nginx" in families or (nginx and any(s.proxy for s in settings.scenarios)):  # a proxy's upstream
+        found["nginx"] = tools.tool_version([nginx or "nginx", "-v"]).split("/")[-1]
+    if "haproxy" in families:
+        found["haproxy"] = tools.tool_version([tools.find_tool("haproxy") or "haproxy", "-v"]).split()[2]
+    venv = tools.venv_versions() if families - {"ring3", "nginx", "haproxy"} else {}
     wanted = {name for family in families for name in VENV_VERSIONS.get(family, ())}
     if families & {"granian", "uvicorn"}:
         wanted.add("starlette")  # the static scenarios' uvicorn app and the starlette-file app

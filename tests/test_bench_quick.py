@@ -58,6 +58,12 @@ def test_quick_benchmark_measures_every_scenario(tmp_path: Path) -> None:
         assert ring3["load_cpu_share"]["median"] > 0, name
         if data["ledger_available"]:
             assert ring3["ledger"]["comparison"], name
+        if scenario.get("upstream") and data["ledger_available"]:  # a proxy scenario's body check
+            body = ring3["proxy_body"]
+            assert body["error"] is None and body["responses"] >= 2, (name, body)
+            # every body byte went through Python or by splice (zero-copy), none twice or not at all
+            moved = body["python_bytes_per_response"] + body["zero_copy_bytes_per_response"]
+            assert moved == body["body_bytes"], (name, body)
         if scenario["static_goal"]:  # the ASGI stream beside ring3's static file of the same size
             assert scenario["results"]["ring3-static"]["mb_per_s"]["median"] > 0, name
             assert "ring3-static" in scenario["ratios"]["peers"], name

@@ -7,12 +7,19 @@ from __future__ import annotations
 from benchkit.figures import Record, num
 
 LABELS = {"cpu_us_per_request": "CPU µs per request", "mb_per_s": "MB/s", "peak_rss_mib": "peak RSS MiB",
-          "requests_per_s": "requests/s", "body_bytes": "bytes per response"}
+          "requests_per_s": "requests/s", "body_bytes": "bytes per response",
+          "syscalls.total_per_request": "syscalls per request",
+          "proxy_body.python_bytes_per_response": "body bytes through Python per response"}
 
 
 def figure(record: Record | None, key: str) -> float | None:
-    """A results figure: the median of the repetitions, or a single value (peak RSS)."""
-    value = (record or {}).get(key)
+    """A results figure: the median of the repetitions, or a single value (peak RSS); a dotted key is a
+    path into the record (syscalls.total_per_request)."""
+    *path, last = key.split(".")
+    for part in path:
+        found = (record or {}).get(part)
+        record = found if isinstance(found, dict) else None
+    value = (record or {}).get(last)
     if isinstance(value, dict):
         found = value.get("median")
         return float(found) if found is not None else None

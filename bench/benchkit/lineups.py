@@ -4,7 +4,8 @@ Static scenarios: ring3 beside nginx, granian (its Rust static files) and uvicor
 over TLS and over HTTP/2, ring3 beside nginx. App scenarios: every server hosts the same application from
 bench/apps/, with one worker. Sites scenarios: ring3 alone, with 100 virtual hosts and with one root.
 Compress scenarios: ring3 (its default config) beside nginx with `gzip on` or with `gzip_static on`, and
-ring3 alone hosting an ASGI app with --app-compress (the other ASGI servers do not compress).
+ring3 alone hosting an ASGI app with --app-compress (the other ASGI servers do not compress). Proxy
+scenarios: ring3, nginx and HAProxy as reverse proxies of one upstream nginx (benchkit.proxy).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 
-from benchkit import servers, sites
+from benchkit import proxy, servers, sites
 from benchkit.scenarios import FULL, IDLE, NGINX_GZIP, NGINX_GZIP_STATIC, SINGLE, STATIC, WEBSOCKET, Scenario
 from benchkit.servers import ServerSpec
 
@@ -138,6 +139,8 @@ def lineup(scenario: Scenario) -> tuple[ServerSpec, ...]:
         return (servers.RING3, servers.NGINX)
     if scenario.accept_encoding:
         return COMPRESS_LINEUPS[scenario.name]
+    if scenario.proxy:
+        return proxy.LINEUP
     if scenario.kind != STATIC:
         return APP_LINEUPS[scenario.name]
     if scenario.sites:

@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from benchkit import goals, pages, tlsreport
+from benchkit import goals, pages, proxy, tlsreport
 from benchkit.figures import Record, median, num
 
 README_START = "<!-- bench:start -->"
@@ -272,6 +272,8 @@ def markdown(report: Record) -> str:
                   tlsreport.NOTE]
     if pages.compression_table(report):
         parts += ["", "## Compressed answers", "", *pages.compression_table(report)]
+    if proxy.body_table(report):
+        parts += ["", "## Proxied bodies", "", *proxy.body_table(report)]
     if goals.goal_table(report):
         parts += ["", "## Goals", "", *goals.goal_table(report)]
     if skipped_lines(report):
@@ -297,6 +299,8 @@ def readme_section(report: Record, chart: str | None) -> str:
                   tlsreport.NOTE]
     if pages.compression_table(report):
         lines += ["", "Compressed answers:", "", *pages.compression_table(report)]
+    if proxy.body_table(report):
+        lines += ["", "Proxied bodies:", "", *proxy.body_table(report)]
     if goals.goal_table(report):
         lines += ["", "Goals:", "", *goals.goal_table(report)]
     if report.get("ledger_available"):

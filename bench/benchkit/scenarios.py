@@ -92,6 +92,8 @@ class Scenario:
     # Accept-Encoding of every request; each server must answer with Content-Encoding (benchkit.pages
     # checks it before and after the rate runs and measures the bytes per response).
     accept_encoding: str = ""
+    # ring3, nginx and HAProxy as reverse proxies of one upstream nginx serving the files (benchkit.proxy)
+    proxy: bool = False
     goals: tuple[Goal, ...] = ()
 
     @property
@@ -183,6 +185,23 @@ COMPRESS_SCENARIOS = (
              goals=(Goal(BODY_BYTES, 1.0, NGINX_GZIP, scenario="gzip-html-100k", note="gzip on, level 1"),)),
 )
 
+# The reverse proxy: ring3, nginx (proxy_pass to an upstream block with keepalive 64) and HAProxy (http-reuse
+# always) in front of the same upstream nginx, pinned to the load CPU (benchkit.proxy). A 1 KiB body is
+# copied through ring3 (below splice_min_size), a 10 MiB one spliced: the body check counts, in ring3's
+# ledger, the body bytes that went through Python.
+NGINX_PROXY = "nginx-proxy"
+HAPROXY = "haproxy"
+SYSCALLS = "syscalls.total_per_request"  # strace's count per request, of the proxy's own processes
+PYTHON_BODY = "proxy_body.python_bytes_per_response"  # body bytes read into Python, per response
+PROXY_SCENARIOS = (
+    Scenario("proxy-1k-c64", "proxy 1 KiB, 64 conns", "1k.bin", 64, 5000, proxy=True,
+             goals=(Goal(CPU, 1.0, NGINX_PROXY), Goal(CPU, 1.2, HAPROXY), Goal(SYSCALLS, 1.0, NGINX_PROXY))),
+    Scenario("proxy-10m-c8", "proxy 10 MiB, 8 conns", "10m.bin", 8, 100, rate_key="mb_per_s", proxy=True,
+             goals=(Goal("mb_per_s", 1.0, NGINX_PROXY, at_least=True),
+                    Goal(CPU, 1.0, NGINX_PROXY, note="CPU per 10 MiB"),
+                    Goal(PYTHON_BODY, 0.0, note="~0: the body by splice"))),
+)
+
 # Today's static scenarios must not get dearer: with --baseline, ring3 against ring3-base (its row is
 # shown only then).
 NO_REGRESSION = (Goal(CPU, 1.05, "ring3-base", if_run=True, note="no regression, 5% for noise"),)
@@ -210,13 +229,15 @@ SCENARIOS = (
     *H2_SCENARIOS,
     *SITES_SCENARIOS,
     *COMPRESS_SCENARIOS,
+    *PROXY_SCENARIOS,
 )
 
 # --scenario GROUP: the HTTP/1.1 scenarios over TLS, the HTTP/2 ones, the virtual hosts' ones, the
-# compressed answers' ones.
+# compressed answers' ones, the reverse proxy's.
 GROUPS: dict[str, Callable[[Scenario], bool]] = {"tls": lambda s: s.tls and not s.http2,
                                                  "h2": lambda s: s.http2, "sites": lambda s: s.sites,
-                                                 "compress": lambda s: bool(s.accept_encoding)}
+                                                 "compress": lambda s: bool(s.accept_encoding),
+                                                 "proxy": lambda s: s.proxy}
 
 
 def chosen(scenario: Scenario, names: set[str]) -> bool:

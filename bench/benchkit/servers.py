@@ -150,6 +150,14 @@ def ring3_sites_argv(*extra: str) -> Callable[[Launch], list[str]]:
     return argv
 
 
+def ring3_config_argv(config: Callable[[Launch], Path], *extra: str) -> Callable[[Launch], list[str]]:
+    """ring3 with the config file that `config` writes for the instance (the proxy scenarios' upstream
+    address), no ROOT, and extra flags."""
+    def argv(launch: Launch) -> list[str]:
+        return _ring3_argv(launch, ["--config", str(config(launch)), *extra])
+    return argv
+
+
 def ring3_tree_argv(*extra: str) -> Callable[[Launch], list[str]]:
     """ring3 serving the sites scenarios' files as one root (each site's folder a path under it)."""
     def argv(launch: Launch) -> list[str]:
@@ -338,13 +346,15 @@ GRANIAN = ServerSpec("granian", granian_argv, prefix="/static", peer="python")
 UVICORN = ServerSpec("uvicorn", uvicorn_argv, peer="python", strace_share=0.2)
 
 
-def start(spec: ServerSpec, root: Path, work: Path, probe: str, with_admin: bool) -> Server:
+def start(spec: ServerSpec, root: Path, work: Path, probe: str, with_admin: bool,
+          cpu: int = SERVER_CPU) -> Server:
+    """The server pinned to `cpu` (the proxy scenarios' upstream: the load CPU), once `probe` answers."""
     admin = free_port() if with_admin and spec.has_ledger else None
     launch = Launch(free_port(), root, work, admin, tls.files(work) if spec.tls else None)
     log_path = work / f"{spec.name}-{launch.port}.log"
     env = {**os.environ, "BENCH_ROOT": str(root), "PYTHONUNBUFFERED": "1", **spec.env}
     with log_path.open("wb") as log:
-        process = subprocess.Popen(pinned(SERVER_CPU, spec.argv(launch)), stdout=log,
+        process = subprocess.Popen(pinned(cpu, spec.argv(launch)), stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     server = Server(spec, process, launch, log_path)
     try:

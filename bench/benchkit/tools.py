@@ -18,6 +18,8 @@ LOAD_TOOLS = {"wrk": "wrk", "h2load": "nghttp2-client", "strace": "strace", "tas
 PEER_TOOLS = {"nginx": "nginx"}
 WEBSOCKET_TOOLS = {"cc": "gcc"}  # builds bench/wsload, the WebSocket load generator
 TLS_TOOLS = {"openssl": "openssl"}  # makes the TLS scenarios' certificate
+UPSTREAM_TOOLS = {"nginx": "nginx"}  # the proxy scenarios' upstream, whichever proxies run
+HAPROXY_TOOLS = {"haproxy": "haproxy"}  # a proxy scenarios' peer
 # The peers and the chart live in bench/.venv, never in ring3's own dependencies.
 VENV_PACKAGES = ("granian>=2,<3", "uvicorn>=0.30,<1", "uvloop>=0.19,<1", "httptools>=0.6,<1",
                  "starlette>=0.37,<2", "gunicorn>=23,<28", "websockets>=14,<18", "wsproto>=1.2,<2",
@@ -25,14 +27,15 @@ VENV_PACKAGES = ("granian>=2,<3", "uvicorn>=0.30,<1", "uvloop>=0.19,<1", "httpto
 VENV_IMPORTS = ("granian", "uvicorn", "uvloop", "httptools", "starlette", "gunicorn", "websockets", "wsproto",
                 "hypercorn", "matplotlib")
 POLICY_RC = Path("/usr/sbin/policy-rc.d")
-NGINX_PATHS = ("/usr/sbin/nginx",)
+SBIN_TOOLS = ("nginx", "haproxy")  # installed in /usr/sbin, which a non-login PATH may lack
 
 
 def find_tool(name: str) -> str | None:
-    """The tool's path on PATH (nginx also in /usr/sbin, which a non-login PATH may lack)."""
+    """The tool's path on PATH (nginx and haproxy also in /usr/sbin)."""
     found = shutil.which(name)
-    if found is None and name == "nginx":
-        found = next((p for p in NGINX_PATHS if os.access(p, os.X_OK)), None)
+    if found is None and name in SBIN_TOOLS:
+        path = f"/usr/sbin/{name}"
+        found = path if os.access(path, os.X_OK) else None
     return found
 
 
@@ -62,9 +65,13 @@ def apt_install(packages: list[str]) -> None:
             POLICY_RC.unlink()
 
 
-def ensure_system_tools(with_peers: bool, with_websocket: bool, with_tls: bool) -> None:
+def ensure_system_tools(with_peers: bool, with_websocket: bool, with_tls: bool, with_upstream: bool = False,
+                        with_haproxy: bool = False) -> None:
+    """The load tools, and those the chosen scenarios and servers need (the proxy scenarios: nginx as
+    their upstream, haproxy where it runs)."""
     wanted = {**LOAD_TOOLS, **(PEER_TOOLS if with_peers else {}),
-              **(WEBSOCKET_TOOLS if with_websocket else {}), **(TLS_TOOLS if with_tls else {})}
+              **(WEBSOCKET_TOOLS if with_websocket else {}), **(TLS_TOOLS if with_tls else {}),
+              **(UPSTREAM_TOOLS if with_upstream else {}), **(HAPROXY_TOOLS if with_haproxy else {})}
     apt_install(missing_tools(wanted))
     still = missing_tools(wanted)
     if still:
