@@ -446,11 +446,15 @@ def write_outputs(data: Record, settings: Settings) -> None:
     settings.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d-%H%M")
     text = report.markdown(data)
-    for name in (stamp, "latest"):
+    # Only a whole run (every scenario, every server) stands for the project: it alone rewrites latest.*
+    # and the README's section; a part of one is kept under its date.
+    whole = (settings.wanted is None and settings.baseline is None
+             and {s.name for s in settings.scenarios} == {s.name for s in SCENARIOS})
+    for name in (stamp, "latest") if whole else (stamp,):
         (settings.out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
         (settings.out / f"{name}.md").write_text(text)
-    charted = draw_chart(settings.out / "latest.json", settings.out / "latest.png")
-    if settings.out.resolve() == RESULTS.resolve() and not settings.quick:
+    charted = whole and draw_chart(settings.out / "latest.json", settings.out / "latest.png")
+    if whole and settings.out.resolve() == RESULTS.resolve() and not settings.quick:
         section = report.readme_section(data, "bench/results/latest.png" if charted else None)
         if report.update_readme(REPO / "README.md", section):
             log("README.md bench section updated")
