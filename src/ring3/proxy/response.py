@@ -22,6 +22,10 @@ from ring3.events import Headers
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: [\t -~\x80-\xff]*)?")
 _NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Field lines as a whole: each a token, a colon, a value without CR or LF, and CRLF.
+_FIELDS = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*\r\n)*")
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # CR and LF are _FIELDS's; HTAB is allowed
+_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 # An LF without its CR: a head of bare-LF lines never ends in CRLF CRLF, so it is refused as it comes
 # rather than waited for until first_byte_timeout.
 BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -48,26 +52,36 @@ class ResponseHead:
 
 
 def parse_head(data: bytes, end: int, head_request: bool, max_count: int) -> ResponseHead:
-    """The head in `data[:end]` (`end` is where its blank line starts). Raises UpstreamError."""
-    lines = data[:end].split(b"\r\n")
-    match = _STATUS_LINE.fullmatch(lines[0])
+    """The head in `data[:end]` (`end` is where its blank line starts). Raises UpstreamError.
+
+    The field lines are checked all at once (two regex scans in C: their shape, and no control
+    character), then split; only a head that fails is gone through line by line, to say what is wrong.
+    """
+    first = data.find(b"\r\n", 0, end)
+    if first < 0:
+        first = end
+    match = _STATUS_LINE.fullmatch(data, 0, first)
     if match is None:
-        raise UpstreamError(f"bad status line {lines[0][:80]!r}")
+        raise UpstreamError(f"bad status line {data[:min(first, 80)]!r}")
     minor, status = match.group(1), int(match.group(2))
-    if len(lines) - 1 > max_count:
+    fields = data[first + 2:end + 2] if first < end else b""
+    if fields and (_FIELDS.fullmatch(fields) is None or _CONTROL.search(fields) is not None):
+        _explain(fields)
+    lines = fields.split(b"\r\n")
+    lines.pop()  # what follows the last CRLF: nothing
+    if len(lines) > max_count:
         raise UpstreamError(f"more than {max_count} header fields")
     headers: Headers = []
     length: int | None = None
     coding: bytes | None = None
     connection = b""
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not _NAME.fullmatch(name):
-            raise UpstreamError(f"bad header line {line[:80]!r}")  # an obs-fold starts with a space
-        value = value.strip(b" \t")
-        if _BAD_VALUE.search(value):
-            raise UpstreamError(f"control character in header {name[:40]!r}")
+    for line in lines:
+        name, _, value = line.partition(b":")
         name = name.lower()
+        value = value.strip(b" \t")
+        headers.append((name, value))
+        if name not in _FRAMING:
+            continue
         if name == b"content-length":
             if length is not None or not value.isdigit() or len(value) > 18:
                 raise UpstreamError("two Content-Lengths" if length is not None else
@@ -77,9 +91,8 @@ def parse_head(data: bytes, end: int, head_request: bool, max_count: int) -> Res
             if coding is not None:
                 raise UpstreamError("two Transfer-Encoding fields")
             coding = value.lower()
-        elif name == b"connection":
+        else:
             connection += b"," + value.lower()
-        headers.append((name, value))
     chunked = False
     if coding is not None:
         if minor == b"0":  # RFC 9112 6.1: its framing is faulty, whatever else it says
@@ -89,13 +102,27 @@ def parse_head(data: bytes, end: int, head_request: bool, max_count: int) -> Res
         if length is not None:
             raise UpstreamError("Content-Length with Transfer-Encoding")
         chunked = True
-    tokens = {token.strip() for token in connection.split(b",")}
-    keep_alive = b"close" not in tokens if minor == b"1" else b"keep-alive" in tokens
+    if connection:
+        tokens = {token.strip() for token in connection.split(b",")}
+        keep_alive = b"close" not in tokens if minor == b"1" else b"keep-alive" in tokens
+    else:
+        keep_alive = minor == b"1"
     if head_request or status in NO_BODY or status < 200:
         return ResponseHead(status, headers, length, False, keep_alive, end + 4)
     if length is None and not chunked:
         keep_alive = False  # the body ends when the connection does
     return ResponseHead(status, headers, length, chunked, keep_alive, end + 4)
+
+
+def _explain(fields: bytes) -> None:
+    """Raise the UpstreamError that says which field line is wrong, and how."""
+    for line in fields.split(b"\r\n")[:-1]:
+        name, colon, value = line.partition(b":")
+        if not colon or not _NAME.fullmatch(name):
+            raise UpstreamError(f"bad header line {line[:80]!r}")  # an obs-fold starts with a space
+        if _BAD_VALUE.search(value.strip(b" \t")):
+            raise UpstreamError(f"control character in header {name[:40]!r}")
+    raise UpstreamError("bare CR or LF in the response head")
 
 
 class ChunkedDecoder:
