@@ -22,7 +22,7 @@ from ring3.http1.connection import Connection
 from ring3.http1.parser import H1Limits
 from ring3.listeners import bind, describe
 from ring3.loops import loop_factory
-from ring3.observe.access_log import AccessLog
+from ring3.observe.access_log import AccessLog, reopen_all
 from ring3.observe.ledger import LEDGER
 from ring3.observe.metrics import MetricsHandler
 from ring3.replay import ReplayCache
@@ -331,6 +331,7 @@ async def serve(config: Config, handler: Handler, *, announce: bool = True,
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, reopen_all)  # logrotate's postrotate, as for nginx
     try:
         await stop.wait()
         logger.info("stopping: finishing in-flight responses")
@@ -343,7 +344,7 @@ async def serve(config: Config, handler: Handler, *, announce: bool = True,
         # A second signal while exiting must not turn a clean exit into death by signal:
         # shutdown_grace already bounds how long the exit takes. Removing the loop's handler puts the
         # default (death) back for a moment, so the signals wait, blocked, until they are ignored.
-        stopping = {signal.SIGTERM, signal.SIGINT}
+        stopping = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1}
         signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
         try:
             for signum in stopping:

@@ -52,15 +52,18 @@ class AccessLog:
     """Writes log lines to a file descriptor, batched per loop iteration. `style` is 'combined' or
     'json'; the loop is the running one unless given."""
 
-    __slots__ = ("_fd", "_json", "_loop", "_owns_fd", "_pending")
+    __slots__ = ("_fd", "_json", "_loop", "_owns_fd", "_pending", "path")
 
     def __init__(self, fd: int, loop: asyncio.AbstractEventLoop | None, *, owns_fd: bool,
-                 style: str = "combined") -> None:
+                 style: str = "combined", path: str | None = None) -> None:
         self._fd = fd
         self._loop = loop
         self._owns_fd = owns_fd
         self._json = style == "json"
         self._pending: list[bytes] = []
+        self.path = path  # the file it appends to (None: stdout), opened again by reopen()
+        if path is not None:
+            OPEN_LOGS.append(self)
 
     @classmethod
     def open(cls, target: str, loop: asyncio.AbstractEventLoop | None,
@@ -71,8 +74,23 @@ class AccessLog:
         if target == "-":
             sys.stdout.flush()
             return cls(sys.stdout.fileno(), loop, owns_fd=False, style=style)
-        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        return cls(fd, loop, owns_fd=True, style=style)
+        fd = os.open(target, _FLAGS, 0o644)
+        return cls(fd, loop, owns_fd=True, style=style, path=target)
+
+    def reopen(self) -> None:
+        """Open the file at its path again (logrotate has renamed it): what is pending goes to the old
+        one, every later line to the new. If it cannot be opened, the old file goes on being written."""
+        if self.path is None:
+            return
+        self.flush()
+        try:
+            fd = os.open(self.path, _FLAGS, 0o644)
+        except OSError as exc:
+            logger.error("cannot reopen the access log %s: %s; still writing the old file", self.path,
+                         exc.strerror)
+            return
+        old, self._fd = self._fd, fd
+        os.close(old)
 
     def log(self, client: str, time_text: str, request_line: bytes, status: int, sent: int,
             request: Request) -> None:
@@ -127,5 +145,20 @@ class AccessLog:
 
     def close(self) -> None:
         self.flush()
+        if self in OPEN_LOGS:
+            OPEN_LOGS.remove(self)
         if self._owns_fd:
             os.close(self._fd)
+
+
+# Every access log writing to a file in this process, for SIGUSR1 (reopen_all).
+OPEN_LOGS: list[AccessLog] = []
+_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+
+
+def reopen_all() -> None:
+    """SIGUSR1, as nginx's: every access log file opened again at its path (after logrotate renamed
+    it), the server's and each site's."""
+    for log in list(OPEN_LOGS):
+        log.reopen()
+    logging.getLogger("ring3.error").info("access logs reopened (SIGUSR1)")
