@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -170,6 +170,18 @@ class BodyWriter(Protocol):
 
     def abort(self) -> None:
         """Give the response up: the connection closes, so the client sees it cut short."""
+
+
+@runtime_checkable
+class SplicingWriter(BodyWriter, Protocol):
+    """A BodyWriter that can also send bytes waiting in a pipe (the cleartext HTTP/1.1 one)."""
+
+    @property
+    def can_splice(self) -> bool:
+        """PipeRanges are taken now (false under TLS, or on a chunked body)."""
+
+    def write_pipe(self, piece: PipeRange) -> None:
+        """Send `piece` from its pipe, zero-copy (raises ClientDisconnected once the client is gone)."""
 
 
 class PushedBody:

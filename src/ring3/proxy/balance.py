@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import zlib
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from ring3.events import Request
@@ -16,7 +17,7 @@ from ring3.proxy.upstreams import Upstream
 POINTS_PER_WEIGHT = 160  # points on the hash ring per unit of weight (as ketama)
 
 
-class Balancer:
+class Balancer(ABC):
     """Picks among `upstreams`; subclasses choose how."""
 
     def __init__(self, upstreams: Sequence[Upstream]) -> None:
@@ -35,8 +36,9 @@ class Balancer:
                 return self._choose(request, candidates, group)
         return None
 
+    @abstractmethod
     def _choose(self, request: Request, candidates: list[Upstream], group: list[Upstream]) -> Upstream:
-        raise NotImplementedError
+        """One of `candidates` (all available and untried), from `group` (primaries or backups)."""
 
 
 class RoundRobin(Balancer):

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ring3.errors import ClientDisconnected
-from ring3.events import BodyWriter, PipeRange, PushedBody
+from ring3.events import BodyWriter, PipeRange, PushedBody, SplicingWriter
 from ring3.observe.ledger import LEDGER
 from ring3.proxy.pipes import PIPES
 from ring3.proxy.response import ChunkedDecoder, UpstreamError
@@ -39,7 +39,7 @@ class UpstreamBody(PushedBody):
 
     __slots__ = ("_chunked", "_conn", "_decoded", "_decoder", "_done", "_drainer", "_draining", "_eof_held",
                  "_finish", "_last_read", "_loop", "_name", "_pipe", "_read_timeout", "_remaining", "_rest",
-                 "_splice_min", "_timer", "_writer")
+                 "_splice_min", "_splicer", "_timer", "_writer")
 
     def __init__(self, conn: UpstreamConnection, head: ResponseHead, rest: bytes,
                  finish: Callable[[bool], None], *, read_timeout: float, splice_min: int | None,
@@ -59,6 +59,7 @@ class UpstreamBody(PushedBody):
         self._read_timeout = read_timeout
         self._splice_min = splice_min
         self._writer: BodyWriter | None = None
+        self._splicer: SplicingWriter | None = None  # the writer again, when it takes PipeRanges
         self._done = False
         self._draining = False
         self._eof_held = False
@@ -88,7 +89,8 @@ class UpstreamBody(PushedBody):
         remaining = self._remaining
         splice_min = self._splice_min
         if (splice_min is not None and remaining is not None and remaining - len(rest) >= splice_min
-                and not self._eof_held and getattr(writer, "can_splice", False)):
+                and not self._eof_held and isinstance(writer, SplicingWriter) and writer.can_splice):
+            self._splicer = writer
             if rest:
                 self._remaining = remaining - len(rest)
                 if not self._write(rest):
@@ -156,10 +158,12 @@ class UpstreamBody(PushedBody):
         writer = self._writer
         assert writer is not None
         try:
-            if type(piece) is bytes:
+            if isinstance(piece, bytes):
                 writer.write(piece)
             else:
-                writer.write_pipe(piece)  # type: ignore[attr-defined]  # can_splice said it has one
+                splicer = self._splicer
+                assert splicer is not None  # PipeRanges come only after start() chose it
+                splicer.write_pipe(piece)
         except ClientDisconnected:
             self._stop(False)
             return False
