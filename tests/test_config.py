@@ -329,7 +329,8 @@ def test_render_toml_round_trips_the_defaults(tmp_path: Path) -> None:
 def test_render_toml_round_trips_every_setting_changed(tmp_path: Path) -> None:
     config = build_config({
         "server": {"listen": ["[::1]:0", "unix:/tmp/a b.sock tls", "127.0.0.1:0 redirect-https"],
-                   "admin": "127.0.0.1:9", "loop": "uvloop",
+                   "admin": "127.0.0.1:9", "loop": "uvloop", "workers": 3, "master": True,
+                   "worker_start_timeout": "90s",
                    "server_header": 'say "hi" \\o/',
                    "access_log": "/var/log/ring3 \u00e9.log", "access_log_format": "json",
                    "log_level": "error",

@@ -109,7 +109,7 @@ def build_site(config: Config, demo_root: str, tls: ServerTLS | None = None, *,
     under their mounts. Without `load_apps` (check-config), applications are not imported."""
     if config.sites:
         return _build_sites(config, demo_root, tls, load_apps, source)
-    return _single_site(config, demo_root)
+    return _single_site(config, demo_root, load_apps)
 
 
 def _build_sites(config: Config, demo_root: str, tls: ServerTLS | None, load_apps: bool,
@@ -139,7 +139,7 @@ def _build_sites(config: Config, demo_root: str, tls: ServerTLS | None, load_app
             raise ConfigError(source, f"site[{claimed}].hosts", "'*' claims the default site, which the "
                               "command line's ROOT or --app (or [static] root, [app] target) describe too; "
                               "keep one")
-        legacy = _single_site(config, demo_root)
+        legacy = _single_site(config, demo_root, load_apps)
         startup += legacy.startup_hooks
         shutdown += legacy.shutdown_hooks
     builder = Builder(config, source, app_for)
@@ -193,13 +193,16 @@ def _not_loaded(request: Request, body: BodyReader) -> Response:
     raise RuntimeError("check-config does not import applications")
 
 
-def _single_site(config: Config, demo_root: str) -> Site:
+def _single_site(config: Config, demo_root: str, load_apps: bool = True) -> Site:
     static, app_settings = config.static, config.app
     mounts: list[tuple[str, Handler]] = []
     startup: list[Hook] = []
     shutdown: list[Callable[[float], Awaitable[None]]] = []
     described: list[str] = []
-    if app_settings.target:
+    if app_settings.target and not load_apps:
+        mounts.append((app_settings.mount, _not_loaded))
+        described.append(f"application {app_settings.target} at {app_settings.mount}")
+    elif app_settings.target:
         app = load_app(app_settings)
         kind = interface_of(app, app_settings.interface)
         handler = wrap_app(_app_handler(app, kind, config, startup, shutdown), config)

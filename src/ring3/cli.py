@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from ring3._version import __version__
 from ring3.config import Config, ConfigError, build_config, load_toml, render_toml
+from ring3.config.loader import worker_count
 from ring3.config.schema import SECTIONS, flag_name
 
 if TYPE_CHECKING:
+    from ring3.apps import Site
     from ring3.transport.tls_context import ServerTLS
 
 EXIT_CONFIG = 2
@@ -95,6 +97,7 @@ def demo_root() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -111,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "check-config":
         return _check_config(config, tls, args.config)
-    return _serve(config, tls, getattr(args, "config", None) or "command line")
+    return _serve(config, tls, getattr(args, "config", None) or "command line", argv)
 
 
 def _check_config(config: Config, tls: ServerTLS | None, source: str) -> int:
@@ -147,48 +150,64 @@ def _load_tls(config: Config) -> ServerTLS | None:
     return load_server_tls(tls_settings(config), config.http2.enabled)
 
 
-def _serve(config: Config, tls: ServerTLS | None, source: str) -> int:
+def _checked(config: Config, tls: ServerTLS | None, source: str, *, load_apps: bool = True) -> Site:
+    """The site `config` describes, built (its applications imported only with `load_apps`); raises
+    ConfigError."""
     from ring3.apps import build_site
-    from ring3.handlers.lifespan import LifespanFailed
-    from ring3.server import run
 
-    logging.basicConfig(level=config.server.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
     root = config.static.root or demo_root()
     if (config.static.root or not (config.app.target or config.sites)) and not os.path.isdir(root):
-        source = "static.root" if config.static.root else "demo site"
-        print(f"ring3: config error: {source}: {root!r} is not a directory", file=sys.stderr)
-        return EXIT_CONFIG
+        where = "static.root" if config.static.root else "demo site"
+        raise ConfigError(source, where, f"{root!r} is not a directory")
     try:
         from ring3.loops import loop_factory
 
         loop_factory(config.server.loop)
     except ImportError:
-        print("ring3: config error: server.loop: uvloop is not installed (pip install 'ring3[uvloop]')",
-              file=sys.stderr)
-        return EXIT_CONFIG
+        raise ConfigError(source, "server.loop",
+                          "uvloop is not installed (pip install 'ring3[uvloop]')") from None
+    return build_site(config, root, tls, load_apps=load_apps, source=source)
+
+
+def _serve(config: Config, tls: ServerTLS | None, source: str, argv: list[str]) -> int:
+    from ring3.handlers.lifespan import LifespanFailed
+    from ring3.server import run
+
+    worker = None
+    if "RING3_WORKER" in os.environ:
+        from ring3.supervisor.link import WorkerLink
+
+        worker = WorkerLink.from_environment()
+    name = f" (worker {worker.name})" if worker is not None else ""
+    logging.basicConfig(level=config.server.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s [%(levelname)s] %(name)s{name}: %(message)s")
+    master = worker is None and (config.server.master or worker_count(config.server.workers) > 1)
     try:
-        site = build_site(config, root, tls, source=source)
+        site = _checked(config, tls, source, load_apps=not master)
     except ConfigError as exc:
         print(f"ring3: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if site.max_body_size > config.limits.max_body_size:  # a location allows more: the protocols must
         config = dataclasses.replace(config, limits=dataclasses.replace(
             config.limits, max_body_size=site.max_body_size))
-    if not config.static.root and not config.app.target and not config.sites:
-        print(f"ring3: no ROOT given, serving the built-in demo site from {root}", flush=True)
-    else:
-        print(f"ring3: serving {site.description}", flush=True)
-    if config.static.compress:
-        from ring3.files.compress import report
+    if worker is None:
+        _announce(config, site.description, tls)
+    if master:
+        from ring3.supervisor.master import run_master
 
-        print(f"ring3: compression of static files: {report(config.static.compress_encodings)}", flush=True)
-    if tls is not None:
-        from ring3.transport.tls_context import kernel_tls_status
+        def reload() -> Config:
+            args = build_parser().parse_args(argv)
+            fresh = load_config(args)
+            _checked(fresh, _load_tls(fresh), source, load_apps=False)
+            return fresh
 
-        print(f"ring3: TLS: {kernel_tls_status()}", flush=True)
+        try:
+            return run_master(argv, config, reload)
+        except OSError as exc:
+            print(f"ring3: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     try:
-        run(config, site.handler, startup=site.startup, shutdown=site.shutdown, tls=tls)
+        run(config, site.handler, startup=site.startup, shutdown=site.shutdown, tls=tls, worker=worker)
     except OSError as exc:
         print(f"ring3: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -198,3 +217,18 @@ def _serve(config: Config, tls: ServerTLS | None, source: str) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _announce(config: Config, description: str, tls: ServerTLS | None) -> None:
+    if not config.static.root and not config.app.target and not config.sites:
+        print(f"ring3: no ROOT given, serving the built-in demo site from {demo_root()}", flush=True)
+    else:
+        print(f"ring3: serving {description}", flush=True)
+    if config.static.compress:
+        from ring3.files.compress import report
+
+        print(f"ring3: compression of static files: {report(config.static.compress_encodings)}", flush=True)
+    if tls is not None:
+        from ring3.transport.tls_context import kernel_tls_status
+
+        print(f"ring3: TLS: {kernel_tls_status()}", flush=True)

@@ -51,3 +51,18 @@ def describe(sock: socket.socket, tls: bool = False) -> str:
     if sock.family == socket.AF_INET6:
         host = f"[{host}]"
     return f"{'https' if tls else 'http'}://{host}:{port}"
+
+
+def bound_to(sock: socket.socket, address: ListenAddress) -> bool:
+    """Whether a listening socket made elsewhere (systemd's) is bound where `address` says."""
+    if address.is_unix:
+        return sock.family == socket.AF_UNIX and sock.getsockname() == address.unix_path
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or address.port == 0:
+        return False
+    try:
+        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except OSError:
+        return False
+    family, _, _, _, sockaddr = infos[0]
+    return family == sock.family and sock.getsockname()[:2] == sockaddr[:2]

@@ -11,9 +11,11 @@ import os
 import resource
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from ring3 import systemd
 from ring3.config import Config, ListenAddress, parse_listen
 from ring3.dates import DateCache
 from ring3.events import ConnectionInfo
@@ -23,13 +25,15 @@ from ring3.http1.parser import H1Limits
 from ring3.listeners import bind, describe
 from ring3.loops import loop_factory
 from ring3.observe.access_log import AccessLog, reopen_all
+from ring3.observe.admin import AdminHandler
 from ring3.observe.ledger import LEDGER
-from ring3.observe.metrics import MetricsHandler
+from ring3.observe.snapshot import Snapshot, take
 from ring3.replay import ReplayCache
 
 if TYPE_CHECKING:
     from ring3.http2.connection import H2Connection
     from ring3.http2.protocol import H2Settings
+    from ring3.supervisor.link import WorkerLink
     from ring3.transport.tls_context import ServerTLS
     from ring3.transport.tls_handshake import TLSHandshake
 
@@ -46,8 +50,11 @@ class Server:
     """Serves one handler on the configured listeners, in this process's event loop."""
 
     def __init__(self, config: Config, handler: Handler,
-                 loop: asyncio.AbstractEventLoop | None = None, tls: ServerTLS | None = None) -> None:
-        """`tls` holds the certificates of the listeners marked tls (loaded at start if not given)."""
+                 loop: asyncio.AbstractEventLoop | None = None, tls: ServerTLS | None = None,
+                 inherited: dict[int, socket.socket] | None = None) -> None:
+        """`tls` holds the certificates of the listeners marked tls (loaded at start if not given).
+        `inherited` holds listening sockets made by another process (the master, systemd), by their
+        index in `server.listen`: they are used instead of binding, and not unlinked at the end."""
         self.config = config
         self.tls = tls
         self.handler = handler
@@ -71,6 +78,7 @@ class Server:
         self.draining = False
         self.connections: set[Client] = set()
         self.listeners: list[socket.socket] = []
+        self._inherited = inherited or {}
         self._addresses: dict[socket.socket, tuple[str, int | None]] = {}
         self._tls_listeners: set[socket.socket] = set()
         self._handlers: dict[socket.socket, Handler] = {}  # listeners with a handler of their own
@@ -93,11 +101,12 @@ class Server:
 
             self.tls = load_server_tls(tls_settings(self.config), self.config.http2.enabled)
         try:
-            for address in addresses:
-                self.listeners.append(bind(address))
+            for index, address in enumerate(addresses):
+                self.listeners.append(self._inherited.get(index) or bind(address))
         except OSError:
             for sock in self.listeners:
-                sock.close()
+                if sock not in self._inherited.values():
+                    sock.close()
             self.listeners.clear()
             raise
         for sock, address in zip(self.listeners, addresses, strict=True):
@@ -247,9 +256,10 @@ class Server:
         self._pause_accepting()
         if self._backoff is not None:
             self._backoff.cancel()
+        inherited = list(self._inherited.values())
         for sock in self.listeners:
-            if sock.family == socket.AF_UNIX:
-                _unlink_quietly(sock.getsockname())
+            if sock.family == socket.AF_UNIX and sock not in inherited:
+                _unlink_quietly(sock.getsockname())  # another process's socket stays: it serves on
             sock.close()
         self.listeners.clear()
         for connection in list(self.connections):
@@ -300,51 +310,92 @@ def raise_open_files_limit(connections: int, open_files: int) -> None:
                        needed, soft)
 
 
+class Readiness:
+    """What /readyz says of this process: "starting" until the listeners accept, then "ready", then
+    "draining" from the signal to stop."""
+
+    __slots__ = ("state",)
+
+    def __init__(self) -> None:
+        self.state = "starting"
+
+    def __call__(self) -> str:
+        return self.state
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
 async def serve(config: Config, handler: Handler, *, announce: bool = True,
                 startup: Startup | None = None, shutdown: Shutdown | None = None,
-                tls: ServerTLS | None = None) -> None:
-    """Run a Server (and the admin listener, if configured) until SIGTERM or SIGINT, then shut down
-    gracefully. `startup` runs before the listeners open (the ASGI lifespan); `shutdown` after the last
-    connection closed, with the grace period as its time limit."""
+                tls: ServerTLS | None = None, worker: WorkerLink | None = None) -> None:
+    """Run a Server (and the admin listener, if configured) until SIGTERM, SIGINT or SIGQUIT, then shut
+    down gracefully. `startup` runs before the listeners open (the ASGI lifespan); `shutdown` after the
+    last connection closed, with the grace period as its time limit.
+
+    Alone, the process takes its listeners from systemd's socket activation if it was given any, binds
+    the rest, and serves the admin listener itself. As a master's `worker`, it takes the master's
+    listening sockets, leaves the admin listener and reloading to the master, and stops when the master
+    is gone."""
     loop = asyncio.get_running_loop()
     raise_open_files_limit(config.limits.max_connections, config.static.open_files_max)
-    if startup is not None:
-        await startup()
-    server = Server(config, handler, loop, tls)
-    try:
-        urls = server.start()
-    except OSError:
-        if shutdown is not None:
-            await shutdown(config.server.shutdown_grace)
-        raise
-    admin: Server | None = None
-    if config.server.admin:
-        admin_config = dataclasses.replace(config, server=dataclasses.replace(
-            config.server, listen=(config.server.admin,), access_log="off"))
-        admin = Server(admin_config, MetricsHandler(lambda: len(server.connections)), loop)
-        admin_urls = admin.start()
-    if announce:
-        for url in urls:
-            print(f"ring3 listening on {url}", flush=True)
-        if admin is not None:
-            print(f"ring3 admin on {admin_urls[0]}/metrics", flush=True)
+    inherited = worker.listeners if worker is not None else _activated(config)
+    server = Server(config, handler, loop, tls, inherited)
+    readiness = Readiness()
+    started = time.time()
+    name = worker.name if worker is not None else "1"
+
+    def snapshot() -> Snapshot:
+        return take(name, started, ready=readiness.state == "ready", draining=server.draining,
+                    connections_open=len(server.connections))
+
     stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, reopen_all)  # logrotate's postrotate, as for nginx
+    loop.add_signal_handler(signal.SIGHUP, _no_reload if worker is None else _ignore)
+    admin: Server | None = None
     try:
+        if worker is not None:
+            worker.attach(loop, snapshot, stop.set)
+        elif config.server.admin:  # before the startup, so that /readyz can say "starting"
+            admin = _admin_server(config, loop, snapshot, readiness)
+        if startup is not None:
+            await startup()
+        try:
+            urls = server.start()
+        except OSError:
+            if shutdown is not None:
+                await shutdown(config.server.shutdown_grace)
+            raise
+        readiness.state = "ready"
+        if worker is not None:
+            worker.ready()
+        else:
+            systemd.notify("READY=1", f"MAINPID={os.getpid()}")
+        if announce:
+            for url in urls:
+                print(f"ring3 listening on {url}", flush=True)
+            if admin is not None:
+                print(f"ring3 admin on {describe(admin.listeners[0])}/metrics", flush=True)
         await stop.wait()
+        readiness.state = "draining"
+        if worker is None:
+            systemd.notify("STOPPING=1")
         logger.info("stopping: finishing in-flight responses")
         await server.shutdown()
-        if admin is not None:
-            await admin.shutdown(0)
         if shutdown is not None:
             await shutdown(config.server.shutdown_grace)
     finally:
+        if admin is not None:
+            await admin.shutdown(0)
+        if worker is not None:
+            worker.final(snapshot())
+            worker.close()
         # A second signal while exiting must not turn a clean exit into death by signal:
         # shutdown_grace already bounds how long the exit takes. Removing the loop's handler puts the
         # default (death) back for a moment, so the signals wait, blocked, until they are ignored.
-        stopping = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1}
+        stopping = {*STOP_SIGNALS, signal.SIGUSR1, signal.SIGHUP}
         signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
         try:
             for signum in stopping:
@@ -354,8 +405,37 @@ async def serve(config: Config, handler: Handler, *, announce: bool = True,
             signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
 
 
+def _admin_server(config: Config, loop: asyncio.AbstractEventLoop, snapshot: Callable[[], Snapshot],
+                  readiness: Readiness) -> Server:
+    """The admin listener of a process that serves alone."""
+    def gather() -> list[Snapshot]:
+        return [snapshot()]
+
+    admin_config = dataclasses.replace(config, server=dataclasses.replace(
+        config.server, listen=(config.server.admin,), access_log="off"))
+    admin = Server(admin_config, AdminHandler(gather, readiness), loop)
+    admin.start()
+    return admin
+
+
+def _activated(config: Config) -> dict[int, socket.socket]:
+    """systemd's sockets, if it passed any (socket activation)."""
+    return systemd.activated_listeners(config.server.listen) if "LISTEN_FDS" in os.environ else {}
+
+
+def _no_reload() -> None:
+    logger.warning("SIGHUP: reloading needs the master process (--master, or --workers 2 and up); "
+                   "this one serves on unchanged")
+
+
+def _ignore() -> None:
+    """A worker leaves reloading to its master."""
+
+
 def run(config: Config, handler: Handler, *, startup: Startup | None = None,
-        shutdown: Shutdown | None = None, tls: ServerTLS | None = None) -> None:
+        shutdown: Shutdown | None = None, tls: ServerTLS | None = None,
+        worker: WorkerLink | None = None) -> None:
     """Run `serve` on the configured event loop until it is stopped."""
     with asyncio.Runner(loop_factory=loop_factory(config.server.loop)) as runner:
-        runner.run(serve(config, handler, startup=startup, shutdown=shutdown, tls=tls))
+        runner.run(serve(config, handler, startup=startup, shutdown=shutdown, tls=tls, worker=worker,
+                         announce=worker is None))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import tomllib
 import typing
@@ -117,6 +118,8 @@ def coerce(source: str, key: str, value: Any, type_: Any, meta: dict[str, Any]) 
     elif type_ is float:
         result = _to_float(source, key, value)
     elif type_ is str:
+        if meta.get("number_too") and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # workers = 4 as well as workers = "auto"
         if not isinstance(value, str):
             raise ConfigError(source, key, f"expected a string, got {value!r}")
         result = value
@@ -287,6 +290,20 @@ def _check_admin(address: str) -> str | None:
     return "the admin listener takes HOST:PORT, not a unix socket" if parsed.is_unix else None
 
 
+MAX_WORKERS = 256
+
+
+def _check_workers(value: str) -> str | None:
+    if value == "auto" or (value.isdigit() and 1 <= int(value) <= MAX_WORKERS):
+        return None
+    return f"{value!r}: give a number from 1 to {MAX_WORKERS}, or 'auto' (one per CPU)"
+
+
+def worker_count(value: str) -> int:
+    """The number of workers `server.workers` asks for ('auto': the CPUs this process may use)."""
+    return len(os.sched_getaffinity(0)) if value == "auto" else int(value)
+
+
 def _check_header_value(value: str) -> str | None:
     if any(not (" " <= c <= "~" or c == "\t") for c in value):
         return "only printable ASCII is allowed in a header value"
@@ -347,6 +364,7 @@ _VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "static.zstd_level": _range_check(1, 22),
     "server.listen": _check_listen,
     "server.admin": _check_admin,
+    "server.workers": _check_workers,
     "server.server_header": _check_header_value,
     "static.index": _check_index,
     "static.mount": _check_mount,

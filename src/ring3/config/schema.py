@@ -19,9 +19,11 @@ Unit = Literal["", "bytes", "seconds"]
 
 
 def setting(default: Any, doc: str, *, unit: Unit = "", minimum: float | None = None,
-            choices: tuple[str, ...] = (), flag: str = "") -> Any:
-    """A config field: its default, its doc string, and what the loader checks."""
-    metadata = {"doc": doc, "unit": unit, "minimum": minimum, "choices": choices, "flag": flag}
+            choices: tuple[str, ...] = (), flag: str = "", number_too: bool = False) -> Any:
+    """A config field: its default, its doc string, and what the loader checks (`number_too`: a text
+    setting that takes a whole number too)."""
+    metadata = {"doc": doc, "unit": unit, "minimum": minimum, "choices": choices, "flag": flag,
+                "number_too": number_too}
     if isinstance(default, list | dict):
         raise TypeError("mutable defaults are not allowed; use a tuple")
     return field(default=default, metadata=metadata)
@@ -46,8 +48,22 @@ class ServerSection:
         "keeps one plain HTTP.",
         flag="--listen")
     admin: str = setting(
-        "", "Admin listener (HOST:PORT) serving /metrics in Prometheus text format; empty for none. "
-        "Keep it on loopback or a private network.", flag="--admin")
+        "", "Admin listener (HOST:PORT): /metrics in Prometheus text format (every worker's ledger summed, "
+        "and per-worker series), /healthz (200 while the process answers) and /readyz (200 while it "
+        "serves; 503 while it starts or drains); empty for none. Keep it on loopback or a private "
+        "network.", flag="--admin")
+    workers: str = setting(
+        "1", "Worker processes: a number, or 'auto' for one per CPU this process may run on. With more "
+        "than one, a master process binds the listeners, starts the workers and replaces any that dies; "
+        "it reloads on SIGHUP. 1 is a single process, as fast as ever, unless 'master' is on.",
+        flag="--workers", number_too=True)
+    master: bool = setting(
+        False, "Run the master process even with one worker, for what it gives: reload on SIGHUP without "
+        "a refused connection, a worker replaced if it dies, an upgrade on SIGUSR2.", flag="--master")
+    worker_start_timeout: float = setting(
+        60.0, "How long a new worker may take to be ready (its application started, its listeners "
+        "accepting); past it a reload is given up and the old workers serve on.", unit="seconds",
+        minimum=1)
     server_header: str = setting(
         "ring3", "Value of the Server response header; empty to send none.")
     access_log: str = setting(
@@ -74,8 +90,8 @@ class ServerSection:
         4 * KiB, "Longest request (its whole bytes) the replay cache remembers.", unit="bytes",
         minimum=0)
     shutdown_grace: float = setting(
-        10.0, "On SIGTERM/SIGINT, how long in-flight responses may take to finish before the "
-        "connections are closed.", unit="seconds", minimum=0)
+        10.0, "On SIGTERM, SIGINT or SIGQUIT, and for the old workers of a reload, how long in-flight "
+        "responses may take to finish before the connections are closed.", unit="seconds", minimum=0)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -4,15 +4,11 @@ beyond what the proxy keeps anyway)."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ring3.events import Request, Response
-from ring3.handlers import BodyReader
-from ring3.handlers.status import status_response
-from ring3.observe.ledger import LEDGER, Ledger
+from ring3.observe.ledger import Ledger
 
 if TYPE_CHECKING:
     from ring3.proxy.handler import ProxyHandler
@@ -22,7 +18,20 @@ CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 def render(ledger: Ledger, connections_open: int, proxies: Sequence[ProxyHandler] = (),
            now: float = 0.0) -> bytes:
-    """The metrics page in Prometheus text format 0.0.4; `now` is the proxies' loop time."""
+    """The metrics page of one process in Prometheus text format 0.0.4; `now` is the proxies' loop
+    time."""
+    lines = ledger_lines(ledger, connections_open)
+    if proxies:
+        lines += upstream_lines([("", row) for row in upstream_rows(proxies, now)])
+    return page(lines)
+
+
+def page(lines: list[str]) -> bytes:
+    return ("\n".join(lines) + "\n").encode()
+
+
+def ledger_lines(ledger: Ledger, connections_open: int) -> list[str]:
+    """The ledger's series and the open connections (of one worker, or summed over all)."""
     lines = [
         "# HELP ring3_syscalls_total System calls made by this worker, by kind (EAGAIN included).",
         "# TYPE ring3_syscalls_total counter",
@@ -73,9 +82,7 @@ def render(ledger: Ledger, connections_open: int, proxies: Sequence[ProxyHandler
         "# TYPE ring3_proxy_bytes_spliced_total counter",
         f"ring3_proxy_bytes_spliced_total {ledger.bytes_spliced}",
     ]
-    if proxies:
-        lines += upstream_lines(proxies, now)
-    return ("\n".join(lines) + "\n").encode()
+    return lines
 
 
 _UPSTREAM_METRICS = (
@@ -91,26 +98,46 @@ _UPSTREAM_METRICS = (
 )
 
 
-def upstream_lines(proxies: Sequence[ProxyHandler], now: float) -> list[str]:
-    """Each proxy's upstreams, labelled by the proxy's location and the upstream's address."""
-    rows: dict[str, list[str]] = {name: [] for name, _, _ in _UPSTREAM_METRICS}
+# One upstream as one worker sees it: location, address, up, failing, health-check down, requests,
+# in flight, idle connections, failures (plain values, so that a worker can hand them to the master).
+UpstreamRow = tuple[str, str, int, int, int, int, int, int, int]
+
+
+def upstream_rows(proxies: Sequence[ProxyHandler], now: float) -> list[UpstreamRow]:
+    """Each proxy's upstreams, read at `now` (the proxies' loop time)."""
+    rows: list[UpstreamRow] = []
     for proxy in sorted(proxies, key=lambda p: p.where):
         for upstream in proxy.upstreams:
-            labels = f'location="{label(proxy.where)}",upstream="{label(upstream.name)}"'
             failing = now < upstream.down_until
-            rows["up"].append(f"{{{labels}}} {int(not upstream.checked_down and not failing)}")
-            rows["down"].append(f'{{{labels},reason="failures"}} {int(failing)}')
-            rows["down"].append(f'{{{labels},reason="health_check"}} {int(upstream.checked_down)}')
-            rows["requests_total"].append(f"{{{labels}}} {upstream.requests}")
-            rows["in_flight"].append(f"{{{labels}}} {upstream.active}")
-            rows["idle_connections"].append(f"{{{labels}}} {len(upstream.idle)}")
-            rows["failures_total"].append(f"{{{labels}}} {upstream.failures}")
-    lines = []
-    for name, kind, help_text in _UPSTREAM_METRICS:
-        metric = f"ring3_proxy_upstream_{name}"
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
-        lines += [metric + row for row in rows[name]]
-    return lines
+            rows.append((proxy.where, upstream.name, int(not upstream.checked_down and not failing),
+                         int(failing), int(upstream.checked_down), upstream.requests, upstream.active,
+                         len(upstream.idle), upstream.failures))
+    return rows
+
+
+def upstream_lines(rows: Sequence[tuple[str, UpstreamRow]]) -> list[str]:
+    """The upstream series, labelled by the proxy's location and the upstream's address, and by the
+    worker when one is named beside the row (with several workers: each keeps its own view of an
+    upstream's health)."""
+    series: dict[str, list[str]] = {name: [] for name, _, _ in _UPSTREAM_METRICS}
+    for worker, (where, name, up, failing, checked_down, requests, active, idle, failures) in rows:
+        labels = f'location="{label(where)}",upstream="{label(name)}"'
+        if worker:
+            labels += f',worker="{worker}"'
+        series["up"].append(f"{{{labels}}} {up}")
+        series["down"].append(f'{{{labels},reason="failures"}} {failing}')
+        series["down"].append(f'{{{labels},reason="health_check"}} {checked_down}')
+        series["requests_total"].append(f"{{{labels}}} {requests}")
+        series["in_flight"].append(f"{{{labels}}} {active}")
+        series["idle_connections"].append(f"{{{labels}}} {idle}")
+        series["failures_total"].append(f"{{{labels}}} {failures}")
+    return [line for name, _, _ in _UPSTREAM_METRICS for line in _headed(name, series[name])]
+
+
+def _headed(name: str, rows: list[str]) -> list[str]:
+    kind, help_text = next((k, h) for n, k, h in _UPSTREAM_METRICS if n == name)
+    metric = f"ring3_proxy_upstream_{name}"
+    return [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"] + [metric + row for row in rows]
 
 
 def label(value: str) -> str:
@@ -124,22 +151,3 @@ def running_proxies() -> Sequence[ProxyHandler]:
     """The worker's started proxies; none, and nothing imported, when no proxy module was ever loaded."""
     module = sys.modules.get("ring3.proxy")
     return getattr(module, "RUNNING", ()) if module is not None else ()
-
-
-class MetricsHandler:
-    """Answers GET /metrics on the admin listener; everything else is 404 (or 405)."""
-
-    __slots__ = ("_connections_open",)
-
-    def __init__(self, connections_open: Callable[[], int]) -> None:
-        self._connections_open = connections_open
-
-    def __call__(self, request: Request, body: BodyReader) -> Response:
-        if request.path != b"/metrics":
-            return status_response(404)
-        if request.method not in (b"GET", b"HEAD"):
-            return status_response(405, [(b"allow", b"GET, HEAD")])
-        proxies = running_proxies()
-        now = asyncio.get_running_loop().time() if proxies else 0.0
-        page = render(LEDGER, self._connections_open(), proxies, now)
-        return Response(status=200, headers=[(b"content-type", CONTENT_TYPE)], body=page)
