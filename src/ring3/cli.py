@@ -179,6 +179,10 @@ def _serve(config: Config, tls: ServerTLS | None, source: str, argv: list[str]) 
 
         worker = WorkerLink.from_environment()
     name = f" (worker {worker.name})" if worker is not None else ""
+    if worker is not None and tls is not None and worker.ticket_keys and config.tls.session_tickets:
+        from ring3.transport import ticket_keys
+
+        ticket_keys.share([cert.context for cert in tls.certificates], worker.ticket_keys)
     logging.basicConfig(level=config.server.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s [%(levelname)s] %(name)s{name}: %(message)s")
     master = worker is None and (config.server.master or worker_count(config.server.workers) > 1)

@@ -229,6 +229,8 @@ class Server:
         peer = self._address_of.pop(old, None)
         if peer is not None:
             self._address_of[new] = peer
+        if self.draining:
+            new.drain()
 
     def connection_closed(self, connection: Client) -> None:
         self.connections.discard(connection)

@@ -480,6 +480,9 @@ class Connection(Exchange):
             self._upgrade.shutdown()
             return
         if self._request is None and not self._events and not self._parser.in_head:
+            if self._served == 0 and not self._eof:
+                self._on_timer()  # new: its first request is let in (FIRST_REQUEST_WAIT), then close
+                return
             self._close_when_flushed()
 
     def _on_send_failed(self, exc: BaseException) -> None:

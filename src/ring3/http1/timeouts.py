@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("ring3.error")
 
+# As the server drains (a reload, a stop), how long a connection accepted but not yet given its first
+# request may wait for it; a client that connected sends it at once. It is answered, with close.
+FIRST_REQUEST_WAIT = 1.0
+
 
 def connection_deadline(connection: Connection) -> tuple[float | None, Callable[[], None]]:
     """The connection's next deadline and what to do at it, from its state (lingering, a blocked
@@ -33,7 +37,10 @@ def connection_deadline(connection: Connection) -> tuple[float | None, Callable[
     if connection._parser.in_head:
         return connection._phase_since + limits.header_timeout, lambda: _head_timed_out(connection)
     if connection._served == 0:
-        return connection._phase_since + limits.header_timeout, connection.close
+        wait = limits.header_timeout
+        if connection._server.draining:  # its first request may be on its way: a moment to arrive
+            wait = min(wait, FIRST_REQUEST_WAIT)
+        return connection._phase_since + wait, connection.close
     return connection._phase_since + limits.keepalive_timeout, connection.close
 
 

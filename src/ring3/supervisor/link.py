@@ -2,8 +2,10 @@
 
 A SOCK_SEQPACKET pair: each message is one JSON object, and a closed end reads as b"" at the other. The
 worker says {"op": "ready"} once its listeners accept; the master asks {"op": "snapshot", "id": N} and
-the worker answers {"op": "snapshot", "id": N, "data": {...}}. When the master is gone, even by
-SIGKILL, the worker reads end-of-file and stops gracefully: no orphan keeps serving on the port.
+the worker answers {"op": "snapshot", "id": N, "data": {...}}. The master's first message, sent as the
+worker starts, is {"op": "hello", "ticket_keys": HEX}: the TLS session ticket keys all workers share.
+When the master is gone, even by SIGKILL, the worker reads end-of-file and stops gracefully: no orphan
+keeps serving on the port.
 
 The master hands a worker its listening sockets and its end of the pair as inherited descriptors, named
 in the RING3_WORKER variable: {"name": "1", "control": FD, "listeners": [FD, ...]} (a descriptor per
@@ -25,6 +27,7 @@ from ring3.observe.snapshot import Snapshot
 
 ENV = "RING3_WORKER"
 MAX_MESSAGE = 1 << 20  # a snapshot with many upstreams stays far below
+HELLO_TIMEOUT = 10.0
 
 logger = logging.getLogger("ring3.error")
 
@@ -43,9 +46,11 @@ def encode(message: dict[str, Any]) -> bytes:
 class WorkerLink:
     """A worker's end: its name, its inherited listeners, and the control socket to its master."""
 
-    def __init__(self, name: str, control: socket.socket, listeners: dict[int, socket.socket]) -> None:
+    def __init__(self, name: str, control: socket.socket, listeners: dict[int, socket.socket],
+                 ticket_keys: bytes = b"") -> None:
         self.name = name
         self.listeners = listeners
+        self.ticket_keys = ticket_keys
         self._control = control
         self._loop: asyncio.AbstractEventLoop | None = None
         self._snapshot: Callable[[], Snapshot] | None = None
@@ -59,13 +64,18 @@ class WorkerLink:
             return None
         spec = json.loads(text)
         control = socket.socket(fileno=int(spec["control"]))
+        control.settimeout(HELLO_TIMEOUT)  # the master's first word: the TLS ticket keys
+        try:
+            hello = json.loads(control.recv(MAX_MESSAGE) or b"{}")
+        except (OSError, ValueError):
+            hello = {}
         control.setblocking(False)
         listeners = {}
         for index, fd in enumerate(spec["listeners"]):
             sock = socket.socket(fileno=int(fd))
             sock.setblocking(False)
             listeners[index] = sock
-        return cls(str(spec["name"]), control, listeners)
+        return cls(str(spec["name"]), control, listeners, bytes.fromhex(hello.get("ticket_keys", "")))
 
     def attach(self, loop: asyncio.AbstractEventLoop, snapshot: Callable[[], Snapshot],
                master_gone: Callable[[], None]) -> None:

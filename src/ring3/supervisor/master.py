@@ -48,6 +48,7 @@ KILL_AFTER = 5.0  # past shutdown_grace, how long a stopping worker has before S
 INHERIT_ENV = "RING3_INHERIT"  # an upgrade's listening sockets: {"listen text": fd, "@admin": fd}
 UPGRADE_ENV = "RING3_UPGRADE_FD"  # where the new master writes b"ready"
 ADMIN = "@admin"
+TICKET_KEYS_LENGTH = 80  # transport.ticket_keys.KEYS_LENGTH (not imported: a master without TLS loads no TLS)
 
 Load = Callable[[], Config]
 
@@ -70,6 +71,7 @@ class Master:
         self.restarts = 0
         self.reloads = {"done": 0, "refused": 0, "failed": 0}
         self.retired = Ledger()  # the counters of workers that have ended
+        self.ticket_keys = os.urandom(TICKET_KEYS_LENGTH)  # one set for every worker, for the master's life
         self.exit_status = 0
         self.admin: Server | None = None
         self._reloading = False
@@ -189,7 +191,8 @@ class Master:
         return True
 
     def _spawn(self, name: str, generation: int, listeners: Sequence[socket.socket]) -> Worker:
-        worker = Worker(name, generation, self.argv, listeners, self.loop, self._on_message)
+        worker = Worker(name, generation, self.argv, listeners, self.loop, self._on_message,
+                        self.ticket_keys)
         self.workers.append(worker)
         logger.info("%r started (generation %d)", worker, generation)
         return worker

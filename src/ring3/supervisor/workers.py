@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ class Worker:
 
     def __init__(self, name: str, generation: int, argv: Sequence[str], listeners: Sequence[socket.socket],
                  loop: asyncio.AbstractEventLoop, on_message: Callable[[Worker, dict[str, Any]], None],
-                 extra_env: dict[str, str] | None = None) -> None:
+                 ticket_keys: bytes) -> None:
         self.name = name
         self.generation = generation
         self.ready = False
@@ -40,7 +41,7 @@ class Worker:
         self._next_id = 0
         control, theirs = pair()
         spec = {"name": name, "control": theirs.fileno(), "listeners": [sock.fileno() for sock in listeners]}
-        env = dict(os.environ, **(extra_env or {}))
+        env = dict(os.environ)
         env[ENV] = json.dumps(spec)
         try:
             self.process = subprocess.Popen(
@@ -53,6 +54,8 @@ class Worker:
             theirs.close()
         self.pid = self.process.pid
         self._control: socket.socket | None = control
+        with contextlib.suppress(OSError):  # if it is gone already, its exit says why
+            control.send(encode({"op": "hello", "ticket_keys": ticket_keys.hex()}))
         loop.add_reader(control.fileno(), self._on_readable)
 
     def __repr__(self) -> str:

@@ -1,8 +1,9 @@
 """The server's TLS contexts: certificates loaded and checked, protocol settings, SNI and ALPN.
 
-Built once at startup, before any worker would fork (the workers issue), so that every worker holds the
-same session ticket keys: OpenSSL draws them when a context is made, and a forked child inherits them.
-Only imported when a listener is marked tls.
+Built once at startup, in each worker (a reload builds them anew, re-reading the certificates). OpenSSL
+draws session ticket keys for each context; under a master, the workers are given one set of keys
+(transport/ticket_keys.py) so that a session resumes on any worker. Only imported when a listener is
+marked tls.
 """
 
 from __future__ import annotations

@@ -245,8 +245,8 @@ class TLSHandshake:
             self._loop.remove_writer(self._fd)
 
     def drain(self) -> None:
-        """Server shutdown: a handshake in progress is not worth waiting for."""
-        self.close()
+        """Server shutdown (or a reload): a handshake in progress goes on (within tls_handshake_timeout),
+        since its client connected before the drain; the connection it becomes is drained then."""
 
     def close(self) -> None:
         if self.closed:
