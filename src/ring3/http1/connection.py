@@ -480,10 +480,10 @@ class Connection(Exchange):
             self._upgrade.shutdown()
             return
         if self._request is None and not self._events and not self._parser.in_head:
-            if self._served == 0 and not self._eof:
-                self._on_timer()  # new: its first request is let in (FIRST_REQUEST_WAIT), then close
-                return
-            self._close_when_flushed()
+            if self._eof:
+                self._close_when_flushed()
+            else:
+                self._on_timer()  # idle: a request on its way is let in (DRAIN_IDLE_WAIT), then close
 
     def _on_send_failed(self, exc: BaseException) -> None:
         logger.debug("%s: send failed: %s", self._peer, exc)

@@ -15,9 +15,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("ring3.error")
 
-# As the server drains (a reload, a stop), how long a connection accepted but not yet given its first
-# request may wait for it; a client that connected sends it at once. It is answered, with close.
-FIRST_REQUEST_WAIT = 1.0
+# As the server drains (a reload, a stop), how long an idle connection may wait for its next request
+# (counted from its last response, or from its accepting) before it is closed: a client under load sends
+# it at once, gets its answer with Connection: close and opens its next connection elsewhere, instead of
+# meeting a connection closed under a request it was writing. A connection idle for longer is closed at
+# once.
+DRAIN_IDLE_WAIT = 1.0
 
 
 def connection_deadline(connection: Connection) -> tuple[float | None, Callable[[], None]]:
@@ -36,12 +39,10 @@ def connection_deadline(connection: Connection) -> tuple[float | None, Callable[
         return None, connection.close  # the handler is working; it has no deadline of ours
     if connection._parser.in_head:
         return connection._phase_since + limits.header_timeout, lambda: _head_timed_out(connection)
-    if connection._served == 0:
-        wait = limits.header_timeout
-        if connection._server.draining:  # its first request may be on its way: a moment to arrive
-            wait = min(wait, FIRST_REQUEST_WAIT)
-        return connection._phase_since + wait, connection.close
-    return connection._phase_since + limits.keepalive_timeout, connection.close
+    wait = limits.header_timeout if connection._served == 0 else limits.keepalive_timeout
+    if connection._server.draining:  # its next request may be on its way: a moment to arrive
+        wait = min(wait, DRAIN_IDLE_WAIT)
+    return connection._phase_since + wait, connection.close
 
 
 def _send_timed_out(connection: Connection) -> None:

@@ -280,6 +280,9 @@ class Master:
                 logger.error("reload refused: config error: %s; the workers serve on unchanged", exc)
                 return
             logger.info("reloading: new workers start; the old ones drain once they are ready")
+            if config.server.admin != self.config.server.admin:
+                logger.warning("server.admin changed: the admin listener stays on %s until a restart",
+                               self.config.server.admin or "none")
             try:
                 ok = await self._start_generation(config)
             except OSError as exc:
