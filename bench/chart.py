@@ -71,7 +71,8 @@ def cpu_panel(ax: Axes, scenarios: list[Record]) -> None:
 
 
 def draw(data: Record, png: Path) -> None:
-    scenarios: list[Record] = [s for s in data["scenarios"] if s.get("kind") != "idle"]  # no rates
+    # no rates in the idle and reload-latency scenarios
+    scenarios: list[Record] = [s for s in data["scenarios"] if s.get("kind") not in ("idle", "reload")]
     panels = len(scenarios) + 1
     rows = math.ceil(panels / COLUMNS)
     fig, axes = plt.subplots(rows, COLUMNS, figsize=(4 * COLUMNS, 3.3 * rows), squeeze=False)
@@ -83,8 +84,8 @@ def draw(data: Record, png: Path) -> None:
         ax.axis("off")
     machine = data["machine"]
     fig.suptitle(f"ring3 benchmark, {data['date']}: {machine['nproc']} CPUs ({machine['cpu_model']}), "
-                 f"Linux {machine['kernel']}; one worker each, medians of {data['settings']['repetitions']} "
-                 f"x {data['settings']['duration_s']} s", fontsize=10)
+                 f"Linux {machine['kernel']}; one worker each (but -w2), medians of "
+                 f"{data['settings']['repetitions']} x {data['settings']['duration_s']} s", fontsize=10)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
 

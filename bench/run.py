@@ -3,9 +3,9 @@
 
 Installs what it needs (wrk, h2load, strace, nginx, gcc, openssl, haproxy from apt; the Python peers and
 matplotlib in bench/.venv), runs every scenario (static files, then applications hosted over ASGI, WSGI and
-WebSocket, then TLS, HTTP/2, virtual hosts, compression and the reverse proxy) with interleaved
-repetitions, counts syscalls per request with strace (and, for ring3, with its own ledger), and writes
-Markdown, JSON and a chart under bench/results/. With --baseline PATH, ring3 is also run from another
+WebSocket, then TLS, HTTP/2, virtual hosts, compression, the reverse proxy and worker processes) with
+interleaved repetitions, counts syscalls per request with strace (and, for ring3, with its own ledger), and
+writes Markdown, JSON and a chart under bench/results/. With --baseline PATH, ring3 is also run from another
 checkout (ring3-base) beside every ring3.
 """
 
@@ -30,9 +30,11 @@ from benchkit import baseline, figures, handshakes, idle, lineups, load, report,
 from benchkit.pages import add_encoding, await_encoded, make_pages
 from benchkit.procs import cpu_seconds, peak_rss_kib, rss_kib
 from benchkit.proxy import add_body_check, servers_running
+from benchkit.reloads import measure as measure_reloads
 from benchkit.scenarios import GROUPS, IDLE, SCENARIOS, STATIC, WEBSOCKET, Scenario, chosen, make_site
 from benchkit.servers import Server, ServerSpec
 from benchkit.sites import make_sites
+from benchkit.workers import add_balance, balance_start
 
 import ring3
 
@@ -93,7 +95,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenario", action="append", choices=[*GROUPS, *(s.name for s in SCENARIOS)],
                         help="run only this scenario (repeatable; 'tls': the HTTP/1.1 ones over TLS, "
                         "'h2': the HTTP/2 ones, 'sites': the virtual hosts' ones, 'compress': the "
-                        "compressed answers' ones, 'proxy': the reverse proxy's)")
+                        "compressed answers' ones, 'proxy': the reverse proxy's, 'workers': 1 and 2 worker "
+                        "processes and reloads)")
     parser.add_argument("--baseline", type=Path, metavar="PATH",
                         help="another ring3 checkout (a git worktree): every scenario that runs ring3 also "
                         "runs ring3-base, the same command with PATH/src first on PYTHONPATH")
@@ -346,8 +349,12 @@ def run_scenario(scenario: Scenario, settings: Settings, root: Path, work: Path)
         encoded = drop_unverified(running, scenario, failed)
         if scenario.kind == IDLE:
             results = {server.spec.name: measure_idle(server, scenario, settings) for server in running}
+        elif scenario.reloading:
+            results = measure_reloads(running, scenario, settings.quick, settings.repetitions)
         else:
+            window = balance_start(running)  # the 2-worker servers' split of the load
             results = measure_rates(running, scenario, settings)
+            add_balance(results, running, window)
             for server in running:
                 if server.spec.name in encoded:
                     add_encoding(results[server.spec.name], encoded[server.spec.name], server, scenario)
@@ -359,16 +366,10 @@ def run_scenario(scenario: Scenario, settings: Settings, root: Path, work: Path)
             results[spec.name] = {"error": failed[spec.name], "peer": spec.peer}
         if error := results.get(spec.name, {}).get("error"):
             log(f"  {scenario.name}: {spec.name} failed: {' '.join(error.split())[:300]}")
-    record = {"name": scenario.name, "title": scenario.title, "file": scenario.file, "kind": scenario.kind,
-              "unit": scenario.unit, "rate_key": scenario.rate_key, "static_goal": scenario.static_goal,
-              "connections": scenario.connections, "pipeline": scenario.pipeline,
-              "browser_headers": scenario.browser_headers, "expect_status": scenario.expect_status,
-              "message_size": scenario.message_size, "tls": scenario.tls, "handshake": scenario.handshake,
-              "protocol": scenario.protocol, "streams": scenario.streams,
-              "accept_encoding": scenario.accept_encoding,
-              "upstream": upstream.record() if upstream is not None else None,
-              "goals": [asdict(goal) for goal in scenario.goals],
-              "results": {spec.name: results[spec.name] for spec in specs if spec.name in results}}
+    record = scenario.settings_record()
+    record.update(upstream=upstream.record() if upstream is not None else None,
+                  goals=[asdict(goal) for goal in scenario.goals],
+                  results={spec.name: results[spec.name] for spec in specs if spec.name in results})
     record["ratios"] = report.ratios(record)
     return record
 

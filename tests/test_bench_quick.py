@@ -1,5 +1,5 @@
 """The benchmark's --quick mode runs end to end: every scenario (static files, ASGI, WSGI and WebSocket
-apps) measured for ring3, every syscall count taken.
+apps, worker processes and reloads) measured for ring3, every syscall count taken.
 
 Only counts are asserted (something was served, syscalls were seen); no timing decides this test.
 """
@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,9 @@ def test_quick_benchmark_measures_every_scenario(tmp_path: Path) -> None:
     assert not data["skipped"], data["skipped"]
     assert sorted(by_name) == sorted(scenario_names())
     for name, scenario in by_name.items():
+        if scenario["kind"] == "reload":
+            check_reloads(name, scenario)
+            continue
         ring3 = scenario["results"]["ring3"]
         assert ring3.get("error") is None, (name, ring3.get("error"))
         if scenario["kind"] == "idle":  # memory with connections held open, not rates
@@ -64,6 +68,34 @@ def test_quick_benchmark_measures_every_scenario(tmp_path: Path) -> None:
             # every body byte went through Python or by splice (zero-copy), none twice or not at all
             moved = body["python_bytes_per_response"] + body["zero_copy_bytes_per_response"]
             assert moved == body["body_bytes"], (name, body)
+        if scenario["workers"]:  # ring3-w2 beside ring3, its two workers' split from /metrics
+            two = scenario["results"]["ring3-w2"]
+            assert two.get("error") is None and two["requests_per_s"]["median"] > 0, (name, two)
+            assert two["balance"]["worker_processes"] == 2, (name, two["balance"])
+            if data["ledger_available"]:
+                assert sorted(two["balance"]["requests"]) == ["1", "2"], (name, two["balance"])
+                assert sum(two["balance"]["requests"].values()) > 0, (name, two["balance"])
         if scenario["static_goal"]:  # the ASGI stream beside ring3's static file of the same size
             assert scenario["results"]["ring3-static"]["mb_per_s"]["median"] > 0, name
             assert "ring3-static" in scenario["ratios"]["peers"], name
+
+
+def check_reloads(name: str, scenario: dict[str, Any]) -> None:
+    """ring3-w2 served wrk in every run; every SIGHUP of a reloading run led to a completed reload (a
+    SIGHUP during a reload adds one after it), and nothing failed but wrk's count of the kept-alive
+    connections the draining workers closed (read errors, at most one per connection and reload)."""
+    record = scenario["results"]["ring3-w2"]
+    assert record.get("error") is None, (name, record.get("error"))
+    runs = record["runs"]
+    assert sorted(runs) == ["close", "keep-alive"], (name, sorted(runs))
+    for mode, phases in runs.items():
+        assert sorted(phases) == ["quiet", "reload"], (name, mode)
+        assert all(run["requests"] > 0 for run in phases.values()), (name, mode)
+        quiet, reload = phases["quiet"], phases["reload"]
+        assert not any(quiet["errors"].values()), (name, mode, quiet["errors"])
+        assert quiet["hups"] == quiet["reloads_completed"] == 0, (name, mode)
+        assert reload["hups"] >= 1 and reload["reloads_completed"] >= 1, (name, mode, reload)
+        assert reload["reloads_not_done"] == 0, (name, mode, reload)
+        cut = reload["errors"]["read"] if mode == "keep-alive" else 0
+        assert cut <= scenario["connections"] * reload["reloads_completed"], (name, mode, reload["errors"])
+        assert sum(reload["errors"].values()) == cut, (name, mode, reload["errors"])

@@ -7,6 +7,8 @@ from __future__ import annotations
 from benchkit.figures import Record, num
 
 LABELS = {"cpu_us_per_request": "CPU µs per request", "mb_per_s": "MB/s", "peak_rss_mib": "peak RSS MiB",
+          "reload_errors.close": "wrk's errors during reloads (Connection: close)",
+          "reload_errors.keep-alive": "wrk's errors during reloads (keep-alive)",
           "requests_per_s": "requests/s", "body_bytes": "bytes per response",
           "syscalls.total_per_request": "syscalls per request",
           "proxy_body.python_bytes_per_response": "body bytes through Python per response"}
@@ -30,7 +32,7 @@ def evaluate(goal: Record, scenario: Record, by_name: dict[str, Record]) -> Reco
     """ring3's figure, the one it is held to (if a ratio or a difference), and whether the goal is met
     (None: not measured in this run)."""
     key = goal["key"]
-    mine = figure(scenario["results"].get("ring3"), key)
+    mine = figure(scenario["results"].get(goal.get("server") or "ring3"), key)
     reference = by_name.get(goal["scenario"] or scenario["name"], {})
     theirs = figure(reference.get("results", {}).get(goal["against"]), key) if goal["against"] else None
     value = mine / theirs if mine is not None and theirs else None
@@ -65,6 +67,8 @@ def describe(goal: Record, scenario: Record) -> str:
     sign = ">=" if goal["at_least"] else "<="
     label = LABELS.get(goal["key"], goal["key"])
     note = f" ({goal['note']})" if goal.get("note") else ""
+    if goal.get("server"):
+        label = f"{goal['server']}: {label}"
     if not goal["against"]:
         return f"{label} {sign} {goal['bound']:.1f}{note}"
     where = f" in {goal['scenario']}" if goal["scenario"] and goal["scenario"] != scenario["name"] else ""

@@ -5,7 +5,9 @@ over TLS and over HTTP/2, ring3 beside nginx. App scenarios: every server hosts 
 bench/apps/, with one worker. Sites scenarios: ring3 alone, with 100 virtual hosts and with one root.
 Compress scenarios: ring3 (its default config) beside nginx with `gzip on` or with `gzip_static on`, and
 ring3 alone hosting an ASGI app with --app-compress (the other ASGI servers do not compress). Proxy
-scenarios: ring3, nginx and HAProxy as reverse proxies of one upstream nginx (benchkit.proxy).
+scenarios: ring3, nginx and HAProxy as reverse proxies of one upstream nginx (benchkit.proxy). Workers
+scenarios: ring3 and nginx with one and two worker processes (benchkit.workers), the 2-worker ones alone
+while they reload.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 
-from benchkit import proxy, servers, sites
+from benchkit import proxy, servers, sites, workers
 from benchkit.scenarios import FULL, IDLE, NGINX_GZIP, NGINX_GZIP_STATIC, SINGLE, STATIC, WEBSOCKET, Scenario
 from benchkit.servers import ServerSpec
 
@@ -137,6 +139,8 @@ def lineup(scenario: Scenario) -> tuple[ServerSpec, ...]:
         # uvicorn closes idle connections after 5 s, too soon to hold 10,000; granian, with its
         # default backpressure, held 2,247 of them after 60 s here (9.1 KiB each).
         return (servers.RING3, servers.NGINX)
+    if scenario.workers:
+        return workers.LINEUPS[scenario.name]
     if scenario.accept_encoding:
         return COMPRESS_LINEUPS[scenario.name]
     if scenario.proxy:

@@ -67,3 +67,24 @@ def peak_rss_kib(root: int) -> int:
 def rss_kib(root: int) -> int:
     """Sum over the tree of each process's VmRSS (its resident set now), in KiB."""
     return _status_kib(root, "VmRSS")
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (a master's workers), from /proc/PID/task/*/children."""
+    found: list[int] = []
+    try:
+        tasks = list((PROC / str(pid) / "task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def own_cpu_seconds(pid: int) -> float | None:
+    """utime+stime of one process alone (its reaped children left out), or None if it is gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / CLOCK_TICKS

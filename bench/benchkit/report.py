@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from benchkit import goals, pages, proxy, tlsreport
+from benchkit import goals, pages, proxy, reloads, tlsreport, workers
 from benchkit.figures import Record, median, num
 
 README_START = "<!-- bench:start -->"
@@ -62,19 +62,23 @@ def rate_label(scenario: Record) -> str:
 
 
 def ratios(scenario: Record) -> Record:
-    """ring3 against each other server of the scenario, on the headline rate (higher is better for ring3)
-    and on CPU per request (lower is); the best Python peer (by that rate) named."""
+    """ring3 against each other server of the scenario (or, where the scenario names pairs, each ring3
+    against its peer: ring3-w2 against nginx-w2), on the headline rate (higher is better for ring3) and on
+    CPU per request (lower is); the best Python peer (by that rate) named."""
     results: Record = scenario["results"]
     key = scenario.get("rate_key", "requests_per_s")
-    ring3 = results.get("ring3", {})
+    pairs = scenario.get("pairs") or [("ring3", name) for name, r in results.items() if r.get("peer")]
     peers: Record = {}
-    for name, record in results.items():
-        if not record.get("peer"):
+    for mine_name, name in pairs:
+        mine, record = results.get(mine_name, {}), results.get(name)
+        if record is None:
             continue
-        rate = _ratio(median(ring3, key), median(record, key))
-        cpu = _ratio(median(ring3, "cpu_us_per_request"), median(record, "cpu_us_per_request"))
+        rate = _ratio(median(mine, key), median(record, key))
+        cpu = _ratio(median(mine, "cpu_us_per_request"), median(record, "cpu_us_per_request"))
         if rate is not None or cpu is not None:
             peers[name] = {"rate": rate, "cpu_per_request": cpu}
+            if mine_name != "ring3":
+                peers[name]["ring3"] = mine_name
     found: Record = {"rate_key": key, "peers": peers}
     python = {name: median(r, key) or 0.0 for name, r in results.items() if r.get("peer") == "python"}
     best = max(python, key=lambda name: python[name], default=None)
@@ -127,8 +131,8 @@ def results_table(report: Record) -> list[str]:
     lines = ["| scenario | server | requests/s (msg/s) median (min..max) | MB/s | server CPU µs/req | p50 ms "
              "| p99 ms | peak RSS MiB | syscalls/req | top syscalls/req | load gen CPU |", "|" + "---|" * 11]
     for scenario in report["scenarios"]:
-        if scenario.get("kind") == "idle":
-            continue  # memory only: idle_table
+        if scenario.get("kind") in ("idle", reloads.RELOAD):
+            continue  # memory only (idle_table), latency during reloads (reloads.reload_table)
         for name, record in scenario["results"].items():
             lines.append(_result_row(scenario, name, record))
     return lines
@@ -169,7 +173,7 @@ def ratio_table(report: Record) -> list[str]:
         for name, ratio in found.get("peers", {}).items():
             peer = scenario["results"][name].get("peer", "")
             note = " (best Python)" if name == found.get("best_python") else PEER_NOTES.get(peer, "")
-            label = name + note
+            label = name + note + (f" (by {ratio['ring3']})" if ratio.get("ring3") else "")
             rate = ratio.get("rate")
             rate_cell = "n/a" if rate is None else f"{rate:.2f} ({rate_label(scenario)})"
             lines.append(f"| {scenario['title']} | {label} | {rate_cell} | "
@@ -244,17 +248,22 @@ def notes(report: Record) -> list[str]:
     return [NOTES, "", H2_NOTE] if http2 else [NOTES]
 
 
+# The workers scenarios' 2-worker servers are pinned to both CPUs (benchkit.workers).
+WORKERS_EXCEPTION = f" but the workers scenarios' 2-worker ones, pinned to CPUs {workers.BOTH_CPUS}"
+
+
 def header_lines(report: Record) -> list[str]:
     m, s, v = report["machine"], report["settings"], report["versions"]
     peers = ", ".join(f"{k} {val}" for k, val in v.items() if k != "ring3")
     warmup = f"a {s['warmup_s']} s warm-up" if s["warmup_s"] else "no warm-up"
+    exception = WORKERS_EXCEPTION if any(sc.get("workers") for sc in report["scenarios"]) else ""
     load = ""
     if m.get("loadavg_before"):
         load = f" 1-min load average {m['loadavg_before'][0]} before, {m['loadavg_after'][0]} after."
     return [f"Date: {report['date']}. Machine: {m['nproc']} CPUs ({m['cpu_model']}), "
             f"Linux {m['kernel']}.{load}",
             f"Mode: {s['mode']}: {s['repetitions']} interleaved repetition(s) of {s['duration_s']} s per "
-            f"server and scenario after {warmup}; servers (one worker each) pinned to "
+            f"server and scenario after {warmup}; servers (one worker each{exception}) pinned to "
             f"CPU {s['server_cpu']}, wrk/h2load/wsload to CPU {s['load_cpu']}; medians, requests/s with "
             "min..max.",
             f"ring3 {v.get('ring3', '?')}; {peers}."]
@@ -274,6 +283,10 @@ def markdown(report: Record) -> str:
         parts += ["", "## Compressed answers", "", *pages.compression_table(report)]
     if proxy.body_table(report):
         parts += ["", "## Proxied bodies", "", *proxy.body_table(report)]
+    if workers.balance_table(report):
+        parts += ["", "## Worker processes", "", *workers.balance_table(report)]
+    if reloads.reload_table(report):
+        parts += ["", "## Latency during reloads", "", *reloads.reload_table(report)]
     if goals.goal_table(report):
         parts += ["", "## Goals", "", *goals.goal_table(report)]
     if skipped_lines(report):
@@ -301,6 +314,10 @@ def readme_section(report: Record, chart: str | None) -> str:
         lines += ["", "Compressed answers:", "", *pages.compression_table(report)]
     if proxy.body_table(report):
         lines += ["", "Proxied bodies:", "", *proxy.body_table(report)]
+    if workers.balance_table(report):
+        lines += ["", "Worker processes:", "", *workers.balance_table(report)]
+    if reloads.reload_table(report):
+        lines += ["", "Latency during reloads:", "", *reloads.reload_table(report)]
     if goals.goal_table(report):
         lines += ["", "Goals:", "", *goals.goal_table(report)]
     if report.get("ledger_available"):

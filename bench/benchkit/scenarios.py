@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchkit.h2load import H2, H2C, HTTP1
 
@@ -44,10 +45,17 @@ STATIC = "static"  # files from the bench site
 APP = "app"  # an application of bench/apps/ over HTTP
 WEBSOCKET = "websocket"  # WebSocket messages, echoed by an application (rates and costs per message)
 IDLE = "idle"  # connections held open idle after one request each: memory, not rates
+RELOAD = "reload"  # latency and errors of wrk runs while the servers reload (benchkit.reloads), not rates
 
 FULL = "full"  # a new connection per request (Connection: close), each with a full TLS handshake
 RESUMED = "resumed"  # a new connection per request, each resuming the client's TLS session
 MB = 1_000_000
+
+
+# The scenario's settings kept in its record.
+RECORDED = ("name", "title", "file", "kind", "unit", "rate_key", "static_goal", "connections", "pipeline",
+            "browser_headers", "expect_status", "message_size", "tls", "handshake", "protocol", "streams",
+            "accept_encoding", "workers", "pairs")
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class Goal:
     difference: bool = False  # at most `bound` more than `against`'s figure (in its unit), not a ratio
     if_run: bool = False  # a row only where `against` ran (ring3-base: with --baseline), else none
     note: str = ""  # shown beside the goal: the bound as the issue gave it, what the reference is
+    server: str = ""  # the ring3 whose figure is held (default "ring3"; reload-latency's is ring3-w2)
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,20 @@ class Scenario:
     accept_encoding: str = ""
     # ring3, nginx and HAProxy as reverse proxies of one upstream nginx serving the files (benchkit.proxy)
     proxy: bool = False
+    # ring3 and nginx with 1 and 2 worker processes (benchkit.workers); the 2-worker ones pinned to both CPUs
+    workers: bool = False
+    # (ring3's, peer's) name pairs the ratios compare, where not ring3 against every peer
+    pairs: tuple[tuple[str, str], ...] = ()
     goals: tuple[Goal, ...] = ()
+
+    @property
+    def reloading(self) -> bool:
+        """wrk runs while the servers reload (benchkit.reloads), not rate runs."""
+        return self.kind == RELOAD
+
+    def settings_record(self) -> dict[str, Any]:
+        """The settings kept in the scenario's record (bench/run.py), read by the report."""
+        return {key: getattr(self, key) for key in RECORDED}
 
     @property
     def unit(self) -> str:
@@ -202,6 +224,24 @@ PROXY_SCENARIOS = (
                     Goal(PYTHON_BODY, 0.0, note="~0: the body by splice"))),
 )
 
+# Worker processes: ring3 (one process, as today) and ring3-w2 (--workers 2: a master and 2 workers)
+# beside nginx with worker_processes 1 and 2; then the 2-worker ones serving wrk while the bench sends
+# their master SIGHUP once a second, against the same servers without reloads (benchkit.reloads).
+RING3_W2 = "ring3-w2"
+NGINX_W2 = "nginx-w2"
+# wrk's errors (connect, read, write, timeout, non-2xx) during reloads, by connection mode (and "all")
+RELOAD_ERRORS = "reload_errors"
+WORKERS_SCENARIOS = (
+    Scenario("workers-1k-c64", "1 KiB, 64 conns, 1 and 2 workers", "1k.bin", 64, 5000, workers=True,
+             pairs=(("ring3", "nginx"), (RING3_W2, NGINX_W2))),
+    Scenario("reload-latency", "1 KiB, 64 conns, 2 workers, SIGHUP every second", "1k.bin", 64, 0,
+             kind=RELOAD, workers=True,
+             goals=(Goal(f"{RELOAD_ERRORS}.close", 0.0, server=RING3_W2,
+                         note="zero errors during reloads, a new connection per request"),
+                    Goal(f"{RELOAD_ERRORS}.keep-alive", 0.0, server=RING3_W2,
+                         note="zero errors during reloads, connections kept alive"))),
+)
+
 # Today's static scenarios must not get dearer: with --baseline, ring3 against ring3-base (its row is
 # shown only then).
 NO_REGRESSION = (Goal(CPU, 1.05, "ring3-base", if_run=True, note="no regression, 5% for noise"),)
@@ -230,14 +270,16 @@ SCENARIOS = (
     *SITES_SCENARIOS,
     *COMPRESS_SCENARIOS,
     *PROXY_SCENARIOS,
+    *WORKERS_SCENARIOS,
 )
 
 # --scenario GROUP: the HTTP/1.1 scenarios over TLS, the HTTP/2 ones, the virtual hosts' ones, the
-# compressed answers' ones, the reverse proxy's.
+# compressed answers' ones, the reverse proxy's, the worker processes' (workers-1k-c64, reload-latency).
 GROUPS: dict[str, Callable[[Scenario], bool]] = {"tls": lambda s: s.tls and not s.http2,
                                                  "h2": lambda s: s.http2, "sites": lambda s: s.sites,
                                                  "compress": lambda s: bool(s.accept_encoding),
-                                                 "proxy": lambda s: s.proxy}
+                                                 "proxy": lambda s: s.proxy,
+                                                 "workers": lambda s: s.workers}
 
 
 def chosen(scenario: Scenario, names: set[str]) -> bool:

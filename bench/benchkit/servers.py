@@ -1,4 +1,5 @@
-"""The servers under test: how each is started (one worker, pinned to the server CPU), awaited and stopped."""
+"""The servers under test: how each is started (one worker, pinned to the server CPU; the workers
+scenarios' 2-worker servers pinned to both CPUs), awaited and stopped."""
 
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ class ServerSpec:
     # A file of the run's work folder whose requests (HOST PATH or PATH lines) wrk cycles through in the
     # rate runs (bench/wrk/targets.lua) instead of the URL's; the other requests take the URL (and `host`).
     targets: str = ""
+    workers: int = 1  # worker processes (a master beside them when more than 1: ring3 --workers, nginx)
+    cpus: str = ""  # taskset's CPU list instead of SERVER_CPU ("0,1": the 2-worker servers, load CPU shared)
 
     @property
     def family(self) -> str:
@@ -95,8 +98,9 @@ def pinning_available() -> bool:
     return {SERVER_CPU, LOAD_CPU} <= os.sched_getaffinity(0)
 
 
-def pinned(cpu: int, argv: Sequence[str]) -> list[str]:
-    """`taskset -c CPU argv` where the machine has that CPU, else argv as is."""
+def pinned(cpu: int | str, argv: Sequence[str]) -> list[str]:
+    """`taskset -c CPU argv` (CPU: one, or a list such as "0,1") where the machine has the bench's two
+    CPUs, else argv as is."""
     return ["taskset", "-c", str(cpu), *argv] if pinning_available() else list(argv)
 
 
@@ -175,11 +179,11 @@ def ring3_app_argv(app: str, interface: str, *extra: str) -> Callable[[Launch], 
 
 
 NGINX_CONF = """\
-# Written by bench/benchkit/servers.py: one worker, sendfile, no access log (but the handshake log of the
-# TLS handshake scenarios), connections kept open.
+# Written by bench/benchkit/servers.py: {workers} worker(s), sendfile, no access log (but the handshake
+# log of the TLS handshake scenarios), connections kept open.
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes {workers};
 worker_rlimit_nofile 20000;
 user root;
 pid {work}/nginx.pid;
@@ -266,15 +270,17 @@ def _nginx_tls(launch: Launch, resumption: bool, log_handshakes: bool) -> str:
 
 
 def nginx_argv(nopush: bool, resumption: bool = True, log_handshakes: bool = False,
-               http2: bool = False, gzip: str = "") -> Callable[[Launch], list[str]]:
+               http2: bool = False, gzip: str = "", workers: int = 1) -> Callable[[Launch], list[str]]:
     """nginx's command line, its config written first; with TLS, sessions resumable or not, and each
     request's handshake logged or not; with `http2`, HTTP/2 on the listener (nginx 1.22's `listen ...
     http2`: h2 by ALPN beside HTTP/1.1 with ssl, h2c with prior knowledge alone without); with `gzip`
-    (GZIP_ON, GZIP_STATIC), the compress scenarios' lines (NGINX_COMPRESSION)."""
+    (GZIP_ON, GZIP_STATIC), the compress scenarios' lines (NGINX_COMPRESSION); `workers`: its
+    worker_processes (the workers scenarios' nginx-w2: 2)."""
     def argv(launch: Launch) -> list[str]:
         conf = launch.work / f"nginx-{launch.port}.conf"
         conf.write_text(NGINX_CONF.format(
-            work=launch.work, nopush="on" if nopush else "off", keepalive_requests=KEEPALIVE_REQUESTS,
+            work=launch.work, workers=workers, nopush="on" if nopush else "off",
+            keepalive_requests=KEEPALIVE_REQUESTS,
             host=HOST, port=launch.port, root=launch.root, handshake_format=tls.NGINX_LOG_FORMAT,
             ssl=" ssl" if launch.tls else "", http2=" http2" if http2 else "",
             tls=_nginx_tls(launch, resumption, log_handshakes), gzip=NGINX_COMPRESSION[gzip] if gzip else ""))
@@ -348,13 +354,14 @@ UVICORN = ServerSpec("uvicorn", uvicorn_argv, peer="python", strace_share=0.2)
 
 def start(spec: ServerSpec, root: Path, work: Path, probe: str, with_admin: bool,
           cpu: int = SERVER_CPU) -> Server:
-    """The server pinned to `cpu` (the proxy scenarios' upstream: the load CPU), once `probe` answers."""
+    """The server pinned to `cpu` (the proxy scenarios' upstream: the load CPU) or to its spec's `cpus`,
+    once `probe` answers."""
     admin = free_port() if with_admin and spec.has_ledger else None
     launch = Launch(free_port(), root, work, admin, tls.files(work) if spec.tls else None)
     log_path = work / f"{spec.name}-{launch.port}.log"
     env = {**os.environ, "BENCH_ROOT": str(root), "PYTHONUNBUFFERED": "1", **spec.env}
     with log_path.open("wb") as log:
-        process = subprocess.Popen(pinned(cpu, spec.argv(launch)), stdout=log,
+        process = subprocess.Popen(pinned(spec.cpus or cpu, spec.argv(launch)), stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     server = Server(spec, process, launch, log_path)
     try:
