@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ring3 import systemd
 from ring3.config import Config, ListenAddress, parse_listen
+from ring3.config.loader import worker_count
 from ring3.dates import DateCache
 from ring3.events import ConnectionInfo
 from ring3.handlers import Handler
@@ -79,6 +80,9 @@ class Server:
         self.connections: set[Client] = set()
         self.listeners: list[socket.socket] = []
         self._inherited = inherited or {}
+        # Beside other workers on shared sockets, one connection per wake-up (as nginx's multi_accept
+        # off): the workers that woke with this one take the rest, instead of this one taking them all.
+        self.accept_batch = 1 if worker_count(config.server.workers) > 1 else ACCEPT_BATCH
         self._addresses: dict[socket.socket, tuple[str, int | None]] = {}
         self._tls_listeners: set[socket.socket] = set()
         self._handlers: dict[socket.socket, Handler] = {}  # listeners with a handler of their own
@@ -155,7 +159,7 @@ class Server:
 
     def _on_acceptable(self, listener: socket.socket) -> None:
         limit = self.config.limits.max_connections
-        for _ in range(ACCEPT_BATCH):
+        for _ in range(self.accept_batch):
             if len(self.connections) >= limit:
                 logger.warning("connection limit (%d) reached; accepting paused", limit)
                 self._pause_accepting()
