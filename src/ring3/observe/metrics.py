@@ -33,7 +33,8 @@ def page(lines: list[str]) -> bytes:
 def ledger_lines(ledger: Ledger, connections_open: int) -> list[str]:
     """The ledger's series and the open connections (of one worker, or summed over all)."""
     lines = [
-        "# HELP ring3_syscalls_total System calls made by this worker, by kind (EAGAIN included).",
+        "# HELP ring3_syscalls_total System calls made, by kind (EAGAIN included); under a master, "
+        "summed over the workers and the master.",
         "# TYPE ring3_syscalls_total counter",
     ]
     lines += [f'ring3_syscalls_total{{kind="{kind}"}} {count}' for kind, count in ledger.syscalls().items()]
