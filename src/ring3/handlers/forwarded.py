@@ -105,15 +105,14 @@ def forwarded_client(headers: Headers, trusted: Container[str]) -> Found | None:
 
 def _from_list(value: bytes, trusted: Container[str]) -> tuple[str, int] | None:
     """X-Forwarded-For: walking from the right, the first address not trusted (the leftmost if all are)."""
-    found: str | None = None
+    found: tuple[str, int] | None = None
     for item in reversed(value.split(b",")):
-        address = _node(item.strip())
-        if address is None:
+        found = _node(item.strip())
+        if found is None:
             return None
-        found = address[0]
-        if found not in trusted:
+        if found[0] not in trusted:
             break
-    return (found, 0) if found is not None else None
+    return found
 
 
 def _from_forwarded(value: bytes, trusted: Container[str]) -> Found | None:

@@ -1,0 +1,218 @@
+"""PROXY protocol listeners and trusted forwarded fields, over real sockets on loopback."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import InProcessServer, RunningServer
+from ring3.events import ConnectionInfo, Request, Response
+from ring3.transport.proxy_protocol import V2_SIGNATURE
+
+GET = b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+V1 = b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 80\r\n"
+V1_6 = b"PROXY TCP6 2001:db8::9 2001:db8::1 4711 443\r\n"
+V2 = (V2_SIGNATURE + b"\x21\x11\x00\x0c" + socket.inet_aton("198.51.100.7") + socket.inet_aton("10.0.0.1")
+      + struct.pack("!HH", 5555, 8080))
+V2_LOCAL = V2_SIGNATURE + b"\x20\x00\x00\x00"
+V1_UNKNOWN = b"PROXY UNKNOWN\r\n"
+
+
+def exchange(port: int, data: bytes, pause: float = 0.0) -> bytes:
+    """Send `data` (the header alone first, if `pause`), read until the server closes or answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        if pause:
+            end = data.find(b"\r\n") + 2 if data.startswith(b"PROXY") else 16
+            sock.sendall(data[:end])
+            time.sleep(pause)
+            data = data[end:]
+        try:
+            sock.sendall(data)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        except OSError:
+            return b""
+        return answer
+
+
+def closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:  # closed with the header's bytes unread
+        return True
+
+
+def recorder() -> tuple[Callable[[Request, Any], Response], list[ConnectionInfo]]:
+    seen: list[ConnectionInfo] = []
+
+    def handler(request: Request, body: Any) -> Response:
+        seen.append(request.conn)
+        return Response(200, [(b"content-type", b"text/plain")], b"ok")
+    return handler, seen
+
+
+@pytest.mark.parametrize(("header", "client", "server"), [
+    (V1, ("192.0.2.1", 1234), ("192.0.2.2", 80)),
+    (V1_6, ("2001:db8::9", 4711), ("2001:db8::1", 443)),
+    (V2, ("198.51.100.7", 5555), ("10.0.0.1", 8080)),
+    (V2_LOCAL, None, None),  # the real peer
+    (V1_UNKNOWN, None, None),
+])
+@pytest.mark.parametrize("pause", [0.0, 0.1])
+def test_the_header_sets_the_connection_addresses(in_process: Callable[..., InProcessServer], header: bytes,
+                                                   client: Any, server: Any, pause: float) -> None:
+    handler, seen = recorder()
+    running = in_process(handler, server__listen=["127.0.0.1:0 proxy_protocol"])
+    assert exchange(running.port, header + GET, pause).startswith(b"HTTP/1.1 200")
+    info = seen[-1]
+    if client is None:
+        assert info.client is not None and info.client[0] == "127.0.0.1"
+        assert info.server == ("127.0.0.1", running.port)
+    else:
+        assert (info.client, info.server) == (client, server)
+
+
+MALFORMED = [
+    b"\r\n\r\n\x00\r\nQUIX\n\x21\x11\x00\x0c" + b"\0" * 12,  # bad signature
+    V2_SIGNATURE + b"\x11\x11\x00\x0c" + b"\0" * 12,  # bad version
+    V2_SIGNATURE + b"\x21\x11\x00\x08" + b"\0" * 8,  # AF_INET with too few address bytes
+    V2_SIGNATURE + b"\x21\x21\x00\x0c" + b"\0" * 12,  # AF_INET6 with AF_INET's length
+    b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 99999\r\n",  # bad port
+    b"PROXY TCP4 192.0.2.999 192.0.2.2 1234 80\r\n",  # bad address
+    b"PROXY UNKNOWN " + b"x" * 120 + b"\r\n",  # oversize
+    b"PROXY TCP4 192.0.2.1",  # truncated: the client gives up (then the connection closes)
+    b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n",  # plain HTTP on a PROXY listener
+]
+
+
+def test_malformed_headers_close_and_the_next_connection_works(
+        in_process: Callable[..., InProcessServer], caplog: pytest.LogCaptureFixture) -> None:
+    handler, seen = recorder()
+    running = in_process(handler, server__listen=["127.0.0.1:0 proxy_protocol"])
+    for bad in MALFORMED:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+            sock.sendall(bad)
+            if bad.endswith(b"\r\n") or bad.startswith(b"\r\n"):
+                assert closed(sock), bad  # closed, not answered
+        assert exchange(running.port, V1 + GET).startswith(b"HTTP/1.1 200"), bad
+    assert all(info.client == ("192.0.2.1", 1234) for info in seen)
+    assert "Traceback" not in caplog.text
+
+
+def test_a_header_past_the_timeout_closes(in_process: Callable[..., InProcessServer]) -> None:
+    handler, _ = recorder()
+    running = in_process(handler, server__listen=["127.0.0.1:0 proxy_protocol"],
+                         limits__proxy_protocol_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+        sock.sendall(V1[:10])
+        started = time.monotonic()
+        assert closed(sock)
+        assert 0.2 < time.monotonic() - started < 3
+    assert exchange(running.port, V1 + GET).startswith(b"HTTP/1.1 200")
+
+
+def test_a_source_not_allowed_is_closed(in_process: Callable[..., InProcessServer]) -> None:
+    handler, seen = recorder()
+    running = in_process(handler, server__listen=["127.0.0.1:0 proxy_protocol"],
+                         server__proxy_protocol_from=["10.0.0.0/8"])
+    assert exchange(running.port, V1 + GET) == b""
+    assert not seen
+
+
+def test_server_proxy_protocol_covers_every_listener(in_process: Callable[..., InProcessServer]) -> None:
+    handler, seen = recorder()
+    running = in_process(handler, server__proxy_protocol=True)
+    assert exchange(running.port, GET) == b""
+    assert exchange(running.port, V2 + GET).startswith(b"HTTP/1.1 200")
+    assert seen[-1].client == ("198.51.100.7", 5555)
+
+
+FORWARDED = (b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.5, 10.1.2.3\r\n"
+             b"X-Forwarded-Proto: https\r\n\r\n")
+
+
+def test_forwarded_fields_from_a_trusted_peer(in_process: Callable[..., InProcessServer]) -> None:
+    handler, seen = recorder()
+    running = in_process(handler, server__trusted_proxies=["127.0.0.1", "10.0.0.0/8"])
+    assert exchange(running.port, FORWARDED).startswith(b"HTTP/1.1 200")
+    assert seen[-1].client == ("203.0.113.5", 0) and seen[-1].scheme == "https"
+    assert seen[-1].via is not None and seen[-1].via[0] == "127.0.0.1"
+    assert exchange(running.port, GET).startswith(b"HTTP/1.1 200")  # no fields: the peer
+    assert seen[-1].client is not None and seen[-1].client[0] == "127.0.0.1" and seen[-1].via is None
+
+
+def test_forwarded_fields_from_anyone_else_are_ignored(in_process: Callable[..., InProcessServer]) -> None:
+    handler, seen = recorder()
+    running = in_process(handler, server__trusted_proxies=["10.0.0.0/8"])
+    assert exchange(running.port, FORWARDED).startswith(b"HTTP/1.1 200")
+    assert seen[-1].client is not None and seen[-1].client[0] == "127.0.0.1" and seen[-1].scheme == "http"
+
+
+def test_trust_is_decided_on_the_proxy_protocol_source(in_process: Callable[..., InProcessServer]) -> None:
+    handler, seen = recorder()
+    running = in_process(handler, server__listen=["127.0.0.1:0 proxy_protocol"],
+                         server__trusted_proxies=["192.0.2.1", "10.0.0.0/8"])
+    assert exchange(running.port, V1 + FORWARDED).startswith(b"HTTP/1.1 200")
+    assert seen[-1].client == ("203.0.113.5", 0) and seen[-1].via == ("192.0.2.1", 1234)
+    assert exchange(running.port, V2 + FORWARDED).startswith(b"HTTP/1.1 200")  # 198.51.100.7: untrusted
+    assert seen[-1].client == ("198.51.100.7", 5555) and seen[-1].via is None
+
+
+def test_access_log_shows_the_proxy_source_and_the_forwarded_client(
+        site: Path, ring3_process: Callable[..., RunningServer]) -> None:
+    server = ring3_process(str(site), "--listen", "127.0.0.1:0 proxy_protocol",
+                           "--trusted-proxies", "192.0.2.1", "--trusted-proxies", "10.0.0.0/8")
+    assert exchange(server.port, V2 + GET).startswith(b"HTTP/1.1 200")
+    assert exchange(server.port, V1 + FORWARDED.replace(b"GET / ", b"GET /hello.txt ")).startswith(
+        b"HTTP/1.1 200")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and sum("GET /hello.txt" in line for line in server.stdout_lines) < 2:
+        time.sleep(0.05)
+    logged = [line.split()[0] for line in server.stdout_lines if "GET /hello.txt" in line]
+    assert logged == ["198.51.100.7", "203.0.113.5"]
+
+
+def test_proxy_protocol_before_tls(site: Path, certs: Any,
+                                   ring3_process: Callable[..., RunningServer]) -> None:
+    server = ring3_process(str(site), "--listen", "127.0.0.1:0 tls proxy_protocol", "--access-log", "-",
+                           "--tls-cert", str(certs.main.cert), "--tls-key", str(certs.main.key))
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    raw.sendall(V1)
+    with certs.client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(GET)
+        assert tls.recv(100).startswith(b"HTTP/1.1 200")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any("GET /hello.txt" in x for x in server.stdout_lines):
+        time.sleep(0.05)
+    assert any(line.startswith("192.0.2.1 ") for line in server.stdout_lines)
+
+
+def test_config_without_proxy_protocol_imports_none_of_it(site: Path) -> None:
+    code = """
+import asyncio, sys
+from ring3.config import build_config
+from ring3.server import Server
+async def main():
+    config = build_config(None, "<t>", {("server", "listen"): ["127.0.0.1:0"],
+                                        ("server", "access_log"): "off"})
+    server = Server(config, lambda request, body: None)
+    server.start()
+    await server.shutdown(0)
+asyncio.run(main())
+names = ("proxy_protocol", "proxy_preamble", "forwarded", "addresses")
+print(sorted(n for n in sys.modules if n.endswith(names)))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip() == "[]", result
