@@ -26,7 +26,7 @@ V2_LOCAL = V2_SIGNATURE + b"\x20\x00\x00\x00"
 V1_UNKNOWN = b"PROXY UNKNOWN\r\n"
 
 
-def exchange(port: int, data: bytes, pause: float = 0.0) -> bytes:
+def exchange(port: int, data: bytes, pause: float = 0.0, read_body: bool = False) -> bytes:
     """Send `data` (the header alone first, if `pause`), read until the server closes or answers."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         if pause:
@@ -37,7 +37,7 @@ def exchange(port: int, data: bytes, pause: float = 0.0) -> bytes:
         try:
             sock.sendall(data)
             answer = b""
-            while b"\r\n\r\n" not in answer:
+            while b"\r\n\r\n" not in answer or (read_body and not answer.endswith(b")")):
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
@@ -216,3 +216,54 @@ print(sorted(n for n in sys.modules if n.endswith(names)))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.stdout.strip() == "[]", result
+
+
+ASGI_APP = '''
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = repr((scope["client"], scope["scheme"])).encode()
+    length = [(b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": length})
+    await send({"type": "http.response.body", "body": body})
+'''
+WSGI_APP = '''
+def app(environ, start_response):
+    body = repr((environ["REMOTE_ADDR"], environ["wsgi.url_scheme"])).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+@pytest.mark.parametrize(("interface", "source"), [("asgi", ASGI_APP), ("wsgi", WSGI_APP)])
+def test_applications_see_the_proxy_source_and_the_forwarded_client(
+        tmp_path: Path, ring3_process: Callable[..., RunningServer], interface: str, source: str) -> None:
+    (tmp_path / "who.py").write_text(source)
+    server = ring3_process("--app", "who:app", "--app-dir", str(tmp_path), "--interface", interface,
+                           "--listen", "127.0.0.1:0 proxy_protocol", "--access-log", "off",
+                           "--trusted-proxies", "192.0.2.1", "--trusted-proxies", "10.0.0.0/8")
+    untrusted = exchange(server.port, V2 + FORWARDED, read_body=True)
+    trusted = exchange(server.port, V1 + FORWARDED, read_body=True)
+    if interface == "asgi":
+        assert untrusted.endswith(b"(('198.51.100.7', 5555), 'http')")
+        assert trusted.endswith(b"(('203.0.113.5', 0), 'https')")
+    else:
+        assert untrusted.endswith(b"('198.51.100.7', 'http')")
+        assert trusted.endswith(b"('203.0.113.5', 'https')")
+
+
+def test_an_allow_rule_sees_the_forwarded_client(tmp_path: Path,
+                                                 ring3_process: Callable[..., RunningServer]) -> None:
+    from sites_kit import serve_config
+
+    server = serve_config(ring3_process, tmp_path, """
+        [server]
+        access_log = "off"
+        trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]
+        [[site]]
+        hosts = ["*"]
+        respond = { body = "open" }
+        allow = ["203.0.113.0/24"]
+    """)
+    assert exchange(server.port, FORWARDED).startswith(b"HTTP/1.1 200")
+    assert exchange(server.port, GET).startswith(b"HTTP/1.1 403")  # the peer itself: not allowed
