@@ -267,3 +267,72 @@ def test_an_allow_rule_sees_the_forwarded_client(tmp_path: Path,
     """)
     assert exchange(server.port, FORWARDED).startswith(b"HTTP/1.1 200")
     assert exchange(server.port, GET).startswith(b"HTTP/1.1 403")  # the peer itself: not allowed
+
+
+def test_the_proxy_appends_to_a_trusted_chain() -> None:
+    from ring3.proxy.headers import forwarded_fields
+
+    request = Request(b"GET", b"/", b"/", b"", "1.1", [(b"x-forwarded-for", b"203.0.113.5, 10.1.2.3")],
+                      b"t", True)
+    request.conn = ConnectionInfo(("203.0.113.5", 0), None, "https", None, ("10.0.0.9", 4000))
+    fields = forwarded_fields(request)
+    assert b"x-forwarded-for: 203.0.113.5, 10.1.2.3, 10.0.0.9\r\n" in fields
+    assert b"x-forwarded-proto: https\r\n" in fields
+    assert b"forwarded: for=203.0.113.5, for=10.0.0.9;host=t;proto=http\r\n" in fields
+    request.conn = ConnectionInfo(("198.51.100.1", 5), None)  # not from a trusted proxy: replaced
+    assert b"x-forwarded-for: 198.51.100.1\r\n" in forwarded_fields(request)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/haproxy").exists(), reason="haproxy is not installed")
+def test_a_real_haproxy_in_front(tmp_path: Path, site: Path,
+                                 ring3_process: Callable[..., RunningServer]) -> None:
+    server = ring3_process(str(site), "--listen", "127.0.0.1:0 proxy_protocol")
+    v2_port, v1_port = free_port(), free_port()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(f"""
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+frontend v2
+    bind 127.0.0.1:{v2_port}
+    default_backend ring3_v2
+frontend v1
+    bind 127.0.0.1:{v1_port}
+    default_backend ring3_v1
+backend ring3_v2
+    server ring3 127.0.0.1:{server.port} send-proxy-v2
+backend ring3_v1
+    server ring3 127.0.0.1:{server.port} send-proxy
+""")
+    haproxy = subprocess.Popen(["/usr/sbin/haproxy", "-f", str(config), "-db"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        for port in (v2_port, v1_port):
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    answer = exchange(port, GET)
+                    if answer:
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, "haproxy did not come up"
+                time.sleep(0.1)
+            assert answer.startswith(b"HTTP/1.1 200")
+    finally:
+        haproxy.terminate()
+        haproxy.wait(5)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and sum("GET /hello.txt" in x for x in server.stdout_lines) < 2:
+        time.sleep(0.05)
+    logged = [line for line in server.stdout_lines if "GET /hello.txt" in line]
+    assert len(logged) == 2 and all(line.startswith("127.0.0.1 ") for line in logged)
+    assert "connection closed" not in server.stderr()
