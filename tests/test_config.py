@@ -334,13 +334,15 @@ def test_render_toml_round_trips_every_setting_changed(tmp_path: Path) -> None:
                    "server_header": 'say "hi" \\o/',
                    "access_log": "/var/log/ring3 \u00e9.log", "access_log_format": "json",
                    "log_level": "error",
-                   "shutdown_grace": 0.25, "replay_cache_entries": 0, "replay_max_request": "1k"},
+                   "shutdown_grace": 0.25, "replay_cache_entries": 0, "replay_max_request": "1k",
+                   "proxy_protocol": True, "proxy_protocol_from": ["10.0.0.0/8"],
+                   "trusted_proxies": ["192.0.2.0/24", "::1"]},
         "limits": {"max_request_line": 100, "max_header_bytes": "64k", "max_header_count": 7,
                    "max_body_size": 0, "header_timeout": "1500ms", "body_timeout": 1e-2,
                    "keepalive_timeout": 0, "max_requests_per_connection": 3,
                    "max_connections": 12, "max_connections_per_address": 2, "send_timeout": 99.5,
                    "lingering_timeout": 0.1,
-                   "tls_handshake_timeout": "2s"},
+                   "tls_handshake_timeout": "2s", "proxy_protocol_timeout": "1s"},
         "static": {"root": "C:\\odd\\'path'", "index": ["a.html", "b \u4e2d.html"],
                    "dotfiles": True, "follow_symlinks_outside_root": True,
                    "sendfile_min_size": 1, "max_ranges": 1, "cache_max_bytes": "1m",
@@ -521,3 +523,18 @@ def test_an_app_and_static_files_cannot_share_a_mount() -> None:
     assert "/static" in info.value.reason
     config = build_config({"app": {"target": "m:app"}, "static": {"root": "/srv", "mount": "/static/"}})
     assert config.static.mount == "/static/"
+
+
+@pytest.mark.parametrize("key", ["proxy_protocol_from", "trusted_proxies"])
+def test_a_bad_network_is_a_config_error_naming_its_key(tmp_path: Path, key: str) -> None:
+    path = write_toml(tmp_path, f'[server]\n{key} = ["10.0.0.0/33"]\n', "bad-config.toml")
+    result = run_ring3("check-config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"ring3: config error: {path}: server.{key}: ")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_the_proxy_protocol_listen_option() -> None:
+    address = parse_listen("0.0.0.0:8000 tls proxy_protocol")
+    assert address.tls and address.proxy_protocol
+    assert not parse_listen("0.0.0.0:8000").proxy_protocol

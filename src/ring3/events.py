@@ -49,12 +49,15 @@ class ConnectionInfo:
 
     `client` and `server` are (host, port); `client` is None on a Unix socket, where `server` is
     (path, None). `scheme` is "http" or "https"; `tls` holds the handshake's facts on https.
+    `via` is the trusted proxy a request came through when its forwarded fields set `client` and
+    `scheme` (ring3.handlers.forwarded): then the request's own ConnectionInfo, not the connection's.
     """
 
     client: tuple[str, int] | None
     server: tuple[str, int | None] | None
     scheme: str = "http"
     tls: TLSInfo | None = None
+    via: tuple[str, int] | None = None
 
 
 NO_CONNECTION_INFO = ConnectionInfo(client=None, server=None)

@@ -35,10 +35,12 @@ if TYPE_CHECKING:
     from ring3.http2.connection import H2Connection
     from ring3.http2.protocol import H2Settings
     from ring3.supervisor.link import WorkerLink
+    from ring3.transport.addresses import AddressSet
+    from ring3.transport.proxy_preamble import ProxyPreamble
     from ring3.transport.tls_context import ServerTLS
     from ring3.transport.tls_handshake import TLSHandshake
 
-    Client = Connection | TLSHandshake | H2Connection
+    Client = Connection | TLSHandshake | H2Connection | ProxyPreamble
 
 logger = logging.getLogger("ring3.error")
 
@@ -87,6 +89,13 @@ class Server:
         self._tls_listeners: set[socket.socket] = set()
         self._handlers: dict[socket.socket, Handler] = {}  # listeners with a handler of their own
         self._handshake: type[TLSHandshake] | None = None
+        # With PROXY protocol listeners: those listeners, the preamble stage and the sources it accepts.
+        self._proxy_listeners: set[socket.socket] = set()
+        self._preamble: type[ProxyPreamble] | None = None
+        self._proxy_sources: AddressSet | None = None
+        # With trusted_proxies: those networks, and each listener's handler wrapped to believe them.
+        self._trusted: AddressSet | None = None
+        self._forwarding: dict[socket.socket, Handler] = {}
         self._accepting = False
         self._backoff: asyncio.TimerHandle | None = None
         self._idle: asyncio.Event = asyncio.Event()
@@ -118,11 +127,15 @@ class Server:
             self._addresses[sock] = (name, None) if sock.family == socket.AF_UNIX else name[:2]
             if address.tls:
                 self._tls_listeners.add(sock)
+            if address.proxy_protocol or self.config.server.proxy_protocol:
+                self._proxy_listeners.add(sock)
         self._set_redirects(addresses)
         if self._tls_listeners:
             from ring3.transport.tls_handshake import TLSHandshake
 
             self._handshake = TLSHandshake
+        if self._proxy_listeners or self.config.server.trusted_proxies:
+            self._set_proxies()
         self.access_log = AccessLog.open(self.config.server.access_log, self.loop,
                                          self.config.server.access_log_format)
         self._resume_accepting()
@@ -140,6 +153,23 @@ class Server:
         for sock, address in zip(self.listeners, addresses, strict=True):
             if address.redirect_https:
                 self._handlers[sock] = redirect
+
+    def _set_proxies(self) -> None:
+        """Load the PROXY protocol stage and the trusted proxies' wrappers, for the listeners needing them."""
+        from ring3.transport.addresses import AddressSet
+
+        settings = self.config.server
+        if self._proxy_listeners:
+            from ring3.transport.proxy_preamble import ProxyPreamble
+
+            self._preamble = ProxyPreamble
+            self._proxy_sources = AddressSet(settings.proxy_protocol_from)
+        if settings.trusted_proxies:
+            from ring3.handlers.forwarded import Forwarding
+
+            self._trusted = trusted = AddressSet(settings.trusted_proxies)
+            for sock in self.listeners:
+                self._forwarding[sock] = Forwarding(self, trusted, self._handlers.get(sock) or self.handler)
 
     # -- accepting --------------------------------------------------------------------------------
 
@@ -196,15 +226,32 @@ class Server:
                 continue
             self._idle.clear()
             client: Client
-            if listener in self._tls_listeners:
-                assert self.tls is not None and self._handshake is not None
-                client = self._handshake(self, sock, peer, info, self.tls)
+            if self._proxy_listeners and listener in self._proxy_listeners:
+                assert self._preamble is not None and self._proxy_sources is not None
+                if peer != "unix" and peer not in self._proxy_sources:
+                    logger.info("%s: connection closed: not an allowed PROXY protocol source", peer)
+                    ledger.close += 1
+                    sock.close()
+                    continue
+                client = self._preamble(self, sock, peer, info, listener)
             else:
-                client = Connection(self, sock, peer, info, handler=self._handlers.get(listener))
+                client = self.open_connection(listener, sock, peer, info)
             self.connections.add(client)
             if per_address:
                 self._per_address[peer] = self._per_address.get(peer, 0) + 1
                 self._address_of[client] = peer
+
+    def open_connection(self, listener: socket.socket, sock: socket.socket, peer: str,
+                        info: ConnectionInfo) -> Connection | TLSHandshake:
+        """The first stage of an accepted connection (after its PROXY header, if the listener wants one).
+        From a trusted proxy, its requests' forwarded fields are believed (decided here, once)."""
+        handler = self._handlers.get(listener)
+        if self._trusted is not None and peer in self._trusted:
+            handler = self._forwarding[listener]
+        if listener in self._tls_listeners:
+            assert self.tls is not None and self._handshake is not None
+            return self._handshake(self, sock, peer, info, self.tls, handler)
+        return Connection(self, sock, peer, info, handler=handler)
 
     def _end_backoff(self) -> None:
         self._backoff = None
@@ -411,15 +458,21 @@ async def serve(config: Config, handler: Handler, *, announce: bool = True,
             signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
 
 
+def admin_config(config: Config) -> Config:
+    """The config of the admin listener: the admin address alone, no access log, no PROXY header and no
+    forwarded fields believed."""
+    return dataclasses.replace(config, server=dataclasses.replace(
+        config.server, listen=(config.server.admin,), access_log="off", proxy_protocol=False,
+        trusted_proxies=()))
+
+
 def _admin_server(config: Config, loop: asyncio.AbstractEventLoop, snapshot: Callable[[], Snapshot],
                   readiness: Readiness) -> Server:
     """The admin listener of a process that serves alone."""
     def gather() -> list[Snapshot]:
         return [snapshot()]
 
-    admin_config = dataclasses.replace(config, server=dataclasses.replace(
-        config.server, listen=(config.server.admin,), access_log="off"))
-    admin = Server(admin_config, AdminHandler(gather, readiness), loop)
+    admin = Server(admin_config(config), AdminHandler(gather, readiness), loop)
     admin.start()
     return admin
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -40,6 +41,7 @@ class ListenAddress:
     unix_path: str = ""
     tls: bool = False  # the "tls" option: connections on it speak TLS
     redirect_https: bool = False  # the "redirect-https" option: every request gets a 301 to https
+    proxy_protocol: bool = False  # the "proxy_protocol" option: a PROXY protocol header comes first
 
     @property
     def is_unix(self) -> bool:
@@ -47,7 +49,7 @@ class ListenAddress:
 
 
 # The words that may follow an address in `listen`, as nginx's `listen 443 ssl`.
-LISTEN_OPTIONS = ("tls", "redirect-https", "plain")
+LISTEN_OPTIONS = ("tls", "redirect-https", "plain", "proxy_protocol")
 
 
 def parse_listen(text: str) -> ListenAddress:
@@ -69,7 +71,8 @@ def parse_listen(text: str) -> ListenAddress:
         raise ValueError(f"{text!r}: a listener is either tls or plain HTTP")
     parsed = _parse_address(address)
     if words:
-        parsed = dataclasses.replace(parsed, tls="tls" in words, redirect_https="redirect-https" in words)
+        parsed = dataclasses.replace(parsed, tls="tls" in words, redirect_https="redirect-https" in words,
+                                     proxy_protocol="proxy_protocol" in words)
     return parsed
 
 
@@ -349,6 +352,16 @@ def _check_encodings(names: tuple[str, ...]) -> str | None:
     return f"unknown codec {unknown[0]!r}; known: br, zstd, gzip" if unknown else None
 
 
+def network_error(values: tuple[str, ...]) -> str | None:
+    """Why one of `values` is not an address or a CIDR network, or None."""
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return f"{value!r} is not an IP address or a CIDR network (such as '10.0.0.0/8' or '::1')"
+    return None
+
+
 def _range_check(low: int, high: int) -> Callable[[Any], str | None]:
     return lambda value: None if low <= value <= high else f"must be from {low} to {high}, got {value}"
 
@@ -366,6 +379,8 @@ _VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "server.admin": _check_admin,
     "server.workers": _check_workers,
     "server.server_header": _check_header_value,
+    "server.proxy_protocol_from": network_error,
+    "server.trusted_proxies": network_error,
     "static.index": _check_index,
     "static.mount": _check_mount,
     "app.target": _check_app_target,

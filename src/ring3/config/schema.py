@@ -45,7 +45,8 @@ class ServerSection:
         "'redirect-https' (plain HTTP answering every request with 301 to the same host, path and query "
         "over https, on the first tls listener's port), as in \"0.0.0.0:443 tls\". With --tls-cert on "
         "the command line, every --listen of the command line without an option word is tls; 'plain' "
-        "keeps one plain HTTP.",
+        "keeps one plain HTTP. 'proxy_protocol' (nginx's word) makes a listener expect a PROXY protocol "
+        "header (v1 or v2) first, before TLS on a tls listener; see proxy_protocol_from.",
         flag="--listen")
     admin: str = setting(
         "", "Admin listener (HOST:PORT): /metrics in Prometheus text format (every worker's ledger summed, "
@@ -89,6 +90,20 @@ class ServerSection:
     replay_max_request: int = setting(
         4 * KiB, "Longest request (its whole bytes) the replay cache remembers.", unit="bytes",
         minimum=0)
+    proxy_protocol: bool = setting(
+        False, "Every listener of `listen` expects a PROXY protocol header (v1 or v2, as HAProxy's "
+        "send-proxy and send-proxy-v2 write it) before the client's bytes, as the 'proxy_protocol' "
+        "listen option asks of one; the connection's client address is then the header's source. "
+        "Never on the admin listener.")
+    proxy_protocol_from: tuple[str, ...] = setting(
+        ("127.0.0.0/8", "::1"), "Addresses and CIDR networks a PROXY protocol listener accepts "
+        "connections from (the load balancers); a connection from anywhere else is closed before a byte "
+        "is read. A Unix socket's peer is always accepted.")
+    trusted_proxies: tuple[str, ...] = setting(
+        (), "Addresses and CIDR networks of the proxies whose X-Forwarded-For, X-Forwarded-Proto and "
+        "Forwarded fields are believed: from a connection whose client (after the PROXY protocol, if any) "
+        "is in one of them, they set the client address and scheme that logs, rules and applications "
+        "see. Forwarded wins over X-Forwarded-* when both are there. Empty: believed from no one.")
     shutdown_grace: float = setting(
         10.0, "On SIGTERM, SIGINT or SIGQUIT, and for the old workers of a reload, how long in-flight "
         "responses may take to finish before the connections are closed.", unit="seconds", minimum=0)
@@ -146,6 +161,10 @@ class LimitsSection:
     tls_handshake_timeout: float = setting(
         10.0, "Time allowed for a whole TLS handshake, from the connection's opening; past it the "
         "connection is closed.", unit="seconds", minimum=0.01)
+    # HAProxy accept-proxy: timeout client; nginx: client_header_timeout (60s) covers it.
+    proxy_protocol_timeout: float = setting(
+        5.0, "Time allowed for a whole PROXY protocol header to arrive, from the connection's opening; "
+        "past it the connection is closed.", unit="seconds", minimum=0.01)
     # nginx lingering_timeout 5s.
     lingering_timeout: float = setting(
         2.0, "After an error response, how long unread request bytes are drained before closing, "

@@ -3,8 +3,9 @@
 Hop-by-hop fields are removed both ways (RFC 9110 7.6.1): Connection and every field it names,
 Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade (unless the request upgrades) and
 Proxy-*. Framing is the proxy's own on each side: Content-Length or chunked, as the body it sends.
-The client's X-Forwarded-* and Forwarded are replaced, not trusted (until trusted proxies exist); Via
-gains '1.1 ring3'. Date and Server are ring3's on the way back, as nginx's are.
+The client's X-Forwarded-* and Forwarded are replaced, unless it is a trusted proxy
+(server.trusted_proxies): then its X-Forwarded-For and Forwarded chains go on with its address appended.
+Via gains '1.1 ring3'. Date and Server are ring3's on the way back, as nginx's are.
 """
 
 from __future__ import annotations
@@ -87,16 +88,44 @@ def request_head(request: Request, target: bytes, host: bytes, framing: bytes, d
 
 
 def forwarded_fields(request: Request) -> bytes:
-    """X-Forwarded-For/-Proto/-Host and Forwarded for the client as this connection sees it."""
+    """X-Forwarded-For/-Proto/-Host and Forwarded for the client as this connection sees it. From a
+    trusted proxy (its fields set the request's client: `via`), X-Forwarded-For and Forwarded carry its
+    chain on, with that proxy's address appended, as nginx's $proxy_add_x_forwarded_for does."""
     conn = request.conn
+    if conn.via is not None:
+        return _chained_fields(request, conn.via[0])
     client = conn.client[0] if conn.client else "unix"
     scheme = conn.scheme.encode()
-    node = f'"[{client}]"' if ":" in client else client
     host = request.host
-    quoted = host if _TOKEN.fullmatch(host) else b'"%s"' % host.replace(b'"', b"")
     return (b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n"
             b"forwarded: for=%s;host=%s;proto=%s\r\n") % (
-        client.encode(), scheme, host, node.encode(), quoted, scheme)
+        client.encode(), scheme, host, _node(client), _quoted(host), scheme)
+
+
+def _chained_fields(request: Request, via: str) -> bytes:
+    conn = request.conn
+    client = conn.client[0] if conn.client else "unix"
+    chain = b", ".join(value for name, value in request.headers if name == b"x-forwarded-for")
+    elements = b", ".join(value for name, value in request.headers if name == b"forwarded")
+    if client != via:  # the client came from the fields: it heads the chain where a field left it out
+        chain = chain or client.encode()
+        elements = elements or b"for=%s" % _node(client)
+    hop = b"https" if conn.tls is not None else b"http"  # how the proxy reached ring3
+    host = request.host
+    last = b"for=%s;host=%s;proto=%s" % (_node(via), _quoted(host), hop)
+    return (b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n"
+            b"forwarded: %s\r\n") % (
+        b"%s, %s" % (chain, via.encode()) if chain else via.encode(), conn.scheme.encode(), host,
+        b"%s, %s" % (elements, last) if elements else last)
+
+
+def _node(address: str) -> bytes:
+    """An address as a Forwarded node: an IPv6 one bracketed and quoted."""
+    return (f'"[{address}]"' if ":" in address else address).encode()
+
+
+def _quoted(host: bytes) -> bytes:
+    return host if _TOKEN.fullmatch(host) else b'"%s"' % host.replace(b'"', b"")
 
 
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from ring3.listeners import bind, describe
 from ring3.observe.admin import AdminHandler
 from ring3.observe.ledger import Ledger
 from ring3.observe.snapshot import Snapshot, of_ledger, summed, take
-from ring3.server import Server
+from ring3.server import Server, admin_config
 from ring3.supervisor.workers import Worker, describe_exit
 
 logger = logging.getLogger("ring3.error")
@@ -144,12 +143,10 @@ class Master:
             await self._close()
 
     def _start_admin(self) -> None:
-        config = self.config
-        admin_config = dataclasses.replace(config, server=dataclasses.replace(
-            config.server, listen=(config.server.admin,), access_log="off"))
         handler = AdminHandler(self.gather, self.readiness, self.extra_lines)
         inherited = self._inherited.pop(ADMIN, None)
-        self.admin = Server(admin_config, handler, self.loop, inherited={0: inherited} if inherited else None)
+        self.admin = Server(admin_config(self.config), handler, self.loop,
+                            inherited={0: inherited} if inherited else None)
         self.admin.start()
 
     async def _start_generation(self, config: Config) -> bool:

@@ -21,6 +21,7 @@ from ring3.transport.tls_context import ServerTLS
 from ring3.transport.tls_stream import TLSOutputPath
 
 if TYPE_CHECKING:
+    from ring3.handlers import Handler
     from ring3.http2.connection import H2Connection
     from ring3.server import Server
 
@@ -34,13 +35,15 @@ _VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 class TLSHandshake:
     """Reads and answers one client's handshake, then hands the socket to a Connection."""
 
-    __slots__ = ("_deadline", "_done", "_fd", "_incoming", "_info", "_lingering", "_loop", "_obj",
+    __slots__ = ("_deadline", "_done", "_fd", "_handler", "_incoming", "_info", "_lingering", "_loop", "_obj",
                  "_outgoing", "_peer", "_pending", "_server", "_server_name", "_sock", "_tls", "_writing",
                  "closed")
 
     def __init__(self, server: Server, sock: socket.socket, peer: str, info: ConnectionInfo,
-                 tls: ServerTLS) -> None:
+                 tls: ServerTLS, handler: Handler | None = None) -> None:
+        """`handler` answers the connection's requests instead of the server's (see Connection)."""
         loop = server.loop
+        self._handler = handler
         self._server = server
         self._loop = loop
         self._sock = sock
@@ -106,6 +109,10 @@ class TLSHandshake:
                 ledger.tls_resumed += 1
         self._established(obj)
 
+    def read_now(self) -> None:
+        """Take what the socket holds already (the ClientHello that came right after a PROXY header)."""
+        self._on_readable()
+
     def _failed(self, exc: BaseException) -> None:
         ledger = self._server.ledger
         ledger.tls_handshake_failures += 1
@@ -138,9 +145,9 @@ class TLSHandshake:
         if facts.alpn == "h2":
             from ring3.http2.connection import H2Connection
 
-            connection = H2Connection(server, sock, self._peer, info, output)
+            connection = H2Connection(server, sock, self._peer, info, output, handler=self._handler)
         else:
-            connection = Connection(server, sock, self._peer, info, output)
+            connection = Connection(server, sock, self._peer, info, output, handler=self._handler)
         server.connection_replaced(self, connection)
         tls_output = connection.tls
         assert tls_output is not None
