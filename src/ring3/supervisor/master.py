@@ -243,6 +243,9 @@ class Master:
         logger.info("stopping: the workers finish their responses")
         for worker in self.workers:
             worker.retire()
+        for sock in self.listeners.values():  # nobody will accept: let connections be refused, not queued
+            self._close_listener(sock)
+        self.listeners.clear()
         self.loop.call_later(self.config.server.shutdown_grace + KILL_AFTER, self._kill_stragglers)
         if not self.workers:
             self.done.set()
