@@ -163,6 +163,43 @@ def test_status_json_under_a_master_and_a_reload(ring3_process: Start, site: Pat
     assert server.stop() == 0
 
 
+def snapshot(worker: str, pid: int, **counts: Any) -> dict[str, Any]:
+    from ring3.observe.ledger import Ledger
+    from ring3.observe.snapshot import of_ledger
+
+    found = of_ledger(Ledger(**counts), worker)
+    found.update(pid=pid, started=100.0, ready=True, connections_open=1)
+    return found
+
+
+def test_rates_come_from_the_difference_between_readings() -> None:
+    from ring3.observe.status_page import MAX_GAP, StatusPage, rates, read
+
+    before = read([snapshot("1", 7, recv=10, sendfile=2, bytes_zero_copy=1000, bytes_copied=100,
+                            statuses={200: 10}),
+                   snapshot("master", 6, recv=500, statuses={200: 50})], 0.0, 0.0)
+    after = read([snapshot("1", 7, recv=30, sendfile=12, bytes_zero_copy=9000, bytes_copied=100,
+                           responses_replayed=5, statuses={200: 25, 404: 5}),
+                  snapshot("master", 6, recv=900, statuses={200: 90})], 2.0, 2.0)
+    found = rates(before, after)  # the master's own counters are none of the traffic's
+    assert found["requests"] == 20 and found["requests_per_s"] == 10.0
+    assert found["syscalls_per_request"] == 30 / 20
+    assert found["syscalls_per_request_by_kind"] == {"recv": 1.0, "sendfile": 0.5}
+    assert found["zero_copy_share"] == 1.0 and found["bytes_copied_per_request"] == 0.0
+    assert found["replay_hit_rate"] == 0.25 and found["cache_hit_rate"] == 0.0
+    assert found["statuses_per_s"]["2xx"] == 7.5 and found["statuses_per_s"]["4xx"] == 2.5
+    # A worker killed outright takes its counts: nothing goes below zero, and no request makes no ratio.
+    gone = read([snapshot("2", 8)], 3.0, 3.0)
+    dropped = rates(after, gone)
+    assert dropped["requests"] == 0 and dropped["syscalls_per_s"] == 0
+    assert dropped["syscalls_per_request"] is None and dropped["zero_copy_share"] is None
+    page = StatusPage(list, str, None)
+    page.add(before)
+    page.add(after)
+    page.add(read([snapshot("1", 7, statuses={200: 40})], 2.0 + MAX_GAP + 1, 10.0))  # the sampler slept
+    assert [p[0] for p in page._points] == [2.0]
+
+
 UNWATCHED = """
 import asyncio, io, os, re, signal, sys, urllib.request
 from ring3.apps import build_site
