@@ -408,11 +408,12 @@ async def serve(config: Config, handler: Handler, *, announce: bool = True,
     loop.add_signal_handler(signal.SIGUSR1, reopen_all)  # logrotate's postrotate, as for nginx
     loop.add_signal_handler(signal.SIGHUP, _no_reload if worker is None else _ignore)
     admin: Server | None = None
+    admin_handler: AdminHandler | None = None
     try:
         if worker is not None:
             worker.attach(loop, snapshot, stop.set)
         elif config.server.admin:  # before the startup, so that /readyz can say "starting"
-            admin = _admin_server(config, loop, snapshot, readiness)
+            admin, admin_handler = _admin_server(config, loop, snapshot, readiness)
         if startup is not None:
             await startup()
         try:
@@ -440,6 +441,8 @@ async def serve(config: Config, handler: Handler, *, announce: bool = True,
         if shutdown is not None:
             await shutdown(config.server.shutdown_grace)
     finally:
+        if admin_handler is not None:
+            admin_handler.close()
         if admin is not None:
             await admin.shutdown(0)
         if worker is not None:
@@ -467,14 +470,15 @@ def admin_config(config: Config) -> Config:
 
 
 def _admin_server(config: Config, loop: asyncio.AbstractEventLoop, snapshot: Callable[[], Snapshot],
-                  readiness: Readiness) -> Server:
-    """The admin listener of a process that serves alone."""
+                  readiness: Readiness) -> tuple[Server, AdminHandler]:
+    """The admin listener of a process that serves alone, and its handler."""
     def gather() -> list[Snapshot]:
         return [snapshot()]
 
-    admin = Server(admin_config(config), AdminHandler(gather, readiness), loop)
+    handler = AdminHandler(gather, readiness)
+    admin = Server(admin_config(config), handler, loop)
     admin.start()
-    return admin
+    return admin, handler
 
 
 def _activated(config: Config) -> dict[int, socket.socket]:

@@ -1,5 +1,6 @@
 """The admin listener's handler: /metrics (every worker's ledger summed, and per-worker series),
-/healthz (the process answers) and /readyz (serving: not while starting or draining).
+/healthz (the process answers), /readyz (serving: not while starting or draining), and the status page,
+/status and /status.json (status_page.py, imported on the first request for either).
 
 With one process it reads its own counters; under a master it asks every worker for a snapshot at the
 scrape (see supervisor/), so no worker counts anything per request for it.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ring3.events import Request, Response
 from ring3.handlers import BodyReader
@@ -16,24 +18,31 @@ from ring3.handlers.status import status_response
 from ring3.observe.metrics import CONTENT_TYPE, ledger_lines, page, upstream_lines
 from ring3.observe.snapshot import Snapshot, ledger_of, summed, upstreams_of
 
+if TYPE_CHECKING:
+    from ring3.observe.status_page import StatusPage
+
 # Every worker's snapshot: at once in a process that serves alone, awaited from the workers by a master.
 Gather = Callable[[], list[Snapshot] | Awaitable[list[Snapshot]]]
 TEXT = b"text/plain; charset=utf-8"
-PATHS = (b"/metrics", b"/healthz", b"/readyz")
+PATHS = (b"/metrics", b"/healthz", b"/readyz", b"/status", b"/status.json")
+STATUS_PATHS = (b"/status", b"/status.json")
 
 
 class AdminHandler:
     """Answers GET (and HEAD) on the admin paths; anything else is 404, another method 405."""
 
-    __slots__ = ("_extra", "_gather", "_readiness")
+    __slots__ = ("_extra", "_facts", "_gather", "_readiness", "_status")
 
     def __init__(self, gather: Gather, readiness: Callable[[], str],
-                 extra: Callable[[], list[str]] | None = None) -> None:
+                 extra: Callable[[], list[str]] | None = None,
+                 facts: Callable[[], dict[str, Any]] | None = None) -> None:
         """`readiness` says "ready", or why not ("starting", "draining", ...); `extra` gives the
-        master's own series (restarts, reloads)."""
+        master's own series (restarts, reloads), and `facts` the same as data, for the status page."""
         self._gather = gather
         self._readiness = readiness
         self._extra = extra
+        self._facts = facts
+        self._status: StatusPage | None = None  # made by the first request for the status page
 
     def __call__(self, request: Request, body: BodyReader) -> Response | Awaitable[Response]:
         path = request.path
@@ -46,6 +55,12 @@ class AdminHandler:
         if path == b"/readyz":
             state = self._readiness()
             return _text(200 if state == "ready" else 503, state.encode() + b"\n")
+        if path in STATUS_PATHS:
+            if self._status is None:
+                from ring3.observe.status_page import StatusPage
+
+                self._status = StatusPage(self._gather, self._readiness, self._facts)
+            return self._status.respond(request)
         snapshots = self._gather()
         if inspect.isawaitable(snapshots):
             return self._metrics_later(snapshots)
@@ -53,6 +68,11 @@ class AdminHandler:
 
     async def _metrics_later(self, snapshots: Awaitable[list[Snapshot]]) -> Response:
         return self._metrics(await snapshots)
+
+    def close(self) -> None:
+        """The admin listener stops: the status page's sampler, if it runs, stops too."""
+        if self._status is not None:
+            self._status.close()
 
     def _metrics(self, snapshots: list[Snapshot]) -> Response:
         lines = render_snapshots(snapshots)

@@ -73,6 +73,7 @@ class Master:
         self.ticket_keys = os.urandom(TICKET_KEYS_LENGTH)  # one set for every worker, for the master's life
         self.exit_status = 0
         self.admin: Server | None = None
+        self._admin_handler: AdminHandler | None = None
         self._reloading = False
         self._reload_again = False
         self._quick_deaths: dict[str, int] = {}
@@ -143,7 +144,8 @@ class Master:
             await self._close()
 
     def _start_admin(self) -> None:
-        handler = AdminHandler(self.gather, self.readiness, self.extra_lines)
+        handler = AdminHandler(self.gather, self.readiness, self.extra_lines, self.facts)
+        self._admin_handler = handler
         inherited = self._inherited.pop(ADMIN, None)
         self.admin = Server(admin_config(self.config), handler, self.loop,
                             inherited={0: inherited} if inherited else None)
@@ -386,6 +388,19 @@ class Master:
                   "# TYPE ring3_generation gauge", f"ring3_generation {self.generation}"]
         return lines
 
+    def facts(self) -> dict[str, Any]:
+        """The master's own state, as data, for the status page."""
+        processes: list[dict[str, Any]] = [
+            {"name": worker.name, "pid": worker.pid, "generation": worker.generation,
+             "state": "draining" if worker.retiring else "ready" if worker.ready else "starting"}
+            for worker in self.workers]
+        states = {"ready": 0, "starting": 0, "draining": 0}
+        for process in processes:
+            states[process["state"]] += 1
+        return {"pid": os.getpid(), "started": self.started, "generation": self.generation,
+                "restarts": self.restarts, "reloads": dict(self.reloads), "workers": states,
+                "processes": processes, "stopping": self.stopping}
+
     # -- the end ----------------------------------------------------------------------------------
 
     def _close_listener(self, sock: socket.socket) -> None:
@@ -396,6 +411,8 @@ class Master:
         sock.close()
 
     async def _close(self) -> None:
+        if self._admin_handler is not None:
+            self._admin_handler.close()
         if self.admin is not None:
             await self.admin.shutdown(0)
         for sock in self.listeners.values():
