@@ -128,9 +128,10 @@ class Master:
             if self.config.server.admin:
                 self._start_admin()
             if not await self._start_generation(self.config):
+                asked_to_stop = self.stopping  # TERM while the workers started: a clean stop
                 self.stop()
                 await self.done.wait()
-                return self.exit_status or 1
+                return self.exit_status if asked_to_stop else self.exit_status or 1
             for text, sock in self.listeners.items():
                 print(f"ring3 listening on {describe(sock, parse_listen(text).tls)}", flush=True)
             if self.admin is not None:
@@ -165,8 +166,12 @@ class Master:
                                                return_when=asyncio.FIRST_COMPLETED)
             if not done or not all(future.result() for future in done):
                 break
+        if self.stopping:  # a stop asked for meanwhile: the new workers go, and that is no failure
+            for worker in started:
+                worker.retire()
+            return False
         failed = [worker for worker in started if not worker.ready or worker.process.returncode is not None]
-        if failed or self.stopping:
+        if failed:
             for worker in started:
                 worker.retire()
             for worker in failed:
