@@ -453,3 +453,18 @@ async def app(scope, receive, send):
     finally:
         process.terminate()
         assert process.wait(15) == 0
+
+
+def test_a_stop_during_a_reload_abandons_it_cleanly(
+        app_server: Callable[..., tuple[RunningServer, Path, Path]]) -> None:
+    """TERM while a reload's new workers start: they are stopped with the old ones, the reload is not
+    called failed, and the exit is clean."""
+    server, _, _ = app_server("--workers", "2")
+    server.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "started (generation 2)" not in server.stderr() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.stop() == 0
+    errors = server.stderr()
+    assert "reload failed" not in errors and "[ERROR]" not in errors, errors[-2000:]
+    assert "reload abandoned: the master is stopping" in errors or "reloaded: generation 2" in errors

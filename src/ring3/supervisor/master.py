@@ -300,6 +300,8 @@ class Master:
             if ok:
                 self.reloads["done"] += 1
                 logger.info("reloaded: generation %d serves", self.generation)
+            elif self.stopping:
+                logger.info("reload abandoned: the master is stopping")
             else:
                 self.reloads["failed"] += 1
                 self.exit_status = 0  # the old workers serve on: a later stop is still clean
