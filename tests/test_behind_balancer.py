@@ -289,9 +289,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.skipif(not Path("/usr/sbin/haproxy").exists(), reason="haproxy is not installed")
 def test_a_real_haproxy_in_front(tmp_path: Path, site: Path,
                                  ring3_process: Callable[..., RunningServer]) -> None:
+    assert Path("/usr/sbin/haproxy").exists(), "haproxy is missing: scripts/test installs it"
     server = ring3_process(str(site), "--listen", "127.0.0.1:0 proxy_protocol")
     v2_port, v1_port = free_port(), free_port()
     config = tmp_path / "haproxy.cfg"

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -53,10 +54,10 @@ def load(port: int, stop: threading.Event, answers: list[bytes], failures: list[
             failures.append(repr(data[:80]))
 
 
-def wait_until(check: object, timeout: float = 20.0) -> None:
+def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+        if check():
             return
         time.sleep(0.1)
     raise AssertionError("timed out")

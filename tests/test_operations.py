@@ -33,6 +33,10 @@ WORKER_STARTED = re.compile(r"worker (\d+) \(pid (\d+)\) started")
 ACTIVATE = "/usr/bin/systemd-socket-activate"
 
 
+def assert_activator() -> None:
+    assert os.access(ACTIVATE, os.X_OK), "systemd-socket-activate is missing: scripts/test installs systemd"
+
+
 # -- helpers ----------------------------------------------------------------------------------------
 
 
@@ -268,13 +272,12 @@ def read_all(sock: socket.socket, timeout: float = 20.0) -> bytes:
     return b"".join(chunks)
 
 
-@pytest.mark.skipif(not os.access(ACTIVATE, os.X_OK), reason="systemd-socket-activate is missing "
-                    "(scripts/test installs the systemd package)")
 @pytest.mark.parametrize("workers", ["1", "2"], ids=["single-process", "workers-2"])
 def test_socket_activation_serves_on_the_passed_socket(site: Path, tmp_path: Path, workers: str) -> None:
     """systemd-socket-activate binds the port and execs ring3 at the first connection (which waits in
     the socket's queue meanwhile); ring3 serves on that socket and binds none of its own: one listener
     on the port, the very socket the activator made, held by ring3's processes."""
+    assert_activator()
     port = free_port()
     stderr = tmp_path / "activate-stderr.log"
     with stderr.open("w") as err:
@@ -612,8 +615,7 @@ def test_systemd_units_verify_and_agree_with_the_example_config(tmp_path: Path) 
     assert sock["Socket"]["Accept"] == ["no"]
     assert service["Unit"]["Requires"] == ["ring3.socket"]
     analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is missing (scripts/test installs the systemd package)")
+    assert analyze is not None, "systemd-analyze is missing: scripts/test installs the systemd package"
     # verify wants ExecStart's program to exist: the ring3 of this environment stands in for it.
     ring3 = shutil.which("ring3") or sys.executable
     for name in ("ring3.service", "ring3.socket"):
@@ -625,11 +627,10 @@ def test_systemd_units_verify_and_agree_with_the_example_config(tmp_path: Path) 
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 
 
-@pytest.mark.skipif(not os.access(ACTIVATE, os.X_OK), reason="systemd-socket-activate is missing "
-                    "(scripts/test installs the systemd package)")
 def test_systemd_example_config_under_socket_activation(site: Path, tmp_path: Path) -> None:
     """examples/systemd/ring3.toml (its addresses and paths moved to the test's) run as the units run it:
     the port passed by socket activation, readiness notified, reload by SIGHUP, a graceful stop."""
+    assert_activator()
     port, admin_port = free_port(), free_port()
     log = tmp_path / "logs" / "access.log"
     log.parent.mkdir()
