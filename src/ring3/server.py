@@ -8,7 +8,6 @@ import dataclasses
 import errno
 import logging
 import os
-import resource
 import signal
 import socket
 import time
@@ -30,6 +29,7 @@ from ring3.observe.admin import AdminHandler
 from ring3.observe.ledger import LEDGER
 from ring3.observe.snapshot import Snapshot, take
 from ring3.replay import ReplayCache
+from ring3.rlimits import raise_open_files_limit
 
 if TYPE_CHECKING:
     from ring3.http2.connection import H2Connection
@@ -336,31 +336,6 @@ def _unlink_quietly(path: str) -> None:
 
 Startup = Callable[[], Awaitable[None]]
 Shutdown = Callable[[float], Awaitable[None]]
-
-
-# Descriptors a worker needs beside its connections and cached open files: listeners, the event loop's
-# epoll and self-pipe, log files, files being opened.
-FD_HEADROOM = 64
-
-
-def raise_open_files_limit(connections: int, open_files: int) -> None:
-    """Raise the soft limit on open descriptors (RLIMIT_NOFILE) towards the hard one, as nginx's
-    worker_rlimit_nofile does, so that `connections` can be reached: the 1024 many systems start with
-    cannot hold 10,000 connections. Warn when the hard limit is too low."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = connections + open_files + FD_HEADROOM
-    wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    if wanted > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        except (OSError, ValueError) as exc:
-            logger.warning("could not raise the open files limit from %d to %d: %s", soft, wanted, exc)
-            return
-        soft = wanted
-    if soft < needed:
-        logger.warning("max_connections %d and open_files_max %d need about %d descriptors; the hard "
-                       "limit is %d (raise it with ulimit -Hn or LimitNOFILE=)", connections, open_files,
-                       needed, soft)
 
 
 class Readiness:

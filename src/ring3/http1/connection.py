@@ -474,16 +474,15 @@ class Connection(Exchange):
     _abort = close
 
     def drain(self) -> None:
-        """Server shutdown: close now if idle; otherwise the current response ends with close. A
-        protocol that took the connection over is asked to end its session."""
+        """Shutdown or reload: an upgrade ends its session, a response ends with close, an idle connection
+        closes if no request comes within DRAIN_IDLE_WAIT (at once if its client is gone)."""
         if self._upgrade is not None:
             self._upgrade.shutdown()
-            return
-        if self._request is None and not self._events and not self._parser.in_head:
+        elif self._request is None and not self._events and not self._parser.in_head:
             if self._eof:
                 self._close_when_flushed()
             else:
-                self._on_timer()  # idle: a request on its way is let in (DRAIN_IDLE_WAIT), then close
+                self._on_timer()
 
     def _on_send_failed(self, exc: BaseException) -> None:
         logger.debug("%s: send failed: %s", self._peer, exc)
