@@ -101,8 +101,8 @@ def keep_alive_load(port: int, stop: threading.Event, tally: Tally, limit: float
             error = "closed before an answer"
         if data.startswith(b"HTTP/1.1 200 ") and data.endswith(ANSWER_END):
             tally.ok += 1
-            if b"connection: close" in data.lower():
-                sock.close()  # type: ignore[union-attr]
+            if b"connection: close" in data.lower() and sock is not None:
+                sock.close()
                 sock = None
             continue
         if sock is not None:
@@ -468,3 +468,25 @@ def test_a_stop_during_a_reload_abandons_it_cleanly(
     errors = server.stderr()
     assert "reload failed" not in errors and "[ERROR]" not in errors, errors[-2000:]
     assert "reload abandoned: the master is stopping" in errors or "reloaded: generation 2" in errors
+
+
+def test_scrapes_at_the_same_time_each_get_every_worker(site: Path, ring3_process: Start) -> None:
+    """Each scrape's question to a worker has its own number: two at once both get both workers."""
+    server = ring3_process(str(site), "--workers", "2", "--listen", "127.0.0.1:0", "--access-log", "off",
+                           "--admin", "127.0.0.1:0")
+    admin = admin_url(server)
+    pages: list[str] = []
+
+    def scrape_page() -> None:
+        pages.append(httpx.get(admin + "/metrics", timeout=10).text)
+
+    for _ in range(5):
+        threads = [threading.Thread(target=scrape_page) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+    assert len(pages) == 20
+    for text in pages:
+        assert 'ring3_worker_requests_total{worker="1"}' in text
+        assert 'ring3_worker_requests_total{worker="2"}' in text

@@ -112,15 +112,16 @@ class Worker:
         if self._control is None:
             return None
         self._next_id += 1
+        number = self._next_id  # its own: another scrape may ask before this answer comes
         asked: asyncio.Future[Snapshot] = self._loop.create_future()
-        self._asked[self._next_id] = asked
+        self._asked[number] = asked
         try:
-            self._control.send(encode({"op": "snapshot", "id": self._next_id}))
+            self._control.send(encode({"op": "snapshot", "id": number}))
             return await asyncio.wait_for(asked, SNAPSHOT_TIMEOUT)
         except (OSError, TimeoutError, asyncio.CancelledError):
             return None
         finally:
-            self._asked.pop(self._next_id, None)
+            self._asked.pop(number, None)
 
     def signal(self, signum: int) -> None:
         if self.process.returncode is None:
