@@ -37,6 +37,7 @@ from benchkit.sites import make_sites
 from benchkit.workers import add_balance, balance_start
 
 import ring3
+from ring3 import compiled
 
 REPO = tools.BENCH_DIR.parent
 RESULTS = tools.BENCH_DIR / "results"
@@ -62,6 +63,7 @@ class Settings:
     with_admin: bool
     out: Path
     baseline: baseline.Baseline | None  # --baseline: ring3-base beside every ring3
+    pure: bool  # --pure: ring3-pure (RING3_PURE=1) beside every ring3
 
     def specs_for(self, scenario: Scenario) -> list[ServerSpec]:
         """The scenario's servers: ring3's alone with --quick (ring3-static and ring3-base too), those
@@ -69,6 +71,8 @@ class Settings:
         specs = list(lineups.lineup(scenario))
         if self.baseline is not None:
             specs = self.baseline.beside(specs)
+        if self.pure:
+            specs = baseline.with_pure(specs)
         if self.wanted is not None:
             return [spec for spec in specs if spec.name in self.wanted or spec.family in self.wanted]
         return [spec for spec in specs if not self.quick or spec.family == "ring3"]
@@ -100,6 +104,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline", type=Path, metavar="PATH",
                         help="another ring3 checkout (a git worktree): every scenario that runs ring3 also "
                         "runs ring3-base, the same command with PATH/src first on PYTHONPATH")
+    parser.add_argument("--pure", action="store_true",
+                        help="every scenario that runs ring3 also runs ring3-pure, the same command with "
+                        "RING3_PURE=1 (its .py files, not the compiled modules)")
     return parser.parse_args(argv)
 
 
@@ -116,7 +123,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         repetitions=args.repetitions or (1 if args.quick else 3), warmup_s=0 if args.quick else 1,
         strace_scale=0.1 if args.quick else 1.0, wanted=wanted, scenarios=scenarios, skipped=skipped,
         with_admin=servers.ring3_has_admin(), out=args.out or (QUICK_RESULTS if args.quick else RESULTS),
-        baseline=baseline.load(args.baseline) if args.baseline else None)
+        baseline=baseline.load(args.baseline) if args.baseline else None, pure=args.pure)
 
 
 def prepare(settings: Settings, work: Path) -> None:
@@ -380,7 +387,7 @@ VENV_VERSIONS = {"granian": ("granian",), "gunicorn": ("gunicorn",), "hypercorn"
 
 
 def versions(settings: Settings) -> dict[str, str]:
-    found = {"ring3": f"{ring3.__version__} ({report.git_commit(REPO)})"}
+    found = {"ring3": f"{ring3.__version__} ({report.git_commit(REPO)}, {compiled.describe()})"}
     base = settings.baseline
     if base is not None:
         found[baseline.NAME] = f"{base.version} ({report.git_commit(base.checkout)})"
@@ -449,7 +456,7 @@ def write_outputs(data: Record, settings: Settings) -> None:
     text = report.markdown(data)
     # Only a whole run (every scenario, every server) stands for the project: it alone rewrites latest.*
     # and the README's section; a part of one is kept under its date.
-    whole = (settings.wanted is None and settings.baseline is None
+    whole = (settings.wanted is None and settings.baseline is None and not settings.pure
              and {s.name for s in settings.scenarios} == {s.name for s in SCENARIOS})
     for name in (stamp, "latest") if whole else (stamp,):
         (settings.out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import os
 import subprocess
 import sys
@@ -480,10 +481,25 @@ def test_check_config_with_a_missing_file_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_version() -> None:
+def test_version_says_which_build_runs() -> None:
+    """--version names the build this process imports: the compiled hot path or the .py files; with
+    RING3_EXPECT_BUILD (scripts/test sets it for each of its two passes) it must be that one."""
+    from ring3 import compiled
+
+    modules = [importlib.import_module(name) for name in compiled.MODULES]
+    extensions = [module for module in modules if not (module.__file__ or "").endswith(".py")]
     result = run_ring3("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"ring3 {ring3.__version__}"
+    if extensions:
+        build = f"compiled: mypyc, {len(extensions)} of {len(modules)} hot-path modules"
+    else:
+        build = "pure Python" + (", RING3_PURE set" if os.environ.get("RING3_PURE") else "")
+    assert result.stdout.strip() == f"ring3 {ring3.__version__} ({build})"
+    expected = os.environ.get("RING3_EXPECT_BUILD")
+    if expected == "compiled":
+        assert len(extensions) == len(modules), [module.__file__ for module in modules]
+    elif expected == "pure":
+        assert not extensions, [module.__file__ for module in extensions]
 
 
 def test_serve_with_a_bad_size_flag_exits_2() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -42,3 +43,24 @@ def test_package_ships_py_typed_and_the_demo_site() -> None:
     assert (package / "py.typed").exists()
     for name in ("index.html", "style.css", "ring3.svg", "docs/index.html"):
         assert (package / "demo" / name).is_file()
+
+
+def test_no_interpreted_class_inherits_a_compiled_one() -> None:
+    """mypyc's classes cannot be subclassed by interpreted ones (TypeError at class creation, in the
+    compiled build only): every subclass of a class of ring3.compiled.MODULES, in src/ or tests/, must be
+    compiled too. By name, over the source: a base named as any compiled class counts."""
+    from ring3.compiled import MODULES
+
+    classes: dict[str, set[str]] = {}
+    found: list[tuple[str, str, list[str]]] = []
+    for path in [*(ROOT / "src").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]:
+        module = ".".join(path.relative_to(ROOT / "src").with_suffix("").parts) if path.is_relative_to(
+            ROOT / "src") else str(path.relative_to(ROOT))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                classes.setdefault(node.name, set()).add(module)
+                found.append((module, node.name, [ast.unparse(base).split(".")[-1] for base in node.bases]))
+    assert classes.get("OutputPath") == {"ring3.output"}  # the walk saw the source
+    wrong = [f"{module}.{name}({base})" for module, name, bases in found for base in bases
+             if module not in MODULES and classes.get(base, set()) & set(MODULES)]
+    assert not wrong

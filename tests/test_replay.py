@@ -153,6 +153,30 @@ def test_the_last_request_of_a_connection_still_closes_it(ring3_process: Start, 
     assert without_date(answers[4]).replace(b"connection: close\r\n", b"") == without_date(answers[3])
 
 
+def test_a_client_that_asks_to_close_is_answered_from_the_cache_on_each_new_connection(
+        ring3_process: Start, site: Path) -> None:
+    """Connection: close (HTTP/1.0 clients, a connection per request): the same bytes ask the same again,
+    so the answer is remembered with its Connection: close and replayed, and the connection still
+    closes after each."""
+    server, admin = start(ring3_process, site)
+    closing = HELLO.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    answers = []
+    for _ in range(5):
+        sock, reader = connect(server)
+        with sock:
+            answers.append(ask(sock, reader, closing))
+            assert recv_until_closed(sock) == b""
+    assert scrape(admin)[REPLAYED] == 3  # the file cache admits it on the second: replays from the third
+    assert all(b"\r\nconnection: close\r\n" in answer for answer in answers)
+    assert len({without_date(answer) for answer in answers}) == 1
+    # the same request kept alive is another request: answered the ordinary way first
+    sock, reader = connect(server)
+    with sock:
+        kept = ask(sock, reader, HELLO)
+        assert b"connection: close" not in kept
+    assert scrape(admin)[REPLAYED] == 3
+
+
 def test_a_byte_of_difference_is_a_different_request(ring3_process: Start, site: Path) -> None:
     server, admin = start(ring3_process, site)
     sock, reader = connect(server)

@@ -65,3 +65,13 @@ def load(checkout: Path) -> Baseline:
     if not package.is_relative_to(src):
         raise SystemExit(f"bench: --baseline {checkout}: python imports ring3 from {package}, not from {src}")
     return Baseline(checkout, package, version, servers.ring3_has_admin(env))
+
+
+PURE = "ring3-pure"  # --pure: ring3 run from its .py files (RING3_PURE=1) beside the compiled build
+
+
+def with_pure(specs: list[ServerSpec]) -> list[ServerSpec]:
+    """The scenario's servers with ring3-pure right after ring3: the same command, RING3_PURE=1."""
+    return [found for spec in specs for found in (
+        (spec, dataclasses.replace(spec, name=PURE, peer=PEER, env={**spec.env, "RING3_PURE": "1"}))
+        if spec.name == "ring3" else (spec,))]

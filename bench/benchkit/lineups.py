@@ -153,6 +153,8 @@ def lineup(scenario: Scenario) -> tuple[ServerSpec, ...]:
         return h2_files_lineup(scenario)
     if scenario.tls:
         return tls_files_lineup(scenario)
+    if scenario.new_connections:
+        return (servers.RING3, servers.NGINX)
     nginx = (servers.NGINX, servers.NGINX_NOPUSH_OFF) if scenario.nopush_variants else (servers.NGINX,)
     return (servers.RING3, *nginx, servers.GRANIAN, servers.UVICORN)
 

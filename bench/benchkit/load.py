@@ -63,7 +63,7 @@ def header_args(scenario: Scenario, host: str = "", host_field: str = "Host") ->
     headers = (*((f"{host_field}: {host}",) if host else ()),
                *(BROWSER_HEADERS if scenario.browser_headers else ()),
                *((f"Accept-Encoding: {scenario.accept_encoding}",) if scenario.accept_encoding else ()),
-               *(("Connection: close",) if scenario.handshake else ()))
+               *(("Connection: close",) if scenario.handshake or scenario.new_connections else ()))
     return [arg for header in headers for arg in ("-H", header)]
 
 

@@ -55,7 +55,7 @@ MB = 1_000_000
 # The scenario's settings kept in its record.
 RECORDED = ("name", "title", "file", "kind", "unit", "rate_key", "static_goal", "connections", "pipeline",
             "browser_headers", "expect_status", "message_size", "tls", "handshake", "protocol", "streams",
-            "accept_encoding", "workers", "pairs")
+            "accept_encoding", "workers", "pairs", "new_connections")
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ class Scenario:
     http2: bool = False  # HTTP/2: h2 (by ALPN) over TLS, h2c (prior knowledge) without
     streams: int = 1  # HTTP/2: concurrent streams per connection (h2load -m)
     handshake: str = ""  # FULL or RESUMED: one TLS handshake per request, counted on the server side
+    new_connections: bool = False  # Connection: close on every request: a new connection per request
     sites: bool = False  # ring3 with benchkit.sites' 100 virtual hosts, against ring3-single (one root)
     # Accept-Encoding of every request; each server must answer with Content-Encoding (benchkit.pages
     # checks it before and after the rate runs and measures the bytes per response).
@@ -144,6 +145,7 @@ class Scenario:
 # One ring3 process's peak resident memory with TLS on: at most 35 MB (decimal megabytes, in MiB here).
 TLS_MEMORY = Goal("peak_rss_mib", 35 * MB / MIB, note="35 MB")
 CPU = "cpu_us_per_request"
+RATE = "requests_per_s"  # requests (WebSocket: messages) per second
 TLS = "ring3.transport.tls_handshake"  # a ring3 without it has no TLS
 TLS_SCENARIOS = (
     Scenario("tls-1k-c64", "TLS 1 KiB, 64 conns", "1k.bin", 64, 5000, tls=True, requires=TLS,
@@ -247,7 +249,11 @@ WORKERS_SCENARIOS = (
 NO_REGRESSION = (Goal(CPU, 1.05, "ring3-base", if_run=True, note="no regression, 5% for noise"),)
 
 SCENARIOS = (
-    Scenario("1k-c64", "1 KiB, 64 conns", "1k.bin", 64, 5000, goals=NO_REGRESSION),
+    Scenario("1k-c64", "1 KiB, 64 conns", "1k.bin", 64, 5000,
+             goals=(*NO_REGRESSION, Goal(CPU, 0.5, "nginx"))),
+    Scenario("close-1k-c64", "1 KiB, a new connection per request, 64 conns", "1k.bin", 64, 2000,
+             new_connections=True,
+             goals=(Goal(CPU, 1.5, "nginx"), Goal(SYSCALLS, 1.0, "nginx", note="syscalls per connection"))),
     Scenario("1k-c1", "1 KiB, 1 conn (latency)", "1k.bin", 1, 3000),
     Scenario("1k-browser", "1 KiB, 64 conns, browser headers", "1k.bin", 64, 5000, browser_headers=True,
              goals=NO_REGRESSION),
@@ -256,14 +262,18 @@ SCENARIOS = (
     Scenario("1k-pipe16", "1 KiB, 16 pipelined per write", "1k.bin", 64, 8000, pipeline=16,
              nopush_variants=True),
     Scenario("404", "404, 64 conns", MISSING, 64, 5000, expect_status=404),
-    Scenario("asgi-hello", "ASGI hello (13 B), 64 conns", "", 64, 5000, kind=APP),
+    Scenario("asgi-hello", "ASGI hello (13 B), 64 conns", "", 64, 5000, kind=APP,
+             goals=(Goal(CPU, 0.5, "granian"), Goal(CPU, 0.5, "uvicorn"))),
     Scenario("wsgi-hello", "WSGI hello (13 B), 64 conns", "", 64, 5000, kind=APP,
-             requires="ring3.handlers.wsgi"),
-    Scenario("starlette-file", "Starlette FileResponse 1 KiB, 64 conns", "file", 64, 2000, kind=APP),
+             requires="ring3.handlers.wsgi", goals=(Goal(CPU, 1.0, "granian"),)),
+    Scenario("starlette-file", "Starlette FileResponse 1 KiB, 64 conns", "file", 64, 2000, kind=APP,
+             goals=(Goal(RATE, 1.5, "granian", at_least=True),)),
     Scenario("asgi-stream-10m", "ASGI stream 10 MiB (64 KiB pieces, chunked), 8 conns", "", 8, 100,
              kind=APP, rate_key="mb_per_s", static_goal=0.8),
     Scenario("ws-echo", "WebSocket echo 1 KiB binary, 64 clients (per message)", "ws", 64, 10000,
-             kind=WEBSOCKET, requires="ring3.websocket.asgi", message_size=KIB),
+             kind=WEBSOCKET, requires="ring3.websocket.asgi", message_size=KIB,
+             goals=(Goal(RATE, 1.5, "uvicorn-websockets", at_least=True, note="msg/s"),
+                    Goal(RATE, 1.5, "uvicorn-wsproto", at_least=True, note="msg/s"))),
     Scenario("idle-10k", "10,000 idle keep-alive connections (memory)", "1k.bin", 10000, 0, kind=IDLE),
     *TLS_SCENARIOS,
     *H2_SCENARIOS,

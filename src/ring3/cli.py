@@ -51,10 +51,22 @@ def _default_text(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+class _VersionAction(argparse.Action):
+    """--version: the build is looked up only when asked (it finds the hot-path modules' files)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        from ring3 import compiled
+
+        print(f"ring3 {__version__} ({compiled.describe()})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ring3", description="A web server that pays the least toll at the kernel boundary.")
-    parser.add_argument("--version", action="version", version=f"ring3 {__version__}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0,
+                        help="show the version and the build (compiled with mypyc, or pure Python)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser(
         "serve", help="serve a directory, an ASGI/WSGI application (--app), or the built-in demo site")

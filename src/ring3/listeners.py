@@ -6,6 +6,9 @@ import contextlib
 import os
 import socket
 import stat
+import sys
+from collections.abc import Callable
+from typing import Any
 
 from ring3.config import ListenAddress
 
@@ -41,6 +44,26 @@ def bind(address: ListenAddress) -> socket.socket:
     sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
+
+
+def nodelay_inherited(sock: socket.socket) -> bool:
+    """Set TCP_NODELAY on a TCP listener where its accepted sockets inherit it (Linux), so that no
+    connection needs a setsockopt of its own; whether it was."""
+    if sys.platform != "linux" or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        return False
+    return True
+
+
+def raw_accept(sock: socket.socket) -> tuple[Callable[[], tuple[int, Any]], int]:
+    """A listener's accept without socket.accept's wrapper (which reads the listener's family, type and
+    protocol as enums for each connection), and its family as a plain int: the accept loop makes each
+    connection's socket object from the descriptor itself."""
+    accept: Callable[[], tuple[int, Any]] = sock._accept  # type: ignore[attr-defined]  # _socket's own
+    return accept, int(sock.family)
 
 
 def describe(sock: socket.socket, tls: bool = False) -> str:

@@ -45,14 +45,16 @@ class Message:
 
 class Replay:
     """One remembered exchange: the request as parsed, the handler's renewal, and the Connection line
-    its answer carries (b"" on HTTP/1.1)."""
+    its answer carries (b"" on HTTP/1.1; Connection: close for a client that asked for it, whose
+    connection then closes after the answer)."""
 
-    __slots__ = ("_message_key", "_message_of", "connection", "renew", "request")
+    __slots__ = ("_message_key", "_message_of", "closes", "connection", "renew", "request")
 
     def __init__(self, request: Request, renew: Callable[[], Response | None], connection: bytes) -> None:
         self.request = request
         self.renew = renew
         self.connection = connection
+        self.closes = not request.keep_alive
         self._message_of: Response | None = None  # the response _message_key was made for
         self._message_key: tuple[int, bytes] = (0, b"")
 

@@ -12,7 +12,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ring3 import systemd
 from ring3.config import Config, ListenAddress, parse_listen
@@ -22,7 +22,7 @@ from ring3.events import ConnectionInfo
 from ring3.handlers import Handler
 from ring3.http1.connection import Connection
 from ring3.http1.parser import H1Limits
-from ring3.listeners import bind, describe
+from ring3.listeners import bind, describe, nodelay_inherited, raw_accept
 from ring3.loops import loop_factory
 from ring3.observe.access_log import AccessLog, reopen_all
 from ring3.observe.admin import AdminHandler
@@ -87,6 +87,8 @@ class Server:
         self.accept_batch = 1 if worker_count(config.server.workers) > 1 else ACCEPT_BATCH
         self._addresses: dict[socket.socket, tuple[str, int | None]] = {}
         self._tls_listeners: set[socket.socket] = set()
+        self._nodelay_inherited: set[socket.socket] = set()  # TCP_NODELAY set once, for every accepted
+        self._accepters: dict[socket.socket, tuple[Callable[[], tuple[int, Any]], int]] = {}
         self._handlers: dict[socket.socket, Handler] = {}  # listeners with a handler of their own
         self._handshake: type[TLSHandshake] | None = None
         # With PROXY protocol listeners: those listeners, the preamble stage and the sources it accepts.
@@ -129,6 +131,9 @@ class Server:
                 self._tls_listeners.add(sock)
             if address.proxy_protocol or self.config.server.proxy_protocol:
                 self._proxy_listeners.add(sock)
+            if nodelay_inherited(sock):
+                self._nodelay_inherited.add(sock)
+            self._accepters[sock] = raw_accept(sock)
         self._set_redirects(addresses)
         if self._tls_listeners:
             from ring3.transport.tls_handshake import TLSHandshake
@@ -196,8 +201,9 @@ class Server:
                 return
             ledger = self.ledger
             ledger.accept += 1
+            accept, family = self._accepters[listener]
             try:
-                sock, address = listener.accept()
+                fd, address = accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -207,13 +213,15 @@ class Server:
                     self._backoff = self.loop.call_later(ACCEPT_BACKOFF, self._end_backoff)
                     return
                 continue  # ECONNABORTED and the like: that client is gone
+            sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             ledger.connections_accepted += 1
             ledger.getsockname += 1
             ledger.ioctl += 1
             sock.setblocking(False)
-            if sock.family != socket.AF_UNIX:
-                ledger.setsockopt += 1
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if family != socket.AF_UNIX:
+                if listener not in self._nodelay_inherited:
+                    ledger.setsockopt += 1
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 peer = address[0]
                 info = ConnectionInfo((peer, address[1]), self._addresses.get(listener))
             else:
@@ -235,23 +243,26 @@ class Server:
                     continue
                 client = self._preamble(self, sock, peer, info, listener)
             else:
-                client = self.open_connection(listener, sock, peer, info)
+                client = self.open_connection(listener, sock, peer, info, at_accept=True)
             self.connections.add(client)
             if per_address:
                 self._per_address[peer] = self._per_address.get(peer, 0) + 1
                 self._address_of[client] = peer
+            if type(client) is Connection:
+                client.begin()
 
     def open_connection(self, listener: socket.socket, sock: socket.socket, peer: str,
-                        info: ConnectionInfo) -> Connection | TLSHandshake:
+                        info: ConnectionInfo, at_accept: bool = False) -> Connection | TLSHandshake:
         """The first stage of an accepted connection (after its PROXY header, if the listener wants one).
-        From a trusted proxy, its requests' forwarded fields are believed (decided here, once)."""
+        From a trusted proxy, its requests' forwarded fields are believed (decided here, once). A
+        Connection made `at_accept` waits for its `begin` (its first read, at once)."""
         handler = self._handlers.get(listener)
         if self._trusted is not None and peer in self._trusted:
             handler = self._forwarding[listener]
         if listener in self._tls_listeners:
             assert self.tls is not None and self._handshake is not None
             return self._handshake(self, sock, peer, info, self.tls, handler)
-        return Connection(self, sock, peer, info, handler=handler)
+        return Connection(self, sock, peer, info, handler=handler, watch=not at_accept)
 
     def _end_backoff(self) -> None:
         self._backoff = None

@@ -157,15 +157,20 @@ class AppExchange:
         else:
             self._returned()
 
-    if TYPE_CHECKING:  # what each kind of exchange provides
-        async def receive(self) -> Message: ...
+    # -- what each kind of exchange provides -----------------------------------------------------
 
-        async def send(self, message: Message) -> None: ...
+    async def receive(self) -> Message:
+        raise NotImplementedError
 
-        def _failed(self, error: BaseException | None) -> None:
-            """The application raised `error` (None: it was cancelled)."""
+    async def send(self, message: Message) -> None:
+        raise NotImplementedError
 
-        def _returned(self) -> None: ...
+    def _failed(self, error: BaseException | None) -> None:
+        """The application raised `error` (None: it was cancelled)."""
+        raise NotImplementedError
+
+    def _returned(self) -> None:
+        raise NotImplementedError
 
 
 class HTTPExchange(AppExchange):

@@ -92,16 +92,18 @@ class Connection(Exchange):
         "_served",
         "_sock",
         "_timer",
+        "_unwatched",
         "_upgrade",
         "tls",
     )
 
     def __init__(self, server: Server, sock: socket.socket, peer: str,
                  info: ConnectionInfo | None = None, tls_output: TLSOutputFactory | None = None,
-                 handler: Handler | None = None) -> None:
+                 handler: Handler | None = None, watch: bool = True) -> None:
         """`tls_output` makes the connection's TLS output path (it also decrypts what is read), once
         its handshake is over; `handler` answers its requests instead of the server's (a listener's
-        own, such as redirect-https), and then the replay cache stays out of it."""
+        own, such as redirect-https), and then the replay cache stays out of it. With `watch` false
+        the loop does not watch the socket yet: `begin` must be called."""
         loop = server.loop
         self._server = server
         self._loop = loop
@@ -144,8 +146,23 @@ class Connection(Exchange):
         self._last_read = now
         self._timer = LazyTimer(loop, self._on_timer)
         self._reading = True
-        loop.add_reader(self._fd, self._on_readable)
-        self._timer.arm(now + server.config.limits.header_timeout)
+        self._unwatched = not watch
+        if watch:
+            loop.add_reader(self._fd, self._on_readable)
+            self._timer.arm(now + server.config.limits.header_timeout)
+
+    def begin(self) -> None:
+        """Read at once, as the connection is accepted: a client speaks first, so its request is
+        usually here already (always, on a TCP_DEFER_ACCEPT listener). A request answered at once on a
+        connection that then closes never costs an epoll_ctl, a wake-up or a timer; otherwise the
+        loop watches the socket from here on (unless the first read paused or closed it)."""
+        self._on_readable()
+        if self._unwatched:
+            self._unwatched = False
+            if self._reading and not self._closed:
+                self._loop.add_reader(self._fd, self._on_readable)
+        if self._served == 0 and not self._closed:  # no request yet (a head begun arms its own)
+            self._timer.arm(self._phase_since + self._server.config.limits.header_timeout)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -216,7 +233,10 @@ class Connection(Exchange):
     def _pause_reading(self) -> None:
         if self._reading:
             self._reading = False
-            self._loop.remove_reader(self._fd)
+            if self._unwatched:
+                self._unwatched = False  # begin's first read: nothing to take back from the loop
+            else:
+                self._loop.remove_reader(self._fd)
 
     def _resume_reading(self) -> None:
         if not self._reading and not self._closed and not self._eof and not self._events:
@@ -375,8 +395,11 @@ class Connection(Exchange):
             fallback = status_response(500, close=True)
             self._respond(fallback, log_line)
             return
-        if (candidate is not None and response.replay is not None and keep and fixed is not None
-                and request.method == b"GET" and upgrade is None and self._replays is not None):
+        # Remembered if it keeps the connection open, or closes it because the client asked (the same
+        # bytes ask the same again): not when the server chose to close (a drain, a request limit).
+        if (candidate is not None and response.replay is not None and fixed is not None
+                and (keep or not request.keep_alive) and request.method == b"GET" and upgrade is None
+                and self._replays is not None):
             self._replays.store(candidate, Replay(request, response.replay, connection))
         if server.access_log is not None or request.log:
             self._log_line = log_line or b"%s %s HTTP/%s" % (
@@ -450,7 +473,8 @@ class Connection(Exchange):
         loop = self._loop
         if self._reading:
             self._reading = False
-            loop.remove_reader(self._fd)
+            if not self._unwatched:
+                loop.remove_reader(self._fd)
         if self.tls is not None:
             self.tls.close_notify()
         self._output.close()
@@ -471,7 +495,8 @@ class Connection(Exchange):
         self._sock.close()
         self._server.connection_closed(self)
 
-    _abort = close
+    def _abort(self) -> None:
+        self.close()
 
     def drain(self) -> None:
         """Shutdown or reload: an upgrade ends its session, a response ends with close, an idle connection

@@ -80,7 +80,9 @@ class H1Parser:
         self._limits = limits = limits or H1Limits()
         self._max_header_count = limits.max_header_count  # read for every field: kept at hand
         self._max_header_bytes = limits.max_header_bytes
-        self._parser = httptools.HttpRequestParser(self)
+        # httptools' parser, made by the first receive_data: a connection whose requests are all
+        # answered from the replay cache never needs one (it looks up ten callbacks as it is made).
+        self._parser: httptools.HttpRequestParser | None = None
         self._events: list[Event] = []
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -111,8 +113,11 @@ class H1Parser:
         events = self._events = []
         began_before = self.in_head
         self._begun_in_feed = False
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(self)
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self.upgraded = True
             self.upgrade_data = data[exc.args[0]:] if exc.args else b""
@@ -207,6 +212,7 @@ class H1Parser:
 
     def _build_request(self) -> Request:
         parser = self._parser
+        assert parser is not None  # called back from its feed_data
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise RemoteProtocolError(f"HTTP/{version} is not supported", status=505)

@@ -20,7 +20,8 @@ def answer_from_replay(connection: Connection, data: bytes, replay: Replay) -> b
     """Answer a repeat of a remembered request from the replay cache (ring3.replay); False when
     the ordinary path must take it (the connection will close, or the response no longer holds)."""
     server = connection._server
-    if server.draining or connection._served + 1 >= connection._max_requests:
+    closes = replay.closes
+    if not closes and (server.draining or connection._served + 1 >= connection._max_requests):
         return False  # its answer carries Connection: close, which the remembered one does not
     replays = connection._replays
     assert replays is not None
@@ -47,7 +48,7 @@ def answer_from_replay(connection: Connection, data: bytes, replay: Replay) -> b
     connection._response_started = True
     connection._response_sent = connection._continue_sent = False
     connection._body_complete = True
-    connection._keep_alive = True
+    connection._keep_alive = not closes
     connection._cleanup = response.cleanup
     head, body = message.parts
     connection._log_status = response.status
@@ -56,7 +57,7 @@ def answer_from_replay(connection: Connection, data: bytes, replay: Replay) -> b
         connection._log_line = b"%s %s HTTP/%s" % (
             request.method, request.target, request.http_version.encode())
     try:
-        connection._output.send(head, body, connection._on_response_sent)
+        connection._output.send(head, body, connection._on_response_sent, may_cork=not closes)
     except (SendFailed, OSError) as exc:
         logger.warning("%s: response aborted: %s", connection._peer, exc)
         connection.close()
