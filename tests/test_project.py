@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.machinery
 import re
 from pathlib import Path
 
@@ -64,3 +65,15 @@ def test_no_interpreted_class_inherits_a_compiled_one() -> None:
     wrong = [f"{module}.{name}({base})" for module, name, bases in found for base in bases
              if module not in MODULES and classes.get(base, set()) & set(MODULES)]
     assert not wrong
+
+
+def test_every_extension_beside_the_source_is_a_compiled_module() -> None:
+    """An extension module left beside src/ring3's source by an older build (a module since taken out of
+    MODULES) would be imported in place of its .py file: none may exist."""
+    from ring3.compiled import MODULES
+
+    found = set()
+    for path in (ROOT / "src" / "ring3").rglob("*.so"):
+        suffix = max((s for s in importlib.machinery.EXTENSION_SUFFIXES if path.name.endswith(s)), key=len)
+        found.add(".".join(path.relative_to(ROOT / "src").parts)[: -len(suffix)])
+    assert found <= set(MODULES), found - set(MODULES)

@@ -13,17 +13,30 @@ import importlib.machinery
 import importlib.util
 import os
 
-# The modules mypyc compiles, as dotted names (setup.py turns them into src/ paths).
+# The modules mypyc compiles, as dotted names (setup.py turns them into src/ paths). A path is compiled
+# whole: compiled code reaching into interpreted objects (and the reverse) is slower than either alone
+# (docs/discussion/design.md). No interpreted class may inherit from a class of these (test_project).
 MODULES = (
+    # the accept loop and an HTTP/1.1 connection's request, answer and close
+    "ring3.server",
+    "ring3.http1.connection",
     "ring3.http1.parser",
     "ring3.http1.serialize",
-    "ring3.http1.connection",
-    "ring3.output",
+    "ring3.http1.replaying",
+    "ring3.http1.closing",
+    "ring3.http1.writers",
+    "ring3.http1.timeouts",
+    "ring3.replay",
+    "ring3.timers",
+    "ring3.observe.ledger",
+    # the exchange layer and the output path, for every protocol
     "ring3.exchange",
-    "ring3.handlers.asgi",
-    "ring3.http2.stream",
-    "ring3.websocket.asgi",
+    "ring3.output",
     "ring3.transport.tls_stream",
+    "ring3.http2.stream",
+    # applications
+    "ring3.handlers.asgi",
+    "ring3.websocket.asgi",
 )
 
 PURE_VARIABLE = "RING3_PURE"

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import selectors
 import socket
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack, cast
 
-from ring3.observe.ledger import LEDGER, CountingSelector
+from ring3.observe.ledger import LEDGER
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -75,6 +76,27 @@ class _EagerStart(_LoopBase):
             return _RAN  # the Task drops the handle
 
         return super().call_soon(callback, *args, context=context)
+
+
+class CountingSelector(selectors.EpollSelector):
+    """epoll, counting its waits and registration changes in the ledger (Linux)."""
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        LEDGER.epoll_wait += 1
+        return super().select(timeout)
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        LEDGER.epoll_ctl += 1
+        return super().register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        LEDGER.epoll_ctl += 1
+        return super().unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        if events != self.get_key(fileobj).events:  # a new callback for the same events is no syscall
+            LEDGER.epoll_ctl += 1
+        return super().modify(fileobj, events, data)
 
 
 class SelectorLoop(_EagerStart, asyncio.SelectorEventLoop):

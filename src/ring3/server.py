@@ -12,7 +12,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ring3 import systemd
 from ring3.config import Config, ListenAddress, parse_listen
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from ring3.transport.tls_context import ServerTLS
     from ring3.transport.tls_handshake import TLSHandshake
 
-    Client = Connection | TLSHandshake | H2Connection | ProxyPreamble
+    Client: TypeAlias = Connection | TLSHandshake | H2Connection | ProxyPreamble
 
 logger = logging.getLogger("ring3.error")
 

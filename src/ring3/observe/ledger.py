@@ -9,7 +9,6 @@ floor of counting anything in Python.)
 from __future__ import annotations
 
 import dataclasses
-import selectors
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,24 +72,3 @@ class Ledger:
 
 
 LEDGER = Ledger()
-
-
-class CountingSelector(selectors.EpollSelector):
-    """epoll, counting its waits and registration changes in the ledger (Linux)."""
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        LEDGER.epoll_wait += 1
-        return super().select(timeout)
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        LEDGER.epoll_ctl += 1
-        return super().register(fileobj, events, data)
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        LEDGER.epoll_ctl += 1
-        return super().unregister(fileobj)
-
-    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        if events != self.get_key(fileobj).events:  # a new callback for the same events is no syscall
-            LEDGER.epoll_ctl += 1
-        return super().modify(fileobj, events, data)
