@@ -530,9 +530,10 @@ def test_apps_run_inside_a_real_task_even_when_started_eagerly(in_process: Start
 
 def test_an_app_that_never_waits_is_answered_in_the_same_loop_turn() -> None:
     from ring3.body import EMPTY_BODY
+    from ring3.eager import start_task
     from ring3.events import Request, Response
     from ring3.http1.parser import H1Parser
-    from ring3.loops import SelectorLoop, start_task
+    from ring3.loops import SelectorLoop
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, b"now")

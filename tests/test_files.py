@@ -295,7 +295,7 @@ VALIDATORS = Validators(etag=ETAG, last_modified=IMF, mtime=MTIME)
 
 def get(*headers: tuple[bytes, bytes], method: bytes = b"GET") -> Request:
     return Request(method=method, target=b"/f", path=b"/f", query=b"", http_version="1.1",
-                   headers=((b"host", b"x"), *headers), host=b"x", keep_alive=True)
+                   headers=[(b"host", b"x"), *headers], host=b"x", keep_alive=True)
 
 
 def test_validators_of_a_file(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
+from mypy_extensions import mypyc_attr
+
 from ring3.errors import ClientDisconnected
 
 # Buffered body bytes above which the connection stops reading until the handler catches up.
@@ -13,6 +15,7 @@ BODY_HIGH_WATER = 256 * 1024
 NO_LIMIT = 1 << 62  # the protocols enforce [limits] max_body_size; a location may set a lower one
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # the compiled build: see ring3.compiled
 class RequestBody:
     """Fed by the connection, read by an async handler. `read()` returns b"" at the end."""
 

@@ -29,12 +29,16 @@ MODULES = (
     "ring3.replay",
     "ring3.timers",
     "ring3.observe.ledger",
+    # what the protocols and handlers exchange: requests, responses, request bodies
+    "ring3.events",
+    "ring3.body",
     # the exchange layer and the output path, for every protocol
     "ring3.exchange",
     "ring3.output",
     "ring3.transport.tls_stream",
     "ring3.http2.stream",
     # applications
+    "ring3.eager",
     "ring3.handlers.asgi",
     "ring3.websocket.asgi",
 )

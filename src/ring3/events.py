@@ -7,8 +7,10 @@ response body is one of: bytes, a FileRange, a sequence of those (multipart), or
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mypy_extensions import mypyc_attr
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -63,13 +65,14 @@ class ConnectionInfo:
 NO_CONNECTION_INFO = ConnectionInfo(client=None, server=None)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Request:
     """A request head. Header names are lower-cased bytes; values are as received.
 
-    Treat it as immutable. It is not frozen only because a frozen dataclass costs about a microsecond
-    more to build, once per request; for the same reason the parser builds it with positional arguments
-    (0.17 us against 0.44 us with keywords), so keep the order of the fields.
+    Treat it as immutable. It is not frozen only because a frozen dataclass costs more to build, once
+    per request; for the same reason the parser builds it with positional arguments (a third of the
+    cost of keywords), so keep the order of the parameters. Its __init__ is written out, not generated:
+    mypyc compiles a written one, and the one dataclasses generates costs twice as much again.
     """
 
     method: bytes
@@ -80,20 +83,46 @@ class Request:
     headers: list[tuple[bytes, bytes]]
     host: bytes
     keep_alive: bool
-    expect_continue: bool = False
-    has_body: bool = False
-    conditional: bool = False  # it has If-* or Range fields: the answer depends on more than the path
-    upgrade: bool = False  # it asks to switch protocols (Connection: upgrade with an Upgrade field)
-    stream_id: int = 1
-    conn: ConnectionInfo = NO_CONNECTION_INFO  # set by the connection before a handler sees it
-    protocol: bytes = b""  # HTTP/2's :protocol of an extended CONNECT (RFC 8441): b"websocket"
-    redirects: int = 0  # internal redirects so far (a rewrite, try_files, an error page), bounded
-    log: Any = None  # the site's access log (an AccessLog, or False for none), set by the site router
-    request_id: bytes = b""  # its X-Request-ID, where a site's request_id rule gave it one
+    expect_continue: bool
+    has_body: bool
+    conditional: bool  # it has If-* or Range fields: the answer depends on more than the path
+    upgrade: bool  # it asks to switch protocols (Connection: upgrade with an Upgrade field)
+    stream_id: int
+    conn: ConnectionInfo  # set by the connection before a handler sees it
+    protocol: bytes  # HTTP/2's :protocol of an extended CONNECT (RFC 8441): b"websocket"
+    redirects: int  # internal redirects so far (a rewrite, try_files, an error page), bounded
+    log: Any  # the site's access log (an AccessLog, or False for none), set by the site router
+    request_id: bytes  # its X-Request-ID, where a site's request_id rule gave it one
     # A proxied request's tries, in order: (upstream address, seconds from the try's start until its
     # connection was let go), set by ring3.proxy for the access log; an internal redirect's copy of the
     # request shares the list (ring3.sites.targets.internal), so the log sees it on the original.
-    upstream: list[tuple[str, float]] | None = None
+    upstream: list[tuple[str, float]] | None
+
+    def __init__(self, method: bytes, target: bytes, path: bytes, query: bytes, http_version: str,
+                 headers: list[tuple[bytes, bytes]], host: bytes, keep_alive: bool,
+                 expect_continue: bool = False, has_body: bool = False, conditional: bool = False,
+                 upgrade: bool = False, stream_id: int = 1, conn: ConnectionInfo = NO_CONNECTION_INFO,
+                 protocol: bytes = b"", redirects: int = 0, log: Any = None, request_id: bytes = b"",
+                 upstream: list[tuple[str, float]] | None = None) -> None:
+        self.method = method
+        self.target = target
+        self.path = path
+        self.query = query
+        self.http_version = http_version
+        self.headers = headers
+        self.host = host
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.has_body = has_body
+        self.conditional = conditional
+        self.upgrade = upgrade
+        self.stream_id = stream_id
+        self.conn = conn
+        self.protocol = protocol
+        self.redirects = redirects
+        self.log = log
+        self.request_id = request_id
+        self.upstream = upstream
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header (name in lower case), or None."""
@@ -175,9 +204,11 @@ class BodyWriter(Protocol):
         """Give the response up: the connection closes, so the client sees it cut short."""
 
 
-@runtime_checkable
-class SplicingWriter(BodyWriter, Protocol):
-    """A BodyWriter that can also send bytes waiting in a pipe (the cleartext HTTP/1.1 one)."""
+class SplicingWriter(Protocol):
+    """What a BodyWriter that can also send bytes waiting in a pipe (the cleartext HTTP/1.1 one) has
+    beside BodyWriter's methods; a writer has them if its `can_splice` attribute exists. (Neither a
+    subclass of BodyWriter nor runtime-checkable: mypyc compiles this module, and its protocol classes
+    are plain classes at run time.)"""
 
     @property
     def can_splice(self) -> bool:
@@ -187,14 +218,16 @@ class SplicingWriter(BodyWriter, Protocol):
         """Send `piece` from its pipe, zero-copy (raises ClientDisconnected once the client is gone)."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # the compiled build: see ring3.compiled
 class PushedBody:
     """A body its producer writes as it goes (an ASGI application's send()), instead of one the
     connection pulls: `start` hands it the writer once the head is ready to leave."""
 
     __slots__ = ()
 
-    if TYPE_CHECKING:  # each kind of pushed body provides it
-        def start(self, writer: BodyWriter) -> None: ...
+    def start(self, writer: BodyWriter) -> None:
+        """Each kind of pushed body provides it."""
+        raise NotImplementedError
 
 
 Body = FixedBody | PushedBody | AsyncIterator[Segment]
@@ -245,7 +278,7 @@ class Upgrade(Protocol):
         """The server is stopping: end the protocol's session gracefully, then close the channel."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Response:
     """What a handler wants sent. The output path alone decides how. The connection only reads it, so
     a handler may hand out the same Response many times.
@@ -257,7 +290,7 @@ class Response:
     `header_block` holds header lines already serialised (each ending in CRLF), sent after `headers`:
     a cache keeps them prebuilt. With `upgrade` (status 101), that protocol takes the connection over
     once the head is sent. Hot paths build it with positional arguments (a third of the cost of
-    keywords): keep the order of the fields.
+    keywords): keep the order of the parameters. Its __init__ is written out, as Request's is.
 
     `replay` is the handler's promise that the very same request bytes get this response again for as
     long as calling it returns one (the same Response, or its successor); None once it no longer holds.
@@ -272,15 +305,30 @@ class Response:
     """
 
     status: int
-    headers: Headers = field(default_factory=list)
-    header_block: bytes = b""
-    body: Body = b""
-    cleanup: Callable[[], None] | None = None
-    close: bool = False
-    content_length: int | None = None
-    upgrade: Upgrade | None = None
-    replay: Callable[[], Response | None] | None = None
-    sets_fields: int = 0
+    headers: Headers
+    header_block: bytes
+    body: Body
+    cleanup: Callable[[], None] | None
+    close: bool
+    content_length: int | None
+    upgrade: Upgrade | None
+    replay: Callable[[], Response | None] | None
+    sets_fields: int
+
+    def __init__(self, status: int, headers: Headers | None = None, header_block: bytes = b"",
+                 body: Body = b"", cleanup: Callable[[], None] | None = None, close: bool = False,
+                 content_length: int | None = None, upgrade: Upgrade | None = None,
+                 replay: Callable[[], Response | None] | None = None, sets_fields: int = 0) -> None:
+        self.status = status
+        self.headers = [] if headers is None else headers
+        self.header_block = header_block
+        self.body = body
+        self.cleanup = cleanup
+        self.close = close
+        self.content_length = content_length
+        self.upgrade = upgrade
+        self.replay = replay
+        self.sets_fields = sets_fields
 
 
 def body_length(body: FixedBody) -> int:

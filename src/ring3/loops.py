@@ -1,81 +1,26 @@
-"""The event loops ring3 runs on, with one addition: tasks that start eagerly.
-
-An application's coroutine usually finishes its work for a request without ever waiting (a hello-world
-ASGI app, a cached page). Run as an ordinary Task, it would start on the next turn of the loop, and the
-response would go out one turn later still: two more epoll_wait calls and two more callbacks per
-request. `start_task` creates a real asyncio Task (so `current_task()`, cancellation, anyio cancel
-scopes and `asyncio.timeout` all behave) but runs its first step at once, as Python 3.12's
-`eager_start` does. If the coroutine finishes in that step, the caller has its result before
-`start_task` returns.
-
-It works because a Task schedules its first step through `loop.call_soon`: while `start_task` runs,
-the loop runs that one callback immediately instead of queueing it.
+"""The event loops ring3 runs on: the standard library's selector loop, with its epoll calls and its
+self-pipe counted in the ledger, or uvloop's. On either, ring3.eager starts tasks eagerly.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import selectors
 import socket
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ring3.observe.ledger import LEDGER
 
-T = TypeVar("T")
-Ts = TypeVarTuple("Ts")
-
-# The running task of each loop: what asyncio.current_task() reads, without its Python wrapper.
-_current_tasks: dict[Any, Any] = getattr(asyncio.tasks, "_current_tasks", {})
-
-
-class _Ran:
-    """Stands for the handle of a callback that has already run."""
-
-    def cancel(self) -> None:
-        return None
-
-
-_RAN = cast(asyncio.Handle, _Ran())
-
-
-if TYPE_CHECKING:  # the mixin is checked as the loop it ends up in
+if TYPE_CHECKING:  # the marker is checked as the loop it ends up in
     _LoopBase = asyncio.AbstractEventLoop
 else:
     _LoopBase = object
 
 
-class _EagerStart(_LoopBase):
-    """Mixin for an event loop class: `start_task` and the call_soon hook it relies on."""
-
-    _eager_step = False
-
-    def start_task(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """A Task for `coro` whose first step has already run (unless a task is running now: a task
-        cannot start inside another, so then it starts on the next turn as usual)."""
-        loop: Any = self
-        if _current_tasks.get(loop) is not None:
-            task: asyncio.Task[T] = loop.create_task(coro)
-            return task
-        self._eager_step = True
-        try:
-            task = asyncio.Task(coro, loop=loop)  # what create_task does, minus its checks
-        finally:
-            self._eager_step = False
-        return task
-
-    def call_soon(self, callback: Callable[[Unpack[Ts]], object], *args: *Ts,
-                  context: contextvars.Context | None = None) -> asyncio.Handle:
-        if self._eager_step:
-            self._eager_step = False  # only the Task's first step; what it schedules is queued
-            if context is None:
-                callback(*args)
-            else:
-                context.run(callback, *args)  # a Task's step handles its coroutine's exceptions
-            return _RAN  # the Task drops the handle
-
-        return super().call_soon(callback, *args, context=context)
+class EagerLoop(_LoopBase):
+    """Marks ring3's loop classes: ring3.eager starts tasks eagerly on them. It has no slots, so its
+    instances have a __dict__, where start_task puts its call_soon for a moment."""
 
 
 class CountingSelector(selectors.EpollSelector):
@@ -99,7 +44,7 @@ class CountingSelector(selectors.EpollSelector):
         return super().modify(fileobj, events, data)
 
 
-class SelectorLoop(_EagerStart, asyncio.SelectorEventLoop):
+class SelectorLoop(EagerLoop, asyncio.SelectorEventLoop):
     """The standard library's loop on a selector that counts its epoll calls, with its self-pipe counted
     too: a thread that wakes the loop (call_soon_threadsafe: a WSGI pool thread, anyio's to_thread)
     costs a send there, and a recv here until the pipe is empty (so usually two)."""
@@ -135,13 +80,6 @@ class SelectorLoop(_EagerStart, asyncio.SelectorEventLoop):
             process(data)
 
 
-def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-    """Start `coro` eagerly on ring3's loops, as a plain Task on any other loop."""
-    if isinstance(loop, _EagerStart):
-        return loop.start_task(coro)
-    return loop.create_task(coro)
-
-
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     """The event loop to run on: the standard library's (with counted epoll calls) or uvloop's.
 
@@ -151,7 +89,7 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
         import uvloop
 
         # uvloop's own stubs disagree with AbstractEventLoop's on a few methods ring3 never calls.
-        class UVLoop(_EagerStart, uvloop.Loop):  # type: ignore[misc]
+        class UVLoop(EagerLoop, uvloop.Loop):  # type: ignore[misc]
             pass
 
         return UVLoop

@@ -30,6 +30,7 @@ from urllib.parse import unquote_to_bytes
 from ring3.body import EmptyBody
 from ring3.config.loader import mount_prefix
 from ring3.config.schema import AppSection
+from ring3.eager import start_task
 from ring3.errors import ClientDisconnected, ResponseAborted
 from ring3.events import (
     DEFAULT_FIELDS,
@@ -45,7 +46,6 @@ from ring3.handlers import BodyReader
 from ring3.handlers.asgi_stream import PushStream
 from ring3.handlers.status import status_response
 from ring3.handlers.tls_facts import asgi_tls_extension
-from ring3.loops import start_task
 
 if TYPE_CHECKING:
     from ring3.websocket.asgi import WebSocketEndpoint
@@ -108,7 +108,7 @@ class ASGIHandler:
     def scope(self, request: Request, kind: str) -> Scope:
         """The scope of a request: what the application knows of it (ASGI 2.4 'http'/'websocket')."""
         path = request.path
-        decoded = unquote_to_bytes(path) if b"%" in path else path
+        decoded = unquote_to_bytes(path) if path.find(b"%") >= 0 else path  # find: see http1/parser
         conn = request.conn
         scope: Scope = {
             "type": kind,

@@ -1,9 +1,10 @@
-"""How an HTTP/1.1 connection ends after a response that closes it (at once when nothing of the
-client's is unread, else by a lingering close), and how a request that broke the framing is answered.
-The connection's friend, as http1/writers.py is."""
+"""How an HTTP/1.1 connection ends: after a response that closes it (at once when nothing of the
+client's is unread, else by a lingering close), by a drain (shutdown or reload), or at once; and how a
+request that broke the framing is answered. The connection's friend, as http1/writers.py is."""
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,8 @@ from ring3.handlers.status import status_response
 
 if TYPE_CHECKING:
     from ring3.http1.connection import Connection
+
+logger = logging.getLogger("ring3.error")
 
 
 def close_after_response(connection: Connection) -> None:
@@ -73,3 +76,45 @@ def fail_current(connection: Connection, status: int) -> None:
             close_after_response(connection)
     else:
         connection._respond(status_response(status, close=True))
+
+
+def close_now(connection: Connection) -> None:
+    """Close an open connection now, dropping anything unsent (Connection.close)."""
+    connection._closed = True
+    if connection._reading:
+        connection._reading = False
+        if not connection._unwatched:
+            connection._loop.remove_reader(connection._fd)
+    if connection.tls is not None:
+        connection.tls.close_notify()
+    connection._output.close()
+    connection._timer.close()
+    task = connection._task
+    if task is not None:
+        task.cancel()
+        connection._task = None
+    if connection._body is not None:
+        connection._body.abort()
+    connection._run_cleanup()
+    upgrade = connection._upgrade
+    if upgrade is not None:
+        connection._upgrade = None
+        try:
+            upgrade.connection_lost()
+        except Exception:
+            logger.exception("%s: the upgraded protocol failed while closing", connection._peer)
+    connection._server.ledger.close += 1
+    connection._sock.close()
+    connection._server.connection_closed(connection)
+
+
+def drain_connection(connection: Connection) -> None:
+    """Shutdown or reload: an upgrade ends its session, a response ends with close, an idle connection
+    closes if no request comes within DRAIN_IDLE_WAIT (at once if its client is gone)."""
+    if connection._upgrade is not None:
+        connection._upgrade.shutdown()
+    elif connection._request is None and not connection._events and not connection._parser.in_head:
+        if connection._eof:
+            connection._close_when_flushed()
+        else:
+            connection._on_timer()

@@ -34,7 +34,13 @@ from ring3.events import (
 from ring3.exchange import Exchange
 from ring3.handlers import BodyReader
 from ring3.handlers.status import status_response
-from ring3.http1.closing import close_after_response, fail_current, start_rejected
+from ring3.http1.closing import (
+    close_after_response,
+    close_now,
+    drain_connection,
+    fail_current,
+    start_rejected,
+)
 from ring3.http1.handover import switch_protocols, take_h2c
 from ring3.http1.parser import H1Parser
 from ring3.http1.replaying import answer_from_replay
@@ -467,47 +473,15 @@ class Connection(Exchange):
 
     def close(self) -> None:
         """Close now, dropping anything unsent."""
-        if self._closed:
-            return
-        self._closed = True
-        loop = self._loop
-        if self._reading:
-            self._reading = False
-            if not self._unwatched:
-                loop.remove_reader(self._fd)
-        if self.tls is not None:
-            self.tls.close_notify()
-        self._output.close()
-        self._timer.close()
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-        if self._body is not None:
-            self._body.abort()
-        self._run_cleanup()
-        if self._upgrade is not None:
-            upgrade, self._upgrade = self._upgrade, None
-            try:
-                upgrade.connection_lost()
-            except Exception:
-                logger.exception("%s: the upgraded protocol failed while closing", self._peer)
-        self._server.ledger.close += 1
-        self._sock.close()
-        self._server.connection_closed(self)
+        if not self._closed:
+            close_now(self)
 
     def _abort(self) -> None:
         self.close()
 
     def drain(self) -> None:
-        """Shutdown or reload: an upgrade ends its session, a response ends with close, an idle connection
-        closes if no request comes within DRAIN_IDLE_WAIT (at once if its client is gone)."""
-        if self._upgrade is not None:
-            self._upgrade.shutdown()
-        elif self._request is None and not self._events and not self._parser.in_head:
-            if self._eof:
-                self._close_when_flushed()
-            else:
-                self._on_timer()
+        """Shutdown or reload: see closing.drain_connection."""
+        drain_connection(self)
 
     def _on_send_failed(self, exc: BaseException) -> None:
         logger.debug("%s: send failed: %s", self._peer, exc)

@@ -69,6 +69,7 @@ class H1Parser:
         "_raw_head",
         "_te_values",
         "_url",
+        "_valid_host",
         "dead",
         "in_body",
         "in_head",
@@ -91,6 +92,7 @@ class H1Parser:
         self._first_line: bytes | None = None
         self._body_bytes = 0
         self._host: bytes = b""
+        self._valid_host: bytes | None = None  # the last Host that passed HOST_SYNTAX
         self._host_count = 0
         self._content_length: int | None = None
         self._expect: bytes | None = None
@@ -135,7 +137,8 @@ class H1Parser:
                 # A head that began before this feed and still runs has all of this feed's bytes.
                 self._check_partial_head(data, began_before and not self._begun_in_feed, not events)
         has_head = self._begun_in_feed or began_before
-        if has_head and not self.dead and (b"RTSP/" in data or b"ICE/" in data):
+        # find, not `in`: bytes.__contains__ tries the needle as an int first and builds a TypeError.
+        if has_head and not self.dead and (data.find(b"RTSP/") >= 0 or data.find(b"ICE/") >= 0):
             self._refuse_other_protocols(data, began_before)
         return events
 
@@ -228,12 +231,14 @@ class H1Parser:
                 raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request", status=400)
             _check_transfer_coding(self._te_values or [])
         host = self._host
-        if not HOST_SYNTAX.match(host):
-            raise RemoteProtocolError("invalid Host header", status=400)
+        if host != self._valid_host:  # a connection's requests name the same host: checked once
+            if not HOST_SYNTAX.match(host):
+                raise RemoteProtocolError("invalid Host header", status=400)
+            self._valid_host = host
         if method == b"CONNECT":
             raise RemoteProtocolError("CONNECT is not supported", status=501)
         target = self._url
-        if target[:1] == b"/" and b"#" not in target:
+        if target[:1] == b"/" and target.find(b"#") < 0:
             path, _, query = target.partition(b"?")
         else:
             path, query, host = _split_target(target, method, host)

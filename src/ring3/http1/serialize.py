@@ -46,7 +46,7 @@ def serialize_head(status: int, common: bytes, headers: Headers, content_length:
     if headers:
         fields = b"".join([b"%s: %s\r\n" % pair for pair in headers])
         lines = len(headers)
-        if fields.count(b"\n") != lines or fields.count(b"\r") != lines or b"\0" in fields:
+        if fields.count(b"\n") != lines or fields.count(b"\r") != lines or fields.find(b"\0") >= 0:
             raise LocalProtocolError("CR, LF or NUL in a response header")
     else:
         fields = b""

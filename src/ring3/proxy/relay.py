@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ring3.errors import ClientDisconnected
 from ring3.events import BodyWriter, PipeRange, PushedBody, SplicingWriter
@@ -89,8 +89,8 @@ class UpstreamBody(PushedBody):
         remaining = self._remaining
         splice_min = self._splice_min
         if (splice_min is not None and remaining is not None and remaining - len(rest) >= splice_min
-                and not self._eof_held and isinstance(writer, SplicingWriter) and writer.can_splice):
-            self._splicer = writer
+                and not self._eof_held and getattr(writer, "can_splice", False)):
+            self._splicer = cast(SplicingWriter, writer)  # it has can_splice: see SplicingWriter
             if rest:
                 self._remaining = remaining - len(rest)
                 if not self._write(rest):
