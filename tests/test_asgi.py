@@ -563,6 +563,42 @@ def test_an_app_that_never_waits_is_answered_in_the_same_loop_turn() -> None:
     assert outcomes[0].body == b"now"
 
 
+def test_the_eager_start_leaves_the_loops_call_soon_as_it_was() -> None:
+    """start_task hooks call_soon on the loop object for the Task's first step only: what that step
+    schedules is queued, and afterwards (even when the Task could not be made) the class's method is
+    the one found again."""
+    from ring3.eager import start_task
+    from ring3.loops import SelectorLoop
+
+    order: list[str] = []
+
+    async def first_step() -> None:
+        order.append("step")
+        asyncio.get_running_loop().call_soon(order.append, "scheduled by the step")
+        order.append("step ends")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def from_a_callback() -> None:  # outside any task, as a connection's read callback runs
+            task = start_task(loop, first_step())
+            order.append("start_task returned")
+            assert task.done()
+            assert "call_soon" not in vars(loop)
+            with pytest.raises(TypeError):
+                start_task(loop, object())  # not a coroutine: no Task
+            assert "call_soon" not in vars(loop)
+            loop.call_soon(done.set_result, None)
+
+        loop.call_soon(from_a_callback)
+        await done
+
+    with asyncio.Runner(loop_factory=SelectorLoop) as runner:
+        runner.run(main())
+    assert order == ["step", "step ends", "start_task returned", "scheduled by the step"]
+
+
 def test_hot_pathsend_files_come_from_the_file_cache(in_process: Start, tmp_path: Path) -> None:
     from ring3.files.cache import FileCache
 
